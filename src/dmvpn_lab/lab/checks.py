@@ -1,0 +1,100 @@
+"""What "the lab has converged" means, written once for ``up``, the tests and ``validate``.
+
+Each expectation is JSON an FRR or GDOI show command must contain; the roles and addresses come from
+the topology's labels (``dmvpn-lab.role``, ``dmvpn-lab.nbma``, ``dmvpn-lab.tunnel-ip``, ``dmvpn-lab.lan``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dmvpn_lab.lab.converge import wait_for_json
+from dmvpn_lab.lab.node import NodeShell
+from dmvpn_lab.lab.topology import Node
+
+
+def routers(shell: NodeShell) -> list[Node]:
+    return [n for n in shell.topology.nodes.values() if n.role in ("hub", "spoke")]
+
+
+def hub(shell: NodeShell) -> Node:
+    hubs = [n for n in shell.topology.nodes.values() if n.role == "hub"]
+    if len(hubs) != 1:
+        raise ValueError(f"lab {shell.topology.name} must have exactly one node labelled dmvpn-lab.role: hub")
+    return hubs[0]
+
+
+def spokes(shell: NodeShell) -> list[Node]:
+    return [n for n in shell.topology.nodes.values() if n.role == "spoke"]
+
+
+def group_members(shell: NodeShell) -> list[Node]:
+    return [n for n in shell.topology.nodes.values() if n.gdoi_role == "gm"]
+
+
+def key_server(shell: NodeShell) -> Node | None:
+    return next((n for n in shell.topology.nodes.values() if n.gdoi_role == "ks"), None)
+
+
+# --- expectations ------------------------------------------------------------------------------------
+
+
+def gm_registered(status: Any) -> str | None:
+    """A GM's ``gdoi show crypto gdoi --json`` once GROUPKEY-PULL completed and a TEK is installed."""
+    if not isinstance(status, dict) or not status.get("registered"):
+        return "not registered with the key server"
+    if not status.get("teks"):
+        return "registered but holds no TEK"
+    return None
+
+
+def hub_nhrp_expected(shell: NodeShell) -> dict[str, Any]:
+    """Every spoke in the hub's NHRP cache as a dynamic entry with its NBMA address."""
+    return {
+        "table": [
+            {"type": "dynamic", "protocol": s.labels["dmvpn-lab.tunnel-ip"], "nbma": s.labels["dmvpn-lab.nbma"]}
+            for s in spokes(shell)
+        ]
+    }
+
+
+def routes_expected(shell: NodeShell, router: Node) -> dict[str, Any]:
+    """Every other router's LAN in this router's BGP routes."""
+    return {
+        r.labels["dmvpn-lab.lan"]: [{"protocol": "bgp", "selected": True}]
+        for r in routers(shell)
+        if r.name != router.name
+    }
+
+
+def wait_converged(
+    shell: NodeShell, *, timeout: float = 180.0, progress: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Wait for GDOI registration, NHRP registration at the hub and BGP routes everywhere."""
+    outputs: dict[str, Any] = {}
+    for gm in group_members(shell):
+        outputs[f"{gm.name}/gdoi"] = wait_for_json(
+            lambda gm=gm: shell.gdoi_json(gm.name, "show", "crypto", "gdoi"),  # type: ignore[misc]
+            gm_registered,
+            what=f"{gm.name}: gdoi show crypto gdoi --json",
+            timeout=timeout,
+        )
+        progress(f"  {gm.name}: registered with the key server")
+    the_hub = hub(shell)
+    outputs["hub/nhrp"] = wait_for_json(
+        lambda: shell.vtysh_json(the_hub.name, "show ip nhrp cache json"),
+        hub_nhrp_expected(shell),
+        what=f"{the_hub.name}: show ip nhrp cache json",
+        timeout=timeout,
+    )
+    progress(f"  {the_hub.name}: {len(spokes(shell))} spokes registered over NHRP")
+    for router in routers(shell):
+        outputs[f"{router.name}/routes"] = wait_for_json(
+            lambda router=router: shell.vtysh_json(router.name, "show ip route bgp json"),  # type: ignore[misc]
+            routes_expected(shell, router),
+            what=f"{router.name}: show ip route bgp json",
+            timeout=timeout,
+        )
+    progress(f"  BGP: every router has a route to every LAN")
+    return outputs

@@ -1,0 +1,251 @@
+"""The embedded runtime: every node a Linux network namespace named as containerlab names it.
+
+``up`` builds the namespaces and veth links, runs each node's ``setup.sh``, starts the KS, the GM
+sidecars and FRR (zebra first, then the routing daemons, then the node's ``frr.conf`` through vtysh)
+and waits until the lab has converged.  ``down`` removes every namespace, process and file the lab
+made, and works after an interrupted ``up`` because it finds what to remove by name, not from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmvpn_lab.lab.converge import wait_for_json
+from dmvpn_lab.lab.node import NodeShell, gdoi_command, state_root
+from dmvpn_lab.lab.topology import FRR_CONF_PATH, GDOI_CONF_PATH, SETUP_PATH, Node, Topology
+
+Progress = Callable[[str], None]
+FRR_DIR = Path("/usr/lib/frr")
+FRR_RUN = Path("/var/run/frr")
+# FRR 9+ routes configuration through mgmtd, which must run before the other daemons.
+FRR_ORDER = ("zebra", "mgmtd", "staticd", "bgpd", "ospfd", "nhrpd")
+
+
+class LabError(RuntimeError):
+    """The lab could not be brought to the asked state; the message says what to do."""
+
+
+@dataclass
+class NetnsRuntime:
+    topology: Topology
+    progress: Progress = print
+
+    @property
+    def shell(self) -> NodeShell:
+        return NodeShell(self.topology, "netns")
+
+    @property
+    def state_dir(self) -> Path:
+        return state_root() / self.topology.name
+
+    @property
+    def run_root(self) -> Path:
+        return Path("/run/dmvpn-lab") / self.topology.name
+
+    # --- up ----------------------------------------------------------------------------------------
+
+    def up(self, *, converge_timeout: float = 180.0) -> dict[str, Any]:
+        started = time.monotonic()
+        if self.existing_namespaces():
+            self.progress(f"removing leftovers of an earlier run of {self.topology.name}")
+            self.down(quiet=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._write_state({"lab": self.topology.name, "topology": str(self.topology.path), "runtime": "netns"})
+
+        self.progress(f"creating {len(self.topology.nodes)} namespaces and {len(self.topology.links)} links")
+        for node in self.topology.nodes.values():
+            ns = self.topology.namespace(node.name)
+            _run(["ip", "netns", "add", ns])
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        for link in self.topology.links:
+            a, b = link.a, link.b
+            _run(
+                ["ip", "link", "add", "name", a.interface, "netns", self.topology.namespace(a.node), "type", "veth",
+                 "peer", "name", b.interface, "netns", self.topology.namespace(b.node)]
+            )
+
+        for node in self.topology.ordered_nodes():
+            self._setup(node)
+
+        for node in self.topology.ordered_nodes():
+            if node.gdoi_role == "ks":
+                self._start_gdoi(node)
+                self._wait_healthy(node)
+        for node in self.topology.ordered_nodes():
+            if node.gdoi_role == "gm":
+                self._start_gdoi(node)
+        for node in self.topology.ordered_nodes():
+            if node.frr_daemons:
+                self._start_frr(node)
+
+        self.progress("waiting for convergence (GDOI registration, NHRP registration, BGP routes)")
+        converged = self.wait_converged(timeout=converge_timeout)
+        elapsed = time.monotonic() - started
+        self._write_state({**self._read_state(), "up_seconds": round(elapsed, 1), "converged": converged})
+        self.progress(f"lab {self.topology.name} is up and converged in {elapsed:.1f}s")
+        return converged
+
+    def _setup(self, node: Node) -> None:
+        script = node.file(SETUP_PATH)
+        if script is None:
+            return
+        self.progress(f"  {node.name}: setup.sh")
+        result = self.shell.run(node.name, ["sh", str(script)], check=False)
+        if result.returncode != 0:
+            raise LabError(
+                f"{node.name}: {script} failed (exit {result.returncode}): {result.stderr.strip()}\n"
+                "fix the script in the topology folder, then run `dmvpn-lab down` and `up` again"
+            )
+
+    def _log(self, node: str, daemon: str) -> Path:
+        folder = self.state_dir / node
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{daemon}.log"
+
+    def _start_gdoi(self, node: Node) -> None:
+        config = node.file(GDOI_CONF_PATH)
+        if config is None:
+            raise LabError(f"{node.name}: GDOI_ROLE is set but no file is bound to {GDOI_CONF_PATH}")
+        run_dir = Path(self.shell.run_dir(node.name))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        role = node.gdoi_role or "gm"
+        argv = [*gdoi_command("netns"), role, "--config", str(config), "--run-dir", str(run_dir)]
+        if address := node.env.get("GDOI_LOCAL_ADDRESS"):
+            argv += ["--local-address", address]
+        if role == "gm" and (xfrm := node.env.get("GDOI_XFRM_ADDRESS")):
+            argv += ["--xfrm-address", xfrm]
+        if role == "ks":
+            argv += ["--key-dir", str(self.state_dir / node.name / "keys")]
+        argv += ["--keylog", str(self.state_dir / "ike-keylog.txt")]
+        self.progress(f"  {node.name}: gdoi {role}")
+        log = self._log(node.name, f"gdoi-{role}").open("ab")
+        proc = self.shell.spawn(node.name, argv, log=log)
+        log.close()
+        self._remember_pid(node.name, f"gdoi-{role}", proc.pid)
+
+    def _wait_healthy(self, node: Node) -> None:
+        self.progress(f"  {node.name}: waiting for the key server to answer")
+        wait_for_json(
+            lambda: self.shell.gdoi_json(node.name, "show", "crypto", "gdoi"),
+            {},
+            what=f"{node.name}: gdoi show crypto gdoi --json",
+            timeout=60,
+            interval=0.5,
+        )
+
+    def _start_frr(self, node: Node) -> None:
+        ns = self.topology.namespace(node.name)
+        space = FRR_RUN / ns
+        space.mkdir(parents=True, exist_ok=True)
+        shutil.chown(space, "frr", "frr")
+        wanted = set(node.frr_daemons)
+        daemons = [d for d in FRR_ORDER if d in wanted or (d == "mgmtd" and (FRR_DIR / d).exists())]
+        self.progress(f"  {node.name}: FRR {' '.join(daemons)}")
+        for daemon in daemons:
+            binary = FRR_DIR / daemon
+            if not binary.exists():
+                raise LabError(f"{node.name}: FRR daemon {binary} is missing (apt-get install frr)")
+            log = self._log(node.name, daemon)
+            argv = [str(binary), "-d", "-N", ns, "-i", str(space / f"{daemon}.pid"), "--log", f"file:{log}",
+                    "-f", "/dev/null"]
+            self.shell.run(node.name, argv, timeout=30)
+            if daemon == "zebra":
+                _wait_path(space / "zserv.api", f"{node.name}: zebra socket")
+        conf = node.file(FRR_CONF_PATH)
+        if conf is not None:
+            result = self.shell.run(node.name, ["vtysh", "-N", ns, "-f", str(conf)], check=False, timeout=60)
+            if result.returncode != 0:
+                raise LabError(
+                    f"{node.name}: FRR refused {conf}: {result.stdout.strip()} {result.stderr.strip()}"
+                )
+
+    # --- convergence -------------------------------------------------------------------------------
+
+    def wait_converged(self, timeout: float = 180.0) -> dict[str, Any]:
+        from dmvpn_lab.lab import checks
+
+        return checks.wait_converged(self.shell, timeout=timeout, progress=self.progress)
+
+    # --- down --------------------------------------------------------------------------------------
+
+    def existing_namespaces(self) -> list[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        prefix = f"clab-{self.topology.name}-"
+        return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
+
+    def down(self, *, quiet: bool = False) -> None:
+        namespaces = self.existing_namespaces()
+        if not quiet:
+            self.progress(f"stopping {self.topology.name}: {len(namespaces)} namespaces")
+        # Ask the GMs to stop first so they remove their kernel state themselves.
+        for pid in self._pids_in(namespaces):
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self._pids_in(namespaces):
+            time.sleep(0.1)
+        for pid in self._pids_in(namespaces):
+            _signal(pid, signal.SIGKILL)
+        for ns in namespaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        for ns in [self.topology.namespace(n) for n in self.topology.nodes]:
+            shutil.rmtree(FRR_RUN / ns, ignore_errors=True)
+        shutil.rmtree(self.run_root, ignore_errors=True)
+        state = self.state_dir / "state.json"
+        if state.exists():
+            state.unlink()
+        if not quiet:
+            self.progress(f"{self.topology.name} is down")
+
+    def _pids_in(self, namespaces: list[str]) -> list[int]:
+        pids: list[int] = []
+        for ns in namespaces:
+            out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+            pids += [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid()]
+        return pids
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        path = self.state_dir / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        path = self.state_dir / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, default=str))
+        tmp.replace(path)
+
+    def _remember_pid(self, node: str, daemon: str, pid: int) -> None:
+        state = self._read_state()
+        state.setdefault("pids", {}).setdefault(node, {})[daemon] = pid
+        self._write_state(state)
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise LabError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_path(path: Path, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise LabError(f"{what}: {path} did not appear within {timeout:.0f}s (see the daemon's log)")
+        time.sleep(0.05)

@@ -1,0 +1,144 @@
+"""The one place that runs commands in a lab node, whatever the runtime.
+
+Everything the harness does inside a node (shell commands, vtysh, the GDOI show commands, packet
+captures) goes through :class:`NodeShell`, so a check written once runs on the netns runtime and on
+containerlab alike.  The two runtimes differ only in the argv prefix that enters a node and in where
+FRR's and the sidecar's sockets live.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from dmvpn_lab.lab.topology import Topology
+
+
+class NodeCommandError(RuntimeError):
+    """A command in a node failed; the message carries node, command, exit code and output."""
+
+    def __init__(self, node: str, argv: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
+        self.node = node
+        self.result = result
+        super().__init__(
+            f"[{node}] `{shlex.join(argv)}` exited {result.returncode}\n"
+            f"stdout: {result.stdout.strip()[-2000:]}\nstderr: {result.stderr.strip()[-2000:]}"
+        )
+
+
+@dataclass(frozen=True)
+class NodeShell:
+    """Runs commands in the nodes of one running lab.
+
+    ``runtime`` is ``netns`` (each node a network namespace named like the containerlab container) or
+    ``containerlab`` (``docker exec`` into the container).
+    """
+
+    topology: Topology
+    runtime: str = "netns"
+
+    # --- where things live -------------------------------------------------------------------------
+
+    def enter(self, node: str) -> list[str]:
+        """The argv prefix that runs a command inside ``node``."""
+        name = self.topology.namespace(node)
+        if self.runtime == "containerlab":
+            return ["docker", "exec", "-i", name]
+        return ["ip", "netns", "exec", name]
+
+    def run_dir(self, node: str) -> str:
+        """Where the node's GDOI daemon keeps its control socket."""
+        if self.runtime == "containerlab":
+            return "/run/gdoi"
+        return f"/run/dmvpn-lab/{self.topology.name}/{node}"
+
+    def frr_pathspace(self, node: str) -> list[str]:
+        """vtysh/daemon arguments that pick this node's FRR instance."""
+        if self.runtime == "containerlab":
+            return []
+        return ["-N", self.topology.namespace(node)]
+
+    # --- running -----------------------------------------------------------------------------------
+
+    def run(
+        self,
+        node: str,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        self._known(node)
+        full = [*self.enter(node), *argv]
+        try:
+            result = subprocess.run(
+                full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise NodeCommandError(
+                node, argv, subprocess.CompletedProcess(full, -1, _text(exc.stdout), f"timed out after {timeout}s")
+            ) from None
+        if check and result.returncode != 0:
+            raise NodeCommandError(node, argv, result)
+        return result
+
+    def spawn(self, node: str, argv: Sequence[str], *, log: IO[bytes] | int | None = None) -> subprocess.Popen[bytes]:
+        """Start a long-running process in ``node`` (a daemon or a capture), detached from our session."""
+        self._known(node)
+        return subprocess.Popen(
+            [*self.enter(node), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log if log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def sh(self, node: str, script: str, *, check: bool = True, timeout: float = 60.0) -> str:
+        return self.run(node, ["sh", "-c", script], check=check, timeout=timeout).stdout
+
+    def vtysh(self, node: str, command: str, *, timeout: float = 30.0) -> str:
+        return self.run(node, ["vtysh", *self.frr_pathspace(node), "-c", command], timeout=timeout).stdout
+
+    def vtysh_json(self, node: str, command: str) -> Any:
+        """Run a ``show ... json`` command; FRR prints ``{}`` or nothing when a daemon has no data."""
+        out = self.vtysh(node, command if command.endswith(" json") else f"{command} json").strip()
+        return json.loads(out) if out else {}
+
+    def gdoi(self, node: str, *args: str, json_output: bool = False, check: bool = True) -> str:
+        """Run the ``gdoi`` CLI against the node's sidecar (``gdoi show crypto gdoi`` and friends)."""
+        argv = [*gdoi_command(self.runtime), *args, "--run-dir", self.run_dir(node)]
+        if json_output:
+            argv.append("--json")
+        return self.run(node, argv, check=check).stdout
+
+    def gdoi_json(self, node: str, *args: str) -> Any:
+        return json.loads(self.gdoi(node, *args, json_output=True))
+
+    def _known(self, node: str) -> None:
+        if node not in self.topology.nodes:
+            raise KeyError(f"no node {node!r} in lab {self.topology.name} (nodes: {', '.join(self.topology.nodes)})")
+
+
+def gdoi_command(runtime: str) -> list[str]:
+    """How to start the gdoi CLI: the installed entry point in images, this interpreter otherwise."""
+    if runtime == "containerlab":
+        return ["gdoi"]
+    return [sys.executable, "-m", "dmvpn_lab.gdoi.cli"]
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def state_root() -> Path:
+    """Host-visible folder for lab state and logs (also visible from the sandbox kernel via hostfs)."""
+    return Path("/var/tmp/dmvpn-lab")

@@ -1,0 +1,100 @@
+"""Pre-flight checks run before anything expensive, each with a remedy a user can act on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+KERNEL_MODULES = ("ip_gre", "esp4", "xfrm_user")
+# Loaded on demand too, but checked so a missing one fails early with a clear word.
+OPTIONAL_MODULES = ("xt_NFLOG", "nfnetlink_log", "sch_netem")
+FRR_DIR = Path("/usr/lib/frr")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    remedy: str = ""
+
+    def line(self) -> str:
+        tag = "[PASS]" if self.ok else "[FAIL]"
+        text = f"{tag:<8} {self.name:<24} {self.detail}"
+        if not self.ok and self.remedy:
+            text += f"\n{'':<8} {'':<24} -> {self.remedy}"
+        return text
+
+
+class PreflightError(RuntimeError):
+    def __init__(self, checks: list[Check]) -> None:
+        self.checks = checks
+        failed = [c for c in checks if not c.ok]
+        super().__init__("pre-flight checks failed:\n" + "\n".join(c.line() for c in failed))
+
+
+def kernel_missing_modules() -> list[str]:
+    """The lab's kernel modules that this kernel can neither find loaded nor load."""
+    missing = []
+    for module in KERNEL_MODULES:
+        if Path(f"/sys/module/{module}").exists():
+            continue
+        if shutil.which("modprobe") and subprocess.run(
+            ["modprobe", "-q", module], capture_output=True, check=False
+        ).returncode == 0:
+            continue
+        missing.append(module)
+    return missing
+
+
+def in_sandbox() -> bool:
+    """True inside the sandbox kernel this project boots (its init exports this variable)."""
+    return os.environ.get("DMVPN_LAB_SANDBOX") == "1"
+
+
+def netns_checks(need_kernel: bool = True) -> list[Check]:
+    checks = [
+        Check("root", os.geteuid() == 0, f"uid {os.geteuid()}", "run as root (sudo make lab-up)"),
+        _tool("iproute2", "ip", "apt-get install iproute2"),
+        _tool("iptables", "iptables", "apt-get install iptables"),
+        Check(
+            "FRR",
+            all((FRR_DIR / d).exists() for d in ("zebra", "bgpd", "nhrpd")) and shutil.which("vtysh") is not None,
+            str(FRR_DIR),
+            "apt-get install frr (8.4 or newer: zebra, bgpd, nhrpd, vtysh)",
+        ),
+        _tool("tshark", "tshark", "apt-get install tshark (captures in the lab tests)"),
+    ]
+    if need_kernel:
+        missing = kernel_missing_modules()
+        checks.append(
+            Check(
+                "kernel modules",
+                not missing,
+                "ip_gre esp4 xfrm_user" if not missing else f"missing: {' '.join(missing)}",
+                "this kernel cannot carry GRE/ESP; run through the sandbox kernel (the default: "
+                "`dmvpn-lab up` picks it) or install linux-modules-extra for your kernel",
+            )
+        )
+    return checks
+
+
+def containerlab_checks() -> list[Check]:
+    return [
+        Check("root", os.geteuid() == 0, f"uid {os.geteuid()}", "run as root (sudo)"),
+        _tool("containerlab", "containerlab", "install containerlab: https://containerlab.dev/install/"),
+        _tool("docker", "docker", "install Docker Engine and start it"),
+    ]
+
+
+def _tool(name: str, binary: str, remedy: str) -> Check:
+    path = shutil.which(binary)
+    return Check(name, path is not None, path or f"{binary} not found", remedy)
+
+
+def require(checks: list[Check]) -> None:
+    if not all(c.ok for c in checks):
+        raise PreflightError(checks)

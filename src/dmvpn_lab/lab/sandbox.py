@@ -1,0 +1,314 @@
+"""Run the lab under a real Linux kernel when the host's kernel cannot carry GRE and ESP.
+
+Why User-Mode Linux (UML) rather than QEMU/virtme-ng: both were measured on this project's machines
+(see docs/sandbox.md): UML boots in about 2 s against about 20 s, runs Python at native speed against
+about 6x slower under TCG, and shares the host's filesystem as its root (hostfs), so FRR, tshark and this
+package installed on the host are there unchanged.  Its one cost, slow system calls, does not matter for
+a lab of a few dozen daemons.
+
+Two ways in, one switch (``DMVPN_LAB_SANDBOX_KERNEL``, default ``uml``):
+
+* ``run(argv)``: boot, run one command (the lab test suite, a benchmark) as PID 1's child, halt, and
+  return its exit code.  Output streams to our stdout.
+* ``start_agent(...)``: boot in the background and keep serving: the host's ``dmvpn-lab`` forwards each
+  command through a spool folder on the shared filesystem and prints the answer, so ``make lab-up``
+  followed by ``dmvpn-lab status`` works as it does on a normal host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from dmvpn_lab.lab.node import state_root
+
+UML_BINARY = "linux.uml"
+UML_MODULES = Path("/usr/lib/uml/modules")
+DEFAULT_MEMORY = os.environ.get("DMVPN_LAB_SANDBOX_MEMORY", "3G")
+# Variables carried into the sandbox: enough to find the same Python, tools and settings.
+ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "CI", "TERM", "DMVPN_LAB_RESULTS",
+            "PYTEST_ADDOPTS", "XDG_CONFIG_HOME", "DMVPN_LAB_KEEP")
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def sandbox_kernel() -> str:
+    return os.environ.get("DMVPN_LAB_SANDBOX_KERNEL", "uml")
+
+
+def available() -> tuple[bool, str]:
+    """Whether a sandbox kernel can be booted here, and how to get one if not."""
+    kind = sandbox_kernel()
+    if kind != "uml":
+        return False, f"DMVPN_LAB_SANDBOX_KERNEL={kind!r} is not supported (use 'uml')"
+    if shutil.which(UML_BINARY) is None:
+        return False, "apt-get install user-mode-linux (gives linux.uml and its modules)"
+    if not _module_dir():
+        return False, f"no kernel modules under {UML_MODULES} (reinstall user-mode-linux)"
+    return True, shutil.which(UML_BINARY) or UML_BINARY
+
+
+def _module_dir() -> Path | None:
+    dirs = sorted(p for p in UML_MODULES.glob("*") if p.is_dir())
+    return dirs[-1] if dirs else None
+
+
+def _link_modules() -> None:
+    """UML's modprobe looks in /lib/modules/<its version>: link the package's folder there."""
+    mods = _module_dir()
+    if mods is None:
+        raise SandboxError("user-mode-linux modules are missing")
+    target = Path("/lib/modules") / mods.name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(mods)
+
+
+_INIT = """#!/bin/sh
+# PID 1 of the sandbox kernel. The root filesystem is the host's own (hostfs).
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+mkdir -p /run/lock /run/netns
+ip link set lo up
+for m in ip_gre esp4 xfrm_user xfrm_algo des3_ede authenc cbc md5 sha1 sha256 gcm ghash-generic \\
+         xt_NFLOG nfnetlink_log xt_hashlimit sch_netem veth bridge ip_tables iptable_filter; do
+  modprobe -q $m 2>/dev/null
+done
+sysctl -qw net.core.xfrm_larval_drop=1
+set -a
+. {envfile}
+set +a
+export DMVPN_LAB_SANDBOX=1
+cd {cwd} || exit 1
+{command}
+echo $? > {rcfile}
+sync
+halt -f
+"""
+
+
+def _write_init(workdir: Path, command: str, cwd: Path) -> Path:
+    env_lines = [f"{k}={shlex.quote(os.environ[k])}" for k in ENV_KEEP if k in os.environ]
+    env_lines.append("PYTHONUNBUFFERED=1")
+    envfile = workdir / "env"
+    envfile.write_text("\n".join(env_lines) + "\n")
+    init = workdir / "init"
+    init.write_text(
+        _INIT.format(envfile=envfile, cwd=shlex.quote(str(cwd)), command=command, rcfile=workdir / "rc")
+    )
+    init.chmod(0o755)
+    return init
+
+
+def _uml_argv(init: Path, memory: str, umid: str) -> list[str]:
+    return [
+        UML_BINARY,
+        f"mem={memory}",
+        "root=/dev/root",
+        "rootfstype=hostfs",
+        "rootflags=/",
+        "rw",
+        f"init={init}",
+        f"umid={umid}",
+        "quiet",
+        "loglevel=1",
+        "con=null",
+        "con0=fd:0,fd:1",
+    ]
+
+
+def run(argv: Sequence[str], *, cwd: Path | None = None, memory: str = DEFAULT_MEMORY,
+        timeout: float | None = None) -> int:
+    """Boot the sandbox kernel, run ``argv`` inside it, halt; return the command's exit code."""
+    ok, how = available()
+    if not ok:
+        raise SandboxError(f"this kernel lacks GRE/ESP and no sandbox kernel is available: {how}")
+    _link_modules()
+    workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=_sandbox_root()))
+    init = _write_init(workdir, shlex.join(argv), cwd or Path.cwd())
+    started = time.monotonic()
+    print(f"sandbox: booting User-Mode Linux ({memory}) to run: {shlex.join(argv)}", flush=True)
+    proc = subprocess.Popen(
+        _uml_argv(init, memory, f"dmvpn-{workdir.name}"), stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise SandboxError(f"sandbox run exceeded {timeout:.0f}s and was stopped") from None
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        raise
+    rc_file = workdir / "rc"
+    elapsed = time.monotonic() - started
+    if not rc_file.exists():
+        raise SandboxError(f"the sandbox kernel stopped before the command finished (after {elapsed:.0f}s)")
+    rc = int(rc_file.read_text().strip() or "1")
+    print(f"sandbox: finished in {elapsed:.1f}s with exit code {rc}", flush=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return rc
+
+
+def _sandbox_root() -> Path:
+    root = state_root() / "sandbox"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+# --- the persistent sandbox and its agent ------------------------------------------------------------
+
+
+def agent_dir(lab: str) -> Path:
+    return _sandbox_root() / lab
+
+
+def agent_running(lab: str) -> bool:
+    pid_file = agent_dir(lab) / "uml.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    return (agent_dir(lab) / "ready").exists()
+
+
+def start_agent(lab: str, up_argv: Sequence[str], *, memory: str = DEFAULT_MEMORY, timeout: float = 600) -> int:
+    """Boot a sandbox that runs ``up_argv`` (bringing the lab up) and then serves forwarded commands."""
+    ok, how = available()
+    if not ok:
+        raise SandboxError(f"this kernel lacks GRE/ESP and no sandbox kernel is available: {how}")
+    _link_modules()
+    folder = agent_dir(lab)
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "spool").mkdir(parents=True)
+    agent = [sys.executable, "-m", "dmvpn_lab.lab.sandbox", "agent", str(folder)]
+    command = f"{shlex.join(up_argv)} > {folder}/up.log 2>&1; echo $? > {folder}/up.rc; {shlex.join(agent)}"
+    init = _write_init(folder, command, Path.cwd())
+    console = (folder / "console.log").open("ab")
+    proc = subprocess.Popen(
+        _uml_argv(init, memory, f"dmvpn-{lab}"), stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+        start_new_session=True,
+    )
+    (folder / "uml.pid").write_text(str(proc.pid))
+    print(f"sandbox: User-Mode Linux started (pid {proc.pid}); bringing {lab} up inside it", flush=True)
+    shown = 0
+    deadline = time.monotonic() + timeout
+    up_log = folder / "up.log"
+    while not (folder / "up.rc").exists():
+        if proc.poll() is not None:
+            raise SandboxError(f"the sandbox kernel stopped during bring-up; see {folder}/console.log")
+        if time.monotonic() > deadline:
+            raise SandboxError(f"bring-up took more than {timeout:.0f}s; see {up_log}")
+        shown = _echo_new(up_log, shown)
+        time.sleep(0.2)
+    _echo_new(up_log, shown)
+    rc = int((folder / "up.rc").read_text().strip() or "1")
+    return rc
+
+
+def _echo_new(path: Path, shown: int) -> int:
+    if not path.exists():
+        return shown
+    data = path.read_bytes()
+    if len(data) > shown:
+        sys.stdout.write(data[shown:].decode(errors="replace"))
+        sys.stdout.flush()
+    return len(data)
+
+
+def forward(lab: str, argv: Sequence[str], *, timeout: float = 600) -> int:
+    """Run ``argv`` inside the lab's running sandbox, print its output, return its exit code."""
+    spool = agent_dir(lab) / "spool"
+    request_id = uuid.uuid4().hex
+    request = spool / f"{request_id}.req"
+    tmp = spool / f"{request_id}.tmp"
+    tmp.write_text(json.dumps({"argv": list(argv), "cwd": str(Path.cwd())}))
+    tmp.replace(request)
+    answer = spool / f"{request_id}.done"
+    deadline = time.monotonic() + timeout
+    while not answer.exists():
+        if time.monotonic() > deadline:
+            raise SandboxError(f"no answer from the sandbox within {timeout:.0f}s")
+        if not agent_running(lab):
+            raise SandboxError("the sandbox kernel is not running (run `make lab-up` again)")
+        time.sleep(0.05)
+    result = json.loads(answer.read_text())
+    answer.unlink()
+    sys.stdout.write(result["stdout"])
+    sys.stderr.write(result["stderr"])
+    return int(result["rc"])
+
+
+def serve(folder: Path) -> None:
+    """The agent loop inside the sandbox: run each spooled request; ``halt`` ends the sandbox."""
+    (folder / "ready").write_text("1")
+    spool = folder / "spool"
+    while True:
+        for request in sorted(spool.glob("*.req")):
+            job = json.loads(request.read_text())
+            request.unlink()
+            argv = job["argv"]
+            if argv == ["halt"]:
+                (folder / "ready").unlink(missing_ok=True)
+                _answer(spool, request.stem, 0, "sandbox: halting\n", "")
+                return
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, cwd=job.get("cwd"), timeout=900,
+                                      check=False)
+                _answer(spool, request.stem, done.returncode, done.stdout, done.stderr)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                _answer(spool, request.stem, 127, "", f"sandbox agent: {exc}\n")
+        time.sleep(0.05)
+
+
+def _answer(spool: Path, request_id: str, rc: int, stdout: str, stderr: str) -> None:
+    tmp = spool / f"{request_id}.atmp"
+    tmp.write_text(json.dumps({"rc": rc, "stdout": stdout, "stderr": stderr}))
+    tmp.replace(spool / f"{request_id}.done")
+
+
+def stop_agent(lab: str, timeout: float = 60) -> None:
+    folder = agent_dir(lab)
+    pid_file = folder / "uml.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    if agent_running(lab):
+        forward(lab, ["halt"], timeout=30)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, 9)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "agent":
+        serve(Path(sys.argv[2]))
+    else:
+        sys.exit(run(sys.argv[1:]))
