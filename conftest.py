@@ -1,0 +1,63 @@
+"""pytest set-up shared by the unit tests (tests/) and the lab suites (labtests/).
+
+Where this kernel cannot carry the lab (no ip_gre/esp4/xfrm_user, as on the project's own machines),
+the whole pytest run is started again inside the sandbox kernel, so `pytest` and `make test` behave the
+same on every machine.  Set DMVPN_LAB_NO_SANDBOX=1 to run here anyway (lab tests then fail, loudly).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dmvpn-lab")
+    group.addoption("--topology", default=os.environ.get("DMVPN_LAB_TOPOLOGY", "topologies/dmvpn-gdoi"),
+                    help="topology the lab suites run against")
+    group.addoption("--runtime", default=os.environ.get("DMVPN_LAB_RUNTIME", "netns"),
+                    choices=["netns", "containerlab"], help="how the lab runs")
+    group.addoption("--keep-lab", action="store_true",
+                    help="leave the lab running after the tests (inspect it with dmvpn-lab status)")
+    group.addoption("--results", default=os.environ.get("DMVPN_LAB_RESULTS", "results"),
+                    help="folder for pcaps, show outputs and logs of each test")
+
+
+def _wants_lab(config: pytest.Config) -> bool:
+    markexpr = config.option.markexpr or ""
+    return "not lab" not in markexpr
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    from dmvpn_lab.lab import preflight, sandbox
+
+    if preflight.in_sandbox() or os.environ.get("DMVPN_LAB_NO_SANDBOX") == "1" or not _wants_lab(config):
+        return None
+    if config.option.runtime != "netns" or not preflight.kernel_missing_modules():
+        return None
+    ok, how = sandbox.available()
+    if not ok:
+        raise pytest.UsageError(f"this kernel lacks GRE/ESP and the sandbox kernel is missing: {how}")
+    args = [sys.executable, "-m", "pytest", *config.invocation_params.args]
+    return sandbox.run(args, cwd=config.invocation_params.dir)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "incremental: later steps skip once one step failed")
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    # FRR topotest style: once a step of an incremental class fails, the rest skip instead of piling up.
+    if "incremental" in item.keywords and call.excinfo is not None and call.when == "call":
+        parent = item.parent
+        if parent is not None:
+            parent._previousfailed = item  # type: ignore[attr-defined]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "incremental" in item.keywords and item.parent is not None:
+        previous = getattr(item.parent, "_previousfailed", None)
+        if previous is not None:
+            pytest.skip(f"an earlier step failed: {previous.name}")

@@ -1,0 +1,94 @@
+"""Smoke suite: the seed's lab comes up, registers, routes and pings; `down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dmvpn_lab.lab import checks, generate
+from dmvpn_lab.lab.converge import wait_for_json
+from dmvpn_lab.lab.generate import LabSpec, Protection
+from dmvpn_lab.lab.netns import FRR_RUN, NetnsRuntime
+from dmvpn_lab.lab.topology import load_topology
+
+pytestmark = pytest.mark.lab
+
+
+def test_every_gm_registered_with_the_ks(lab):
+    spis = set()
+    for gm in checks.group_members(lab.shell):
+        status = lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")
+        lab.save("smoke", f"{gm.name}-show-crypto-gdoi.json", status)
+        assert checks.gm_registered(status) is None, f"{gm.name}: {checks.gm_registered(status)}"
+        spis.add(tuple(sorted(t["spi"] for t in status["teks"])))
+    assert len(spis) == 1, f"GMs hold different TEKs: {spis}"
+    ks = checks.key_server(lab.shell)
+    assert ks is not None
+    members = lab.shell.gdoi(ks.name, "show", "crypto", "gdoi", "ks", "members")
+    for gm in checks.group_members(lab.shell):
+        assert gm.env["GDOI_LOCAL_ADDRESS"] in members, f"KS does not list {gm.name}:\n{members}"
+
+
+def test_spokes_registered_at_the_hub(lab):
+    hub = checks.hub(lab.shell)
+    cache = wait_for_json(
+        lambda: lab.shell.vtysh_json(hub.name, "show ip nhrp cache json"),
+        checks.hub_nhrp_expected(lab.shell),
+        what=f"{hub.name}: show ip nhrp cache json",
+        timeout=60,
+    )
+    lab.save("smoke", "hub-nhrp-cache.json", cache)
+
+
+@pytest.mark.parametrize("src,dst", [("hub", "spoke1"), ("spoke1", "hub"), ("spoke3", "spoke1"), ("spoke2", "spoke3")])
+def test_lan_hosts_ping_each_other(lab, src, dst):
+    out = lab.ping(lab.host_of(src), lab.address_of_host(lab.host_of(dst)), count=5)
+    assert " 0% packet loss" in out, out
+
+
+def _leftovers(lab_name: str) -> list[str]:
+    found = []
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"namespace {line.split()[0]}" for line in namespaces.splitlines() if f"clab-{lab_name}-" in line]
+    found += [f"FRR run dir {p}" for p in FRR_RUN.glob(f"clab-{lab_name}-*")]
+    run_dir = Path("/run/dmvpn-lab") / lab_name
+    if run_dir.exists():
+        found.append(f"run dir {run_dir}")
+    procs = subprocess.run(["pgrep", "-af", f"clab-{lab_name}-|/run/dmvpn-lab/{lab_name}/"],
+                           capture_output=True, text=True).stdout
+    found += [f"process {line}" for line in procs.splitlines() if "pgrep" not in line]
+    return found
+
+
+def test_up_after_a_killed_up_works_and_down_leaves_nothing(tmp_path):
+    """Kill `dmvpn-lab up` half-way, bring the lab up again, then `down`: nothing may remain."""
+    # A private copy under another name, so this test never disturbs the session's labs.
+    topo = load_topology(generate.write(LabSpec(1, Protection.PLAIN, "smoke-killed"), tmp_path))
+    cli = [sys.executable, "-m", "dmvpn_lab.lab.cli", "-t", str(topo.path)]
+    first = subprocess.Popen([*cli, "up"], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert first.stdout is not None
+    for line in first.stdout:  # kill it once FRR is starting: namespaces, links and daemons exist
+        if "FRR" in line:
+            break
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert _leftovers(topo.name), "the killed up should have left a half-built lab to clean"
+
+    again = subprocess.run([*cli, "up"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "removing leftovers" in again.stdout
+    runtime = NetnsRuntime(topo, progress=lambda _l: None)
+    checks.wait_converged(runtime.shell, timeout=60, progress=lambda _l: None)
+
+    down = subprocess.run([*cli, "down"], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    deadline = time.monotonic() + 10
+    while _leftovers(topo.name) and time.monotonic() < deadline:
+        time.sleep(0.2)  # processes may take a moment to be reaped after SIGKILL
+    assert _leftovers(topo.name) == []

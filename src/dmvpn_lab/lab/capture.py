@@ -1,0 +1,123 @@
+"""The one place that captures packets: tshark in a node's namespace, to a pcap file, then analysis.
+
+Capture first, stop, then read the file (pyshark's ``FileCapture`` with a display filter and GDOI's
+port decoded as ISAKMP), so the pcap stays behind as a test artifact a trainee can open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmvpn_lab.lab.node import NodeShell
+
+GDOI_DECODE_AS = {"udp.port==848": "isakmp"}
+
+
+class CaptureError(RuntimeError):
+    pass
+
+
+@dataclass
+class Capture:
+    node: str
+    interface: str
+    pcap: Path
+
+
+@contextlib.contextmanager
+def capture(shell: NodeShell, node: str, interface: str, pcap: Path, *, bpf: str = "") -> Iterator[Capture]:
+    """Capture on ``node``'s ``interface`` into ``pcap`` for the duration of the ``with`` block."""
+    pcap.parent.mkdir(parents=True, exist_ok=True)
+    if pcap.exists():
+        pcap.unlink()
+    argv = ["tshark", "-q", "-n", "-i", interface, "-w", str(pcap), "-F", "pcap"]
+    if bpf:
+        argv += ["-f", bpf]
+    log = pcap.with_suffix(".tshark.log").open("wb")
+    proc = shell.spawn(node, argv, log=log)
+    try:
+        _wait_started(proc, pcap)
+        yield Capture(node, interface, pcap)
+        time.sleep(0.3)  # let the last packets of the block reach the file before stopping
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _wait_started(proc: subprocess.Popen[bytes], pcap: Path, timeout: float = 30.0) -> None:
+    # tshark writes the pcap header once it is capturing; before that, packets would be missed.
+    deadline = time.monotonic() + timeout
+    while not (pcap.exists() and pcap.stat().st_size >= 24):
+        if proc.poll() is not None:
+            raise CaptureError(f"tshark exited with {proc.returncode}; see {pcap.with_suffix('.tshark.log')}")
+        if time.monotonic() > deadline:
+            raise CaptureError(f"tshark did not start capturing within {timeout:.0f}s")
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class PacketSummary:
+    """What the wire checks need from one packet."""
+
+    number: int
+    src: str
+    dst: str
+    protocols: tuple[str, ...]  # highest layers, e.g. ("eth", "ip", "esp")
+    esp_spi: int | None
+    isakmp_exchange: int | None
+
+    @property
+    def top(self) -> str:
+        return self.protocols[-1] if self.protocols else ""
+
+
+def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
+    """Decode ``pcap`` with pyshark (tshark underneath), GDOI's UDP port decoded as ISAKMP."""
+    import pyshark  # imported here: it starts tshark processes and is only needed for analysis
+
+    packets: list[PacketSummary] = []
+    cap = pyshark.FileCapture(str(pcap), display_filter=display_filter, decode_as=GDOI_DECODE_AS,
+                              keep_packets=False)
+    try:
+        for pkt in cap:
+            layers = tuple(layer.layer_name for layer in pkt.layers)
+            spi = None
+            if hasattr(pkt, "esp"):
+                spi = int(str(pkt.esp.spi), 0)
+            exchange = None
+            if hasattr(pkt, "isakmp") and hasattr(pkt.isakmp, "exch_type"):
+                exchange = int(str(pkt.isakmp.exch_type), 0)
+            packets.append(PacketSummary(int(pkt.number), str(pkt.ip.src), str(pkt.ip.dst), layers, spi, exchange))
+    finally:
+        cap.close()
+    return packets
+
+
+def tshark_fields(pcap: Path, display_filter: str, *fields: str, extra: list[str] | None = None) -> list[list[str]]:
+    """``tshark -T fields`` rows for fields pyshark does not expose conveniently."""
+    argv = ["tshark", "-n", "-r", str(pcap), "-d", "udp.port==848,isakmp", "-Y", display_filter, "-T", "fields"]
+    for field in fields:
+        argv += ["-e", field]
+    argv += extra or []
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def summarize(packets: list[PacketSummary]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for p in packets:
+        counts[p.top] = counts.get(p.top, 0) + 1
+    return {"packets": len(packets), "by_top_layer": counts}
