@@ -99,3 +99,16 @@ def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
 def plain_lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
     """The same DMVPN without GDOI: the positive control of the wire checks."""
     yield from _bring_up(pytestconfig, "topologies/dmvpn-plain")
+
+
+# The suites share one lab; run them from gentle to disruptive so a negative test cannot disturb others.
+SUITE_ORDER = ("test_smoke", "test_gdoi", "test_nhrp", "test_encryption", "test_validate", "test_rekey",
+               "test_negative")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""  # type: ignore[attr-defined]
+        return SUITE_ORDER.index(module) if module in SUITE_ORDER else len(SUITE_ORDER)
+
+    items.sort(key=rank)

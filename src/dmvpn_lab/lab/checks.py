@@ -7,6 +7,7 @@ the topology's labels (``dmvpn-lab.role``, ``dmvpn-lab.nbma``, ``dmvpn-lab.tunne
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dmvpn_lab.lab.converge import wait_for_json
@@ -96,5 +97,59 @@ def wait_converged(
             what=f"{router.name}: show ip route bgp json",
             timeout=timeout,
         )
-    progress(f"  BGP: every router has a route to every LAN")
+    progress("  BGP: every router has a route to every LAN")
     return outputs
+
+
+# --- kernel state ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XfrmState:
+    src: str
+    dst: str
+    proto: str
+    spi: int
+
+
+def xfrm_states(shell: NodeShell, node: str) -> list[XfrmState]:
+    """The node's xfrm states (``ip xfrm state``: a ``src A dst B`` line, then ``proto esp spi 0x..``)."""
+    states: list[XfrmState] = []
+    src = dst = ""
+    for line in shell.run(node, ["ip", "xfrm", "state"]).stdout.splitlines():
+        words = line.split()
+        if line.startswith("src ") and len(words) >= 4:
+            src, dst = words[1], words[3]
+        elif words[:1] == ["proto"] and "spi" in words:
+            states.append(XfrmState(src, dst, words[1], int(words[words.index("spi") + 1], 16)))
+    return states
+
+
+def xfrm_policy_count(shell: NodeShell, node: str) -> int:
+    out = shell.run(node, ["ip", "xfrm", "policy"]).stdout
+    return sum(1 for line in out.splitlines() if line.startswith("src "))
+
+
+def group_spis(shell: NodeShell) -> set[int]:
+    """Every TEK SPI the key server currently hands out."""
+    ks = key_server(shell)
+    if ks is None:
+        return set()
+    status = shell.gdoi_json(ks.name, "show", "crypto", "gdoi")
+    return {int(t["spi"]) for g in status.get("groups", []) for t in g.get("teks", [])}
+
+
+def ks_sessions_problem(shell: NodeShell) -> str | None:
+    """The KS must hold exactly one GDOI_IDLE phase-1 session per GM, and no phase-2 SA."""
+    ks = key_server(shell)
+    if ks is None:
+        return "no key server in this lab"
+    sas = shell.gdoi_json(ks.name, "show", "crypto", "isakmp", "sa")["ipv4"]
+    idle = sorted(sa["src"] for sa in sas if sa["state"] == "GDOI_IDLE")
+    want = sorted(gm.env["GDOI_LOCAL_ADDRESS"] for gm in group_members(shell))
+    if idle != want:
+        return f"GDOI_IDLE sessions from {idle}, expected one from each of {want}"
+    ipsec = shell.gdoi_json(ks.name, "show", "crypto", "ipsec", "sa")
+    if ipsec.get("interfaces"):
+        return f"the KS holds IPsec SAs: {ipsec['interfaces']}"
+    return None

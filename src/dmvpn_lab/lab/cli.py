@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from dmvpn_lab.lab import preflight, sandbox
@@ -195,7 +193,7 @@ def _status(shell: NodeShell, runtime: Any, *, as_json: bool) -> int:
                     entry["gdoi"] = {"registered": checks.gm_registered(status) is None,
                                      "tek_spis": [t.get("spi") for t in status.get("teks", [])]}
                 else:
-                    entry["gdoi"] = {"members": sum(len(g.get("members", [])) for g in status.get("groups", []))}
+                    entry["gdoi"] = {"members": sum(g.get("group_members", 0) for g in status.get("groups", []))}
             except (NodeCommandError, ValueError) as exc:
                 entry["gdoi"] = {"error": str(exc).splitlines()[0]}
         if up and node.frr_daemons:
@@ -231,10 +229,6 @@ def _status(shell: NodeShell, runtime: Any, *, as_json: bool) -> int:
             parts.append("NHRP " + (" ".join(peers) if peers else "-"))
         print("  ".join(parts))
     return 0 if up else EXIT_CHECK_FAILED
-
-
-def run_captured(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""GDOI on the running lab: one group, one TEK, sessions only with the KS, no per-peer SAs anywhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmvpn_lab.lab import checks
+
+pytestmark = [pytest.mark.lab, pytest.mark.gdoi]
+
+
+def test_every_gm_holds_the_same_tek_as_the_ks(lab):
+    group = checks.group_spis(lab.shell)
+    assert group, "the KS hands out no TEK"
+    for gm in checks.group_members(lab.shell):
+        status = lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")
+        assert checks.gm_registered(status) is None, f"{gm.name}: {checks.gm_registered(status)}"
+        held = {int(t["spi"]) for t in status["teks"]}
+        assert held <= group and held, f"{gm.name} holds {held}, the KS hands out {group}"
+        assert status["acl"] and status["acl"][0]["protocol"] == 47, f"{gm.name}: ACL {status['acl']}"
+
+
+def test_ks_lists_one_gdoi_idle_session_per_gm_and_no_ipsec_sa(lab, request):
+    ks = checks.key_server(lab.shell)
+    lab.save(request.node.name, "ks-show-crypto-isakmp-sa.txt",
+             lab.shell.gdoi(ks.name, "show", "crypto", "isakmp", "sa"))
+    assert checks.ks_sessions_problem(lab.shell) is None, checks.ks_sessions_problem(lab.shell)
+    text = lab.shell.gdoi(ks.name, "show", "crypto", "ipsec", "sa")
+    assert "No SAs found" in text, text
+
+
+def test_gm_sessions_are_only_the_ks_and_rekey_sas(lab, request):
+    ks_address = checks.key_server(lab.shell).env["GDOI_LOCAL_ADDRESS"]
+    for gm in checks.group_members(lab.shell):
+        sas = lab.shell.gdoi_json(gm.name, "show", "crypto", "isakmp", "sa")["ipv4"]
+        lab.save(request.node.name, f"{gm.name}-isakmp.json", sas)
+        own = gm.env["GDOI_LOCAL_ADDRESS"]
+        idle = [sa for sa in sas if sa["state"] == "GDOI_IDLE"]
+        assert [(sa["dst"], sa["src"]) for sa in idle] == [(ks_address, own)], f"{gm.name}: {sas}"
+        others = [sa for sa in sas if sa["state"] != "GDOI_IDLE"]
+        assert all(sa["state"] == "GDOI_REKEY" and sa["src"] == ks_address for sa in others), f"{gm.name}: {sas}"
+        ipsec = lab.shell.gdoi(gm.name, "show", "crypto", "ipsec", "sa")
+        assert "current_peer 0.0.0.0 port 848" in ipsec, ipsec
+
+
+def test_xfrm_holds_only_group_states_in_the_group_shape(lab, request):
+    """One inbound state per TEK (src 0.0.0.0, dst own NBMA); outbound only toward NHRP peers."""
+    group = checks.group_spis(lab.shell)
+    nbma_of = {r.labels["dmvpn-lab.nbma"]: r.name for r in checks.routers(lab.shell)}
+    for router in checks.routers(lab.shell):
+        own = router.labels["dmvpn-lab.nbma"]
+        states = checks.xfrm_states(lab.shell, router.name)
+        lab.save(request.node.name, f"{router.name}-xfrm-state.txt", "\n".join(map(str, states)))
+        assert all(s.proto == "esp" and s.spi in group for s in states), f"{router.name}: {states}"
+        inbound = [s for s in states if s.dst == own]
+        assert all(s.src == "0.0.0.0" for s in inbound), f"{router.name}: per-peer inbound state {inbound}"
+        assert len({s.spi for s in inbound}) == len(inbound), f"{router.name}: duplicate inbound {inbound}"
+        cache = lab.shell.vtysh_json(router.name, "show ip nhrp cache json")
+        peers = {e["nbma"] for e in cache.get("table", []) if e.get("type") != "local"}
+        outbound = {s.dst for s in states if s.dst != own}
+        assert outbound <= peers, (
+            f"{router.name}: outbound states toward {sorted(outbound - peers)} "
+            f"({[nbma_of.get(a) for a in outbound - peers]}), which are not its NHRP peers {sorted(peers)}"
+        )
+        assert checks.xfrm_policy_count(lab.shell, router.name) >= 2, f"{router.name}: no GRE policies"

@@ -1,0 +1,134 @@
+"""``dmvpn-lab validate``: grade a running lab with the project's core checks.
+
+Output is one fixed-width line per check, ``[PASS]`` or ``[FAIL]`` with a hint on failure, so a trainer
+can grade a trainee's lab.  Exit codes: 0 every check passed, 1 at least one failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dmvpn_lab.lab import checks
+from dmvpn_lab.lab.converge import json_mismatch
+from dmvpn_lab.lab.node import NodeCommandError, NodeShell
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ok: bool
+    detail: str
+    hint: str
+
+    def line(self) -> str:
+        tag = "[PASS]" if self.ok else "[FAIL]"
+        text = f"{tag:<7} {self.name:<44} {self.detail}"
+        if not self.ok:
+            text += f"\n{'':<7} hint: {self.hint}"
+        return text
+
+
+Check = tuple[str, Callable[[NodeShell], str | None], str]
+
+
+def _gms_registered(shell: NodeShell) -> str | None:
+    spis: dict[str, list[int]] = {}
+    for gm in checks.group_members(shell):
+        status = shell.gdoi_json(gm.name, "show", "crypto", "gdoi")
+        problem = checks.gm_registered(status)
+        if problem:
+            return f"{gm.name}: {problem}"
+        spis[gm.name] = sorted(int(t["spi"]) for t in status["teks"])
+    if len({tuple(v) for v in spis.values()}) > 1:
+        return f"GMs hold different TEK SPIs: {spis}"
+    return None
+
+
+def _only_group_sas(shell: NodeShell) -> str | None:
+    group = checks.group_spis(shell)
+    for router in checks.routers(shell):
+        states = checks.xfrm_states(shell, router.name)
+        stray = [s for s in states if s.spi not in group]
+        if stray:
+            return f"{router.name}: xfrm state(s) not from the group: {stray[:3]} (a per-peer SA?)"
+        inbound = [s for s in states if s.dst == router.labels["dmvpn-lab.nbma"] and s.src == "0.0.0.0"]
+        if not inbound:
+            return f"{router.name}: no inbound group state for {router.labels['dmvpn-lab.nbma']}"
+    return None
+
+
+def _policies(shell: NodeShell) -> str | None:
+    for router in checks.routers(shell):
+        if checks.xfrm_policy_count(shell, router.name) < 2:
+            return f"{router.name}: GRE is not required to be ESP-protected both ways (ip xfrm policy)"
+    return None
+
+
+def _hub_nhrp(shell: NodeShell) -> str | None:
+    hub = checks.hub(shell)
+    return json_mismatch(checks.hub_nhrp_expected(shell), shell.vtysh_json(hub.name, "show ip nhrp cache json"))
+
+
+def _routes(shell: NodeShell) -> str | None:
+    for router in checks.routers(shell):
+        problem = json_mismatch(checks.routes_expected(shell, router),
+                                shell.vtysh_json(router.name, "show ip route bgp json"))
+        if problem:
+            return f"{router.name}: {problem}"
+    return None
+
+
+def _spoke_to_spoke(shell: NodeShell) -> str | None:
+    spokes = checks.spokes(shell)
+    if len(spokes) < 2:
+        return None
+    src_host, dst_host = spokes[-1].labels["dmvpn-lab.host"], spokes[0].labels["dmvpn-lab.host"]
+    dst = shell.topology.nodes[dst_host].labels["dmvpn-lab.address"]
+    result = shell.run(src_host, ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
+    return None if result.returncode == 0 else f"{src_host} -> {dst}: {result.stdout.strip().splitlines()[-1:]}"
+
+
+CHECKS: list[Check] = [
+    ("GDOI: every GM registered, same TEK", _gms_registered,
+     "see `dmvpn-lab show NODE crypto gdoi` and the KS log; check the pre-shared key and the KS address"),
+    ("GDOI: one KS session per GM, no phase 2", checks.ks_sessions_problem,
+     "`dmvpn-lab show ks crypto isakmp sa` should list one GDOI_IDLE line per GM"),
+    ("xfrm: GRE must be ESP both ways", _policies,
+     "the GM sidecar installs the policies: is it running on that router?"),
+    ("xfrm: only group SAs, no per-peer SA", _only_group_sas,
+     "`dmvpn-lab exec NODE -- ip xfrm state`: every SPI must be the group's"),
+    ("NHRP: spokes registered at the hub", _hub_nhrp,
+     "`dmvpn-lab vtysh hub -c 'show ip nhrp cache'`; check network-id, nhs and GDOI on the spoke"),
+    ("BGP: every LAN routed everywhere", _routes,
+     "`dmvpn-lab vtysh NODE -c 'show bgp summary'`"),
+    ("data: spoke LAN to spoke LAN ping", _spoke_to_spoke,
+     "check the hub's NHRP redirect (NFLOG rule) and the spokes' `ip nhrp shortcut`"),
+]
+
+
+def run_checks(shell: NodeShell) -> list[Result]:
+    has_gdoi = checks.key_server(shell) is not None
+    results = []
+    for name, check, hint in CHECKS:
+        if not has_gdoi and name.startswith(("GDOI", "xfrm")):
+            continue
+        try:
+            problem = check(shell)
+        except (NodeCommandError, ValueError, KeyError) as exc:
+            problem = str(exc).splitlines()[0]
+        results.append(Result(name, problem is None, problem or "ok", hint))
+    return results
+
+
+def main(shell: NodeShell, *, as_json: bool = False) -> int:
+    results = run_checks(shell)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in results], indent=1))
+    else:
+        for result in results:
+            print(result.line())
+        passed = sum(r.ok for r in results)
+        print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,98 @@
+"""Topology files: the committed folders match the generator; broken files get errors naming the place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dmvpn_lab.lab import generate
+from dmvpn_lab.lab.generate import LabSpec, Protection
+from dmvpn_lab.lab.topology import TopologyError, load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("protection", [Protection.GDOI, Protection.PLAIN])
+def test_committed_topologies_match_the_generator(protection):
+    spec = LabSpec(3, protection)
+    folder = ROOT / "topologies" / spec.lab_name
+    for rel, text in generate.render(spec).items():
+        assert (folder / rel).read_text() == text, f"{folder / rel} differs: run `make topologies`"
+
+
+def test_seed_topology_loads_with_seed_addressing():
+    topo = load_topology(ROOT / "topologies" / "dmvpn-gdoi")
+    assert topo.name == "dmvpn-gdoi"
+    assert topo.namespace("hub") == "clab-dmvpn-gdoi-hub"
+    assert topo.nodes["spoke1"].labels["dmvpn-lab.nbma"] == "172.27.1.1"
+    assert topo.nodes["spoke3"].env["GDOI_LOCAL_ADDRESS"] == "13.13.13.13"
+    assert topo.nodes["hub"].wait_for == ("ks",)
+    order = [n.name for n in topo.ordered_nodes()]
+    assert order.index("ks") < order.index("hub")
+    hub_frr = (ROOT / "topologies/dmvpn-gdoi/hub/frr.conf").read_text()
+    assert "ip nhrp network-id 123" in hub_frr and "ip nhrp holdtime 240" in hub_frr
+    assert "ip nhrp redirect" in hub_frr
+    assert "ip nhrp shortcut" in (ROOT / "topologies/dmvpn-gdoi/spoke1/frr.conf").read_text()
+    assert "key 123" in (ROOT / "topologies/dmvpn-gdoi/spoke1/setup.sh").read_text()
+
+
+def test_plain_variant_has_no_ks_and_no_gdoi():
+    topo = load_topology(ROOT / "topologies" / "dmvpn-plain")
+    assert "ks" not in topo.nodes
+    assert all(n.gdoi_role is None for n in topo.nodes.values())
+
+
+def test_scaled_generation(tmp_path):
+    topo = load_topology(generate.write(LabSpec(20, Protection.GDOI), tmp_path))
+    assert len([n for n in topo.nodes.values() if n.role == "spoke"]) == 20
+    assert topo.nodes["spoke20"].labels["dmvpn-lab.nbma"] == "172.217.1.1"
+    with pytest.raises(ValueError, match="spokes must be"):
+        LabSpec(99).routers()
+
+
+def _write(tmp_path, doc) -> Path:
+    path = tmp_path / "x.clab.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    "doc,needle",
+    [
+        ("not a mapping", "top level must be a mapping"),
+        ({"name": "Bad Name", "topology": {"nodes": {"a": {}}}}, "name:"),
+        ({"name": "x", "topology": {"nodes": {}}}, "at least one node"),
+        ({"name": "x", "topology": {"nodes": {"a": {}}}}, "topology.nodes.a: no image"),
+        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}},
+                                    "links": [{"endpoints": ["a:eth1", "b:eth1"]}]}},
+         "topology.links[0].endpoints[1]: unknown node 'b'"),
+        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}, "b": {}},
+                                    "links": [{"endpoints": ["a:eth1"]}]}}, "topology.links[0].endpoints"),
+        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}, "b": {}},
+                                    "links": [{"endpoints": ["a:eth1", "b:averyveryverylongname"]}]}},
+         "not a valid Linux interface name"),
+        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}, "b": {}},
+                                    "links": [{"endpoints": ["a:eth1", "b:eth1"]}, {"endpoints": ["a:eth1", "b:eth2"]}]}},
+         "a:eth1 is already used"),
+        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {"binds": ["nope.sh:/x"]}}}},
+         "topology.nodes.a.binds[0]: nope.sh does not exist"),
+        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {
+            "a": {"stages": {"create": {"wait-for": [{"node": "b"}]}}},
+            "b": {"stages": {"create": {"wait-for": [{"node": "a"}]}}}}}}, "circle"),
+    ],
+)
+def test_broken_topologies_name_the_place(tmp_path, doc, needle):
+    with pytest.raises(TopologyError) as err:
+        load_topology(_write(tmp_path, doc))
+    assert needle in str(err.value)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.clab.yml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(TopologyError, match="not valid YAML"):
+        load_topology(bad)
+    with pytest.raises(TopologyError, match="no such topology file"):
+        load_topology(tmp_path / "missing.clab.yml")
