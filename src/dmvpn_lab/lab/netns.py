@@ -58,6 +58,7 @@ class NetnsRuntime:
         if self.existing_namespaces():
             self.progress(f"removing leftovers of an earlier run of {self.topology.name}")
             self.down(quiet=True)
+        shutil.rmtree(self.state_dir, ignore_errors=True)  # logs of an earlier run would mislead
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._write_state({"lab": self.topology.name, "topology": str(self.topology.path), "runtime": "netns"})
 
@@ -111,8 +112,8 @@ class NetnsRuntime:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{daemon}.log"
 
-    def _start_gdoi(self, node: Node) -> None:
-        config = node.file(GDOI_CONF_PATH)
+    def _start_gdoi(self, node: Node, config: Path | None = None) -> None:
+        config = config or node.file(GDOI_CONF_PATH)
         if config is None:
             raise LabError(f"{node.name}: GDOI_ROLE is set but no file is bound to {GDOI_CONF_PATH}")
         run_dir = Path(self.shell.run_dir(node.name))
@@ -124,13 +125,33 @@ class NetnsRuntime:
         if role == "gm" and (xfrm := node.env.get("GDOI_XFRM_ADDRESS")):
             argv += ["--xfrm-address", xfrm]
         if role == "ks":
-            argv += ["--key-dir", str(self.state_dir / node.name / "keys")]
+            # Kept across runs (the seed's `crypto key generate rsa` happens once), apart from the logs.
+            argv += ["--key-dir", str(state_root() / "keys" / self.topology.name / node.name)]
         argv += ["--keylog", str(self.state_dir / "ike-keylog.txt")]
         self.progress(f"  {node.name}: gdoi {role}")
         log = self._log(node.name, f"gdoi-{role}").open("ab")
         proc = self.shell.spawn(node.name, argv, log=log)
         log.close()
         self._remember_pid(node.name, f"gdoi-{role}", proc.pid)
+
+    def stop_gdoi(self, name: str) -> None:
+        """Stop a node's GDOI daemon (SIGTERM: a GM removes its kernel state) and wait for it to exit."""
+        node = self.topology.nodes[name]
+        pid = self._read_state().get("pids", {}).get(name, {}).get(f"gdoi-{node.gdoi_role}")
+        if pid is None:
+            raise LabError(f"{name}: no GDOI daemon recorded for this lab")
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                _signal(pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+
+    def restart_gdoi(self, name: str, config: Path | None = None) -> None:
+        """Stop and start a node's GDOI daemon, optionally with another configuration file."""
+        self.stop_gdoi(name)
+        self._start_gdoi(self.topology.nodes[name], config=config)
 
     def _wait_healthy(self, node: Node) -> None:
         self.progress(f"  {node.name}: waiting for the key server to answer")
@@ -241,6 +262,18 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child still answers signal 0; it is gone for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 def _wait_path(path: Path, what: str, timeout: float = 20.0) -> None:
