@@ -15,14 +15,27 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dmvpn-lab")
-    group.addoption("--topology", default=os.environ.get("DMVPN_LAB_TOPOLOGY", "topologies/dmvpn-gdoi"),
-                    help="topology the lab suites run against")
-    group.addoption("--runtime", default=os.environ.get("DMVPN_LAB_RUNTIME", "netns"),
-                    choices=["netns", "containerlab"], help="how the lab runs")
-    group.addoption("--keep-lab", action="store_true",
-                    help="leave the lab running after the tests (inspect it with dmvpn-lab status)")
-    group.addoption("--results", default=os.environ.get("DMVPN_LAB_RESULTS", "results"),
-                    help="folder for pcaps, show outputs and logs of each test")
+    group.addoption(
+        "--topology",
+        default=os.environ.get("DMVPN_LAB_TOPOLOGY", "topologies/dmvpn-gdoi"),
+        help="topology the lab suites run against",
+    )
+    group.addoption(
+        "--runtime",
+        default=os.environ.get("DMVPN_LAB_RUNTIME", "netns"),
+        choices=["netns", "containerlab"],
+        help="how the lab runs",
+    )
+    group.addoption(
+        "--keep-lab",
+        action="store_true",
+        help="leave the lab running after the tests (inspect it with dmvpn-lab status)",
+    )
+    group.addoption(
+        "--results",
+        default=os.environ.get("DMVPN_LAB_RESULTS", "results"),
+        help="folder for pcaps, show outputs and logs of each test",
+    )
 
 
 def _wants_lab(config: pytest.Config) -> bool:

@@ -35,8 +35,12 @@ class Lab:
         return self.node_label(host, "address")
 
     def ping(self, src_node: str, dst: str, *, count: int = 3, interval: float = 0.2) -> str:
-        result = self.shell.run(src_node, ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", dst],
-                                check=False, timeout=60 + count * 3)
+        result = self.shell.run(
+            src_node,
+            ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", dst],
+            check=False,
+            timeout=60 + count * 3,
+        )
         assert result.returncode == 0, f"[{src_node}] ping {dst} failed:\n{result.stdout}{result.stderr}"
         return result.stdout
 
@@ -64,7 +68,8 @@ def _bring_up(config: pytest.Config, path: str) -> Iterator[Lab]:
         if missing:
             pytest.fail(
                 f"this kernel lacks {' '.join(missing)} and the run is not in the sandbox kernel: "
-                "run `make test` (or plain `pytest` without DMVPN_LAB_NO_SANDBOX=1)", pytrace=False
+                "run `make test` (or plain `pytest` without DMVPN_LAB_NO_SANDBOX=1)",
+                pytrace=False,
             )
         preflight.require(preflight.netns_checks(need_kernel=False))
     topology = load_topology(path)
@@ -83,8 +88,7 @@ def _bring_up(config: pytest.Config, path: str) -> Iterator[Lab]:
     finally:
         logs = state_root() / topology.name
         if logs.exists():
-            shutil.copytree(logs, results / "logs", dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("keys", "*.sock"))
+            shutil.copytree(logs, results / "logs", dirs_exist_ok=True, ignore=shutil.ignore_patterns("keys", "*.sock"))
         if not reused and not config.getoption("--keep-lab"):
             runtime.down()
 
@@ -102,8 +106,15 @@ def plain_lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
 
 
 # The suites share one lab; run them from gentle to disruptive so a negative test cannot disturb others.
-SUITE_ORDER = ("test_smoke", "test_gdoi", "test_nhrp", "test_encryption", "test_validate", "test_rekey",
-               "test_negative")
+SUITE_ORDER = (
+    "test_smoke",
+    "test_gdoi",
+    "test_nhrp",
+    "test_encryption",
+    "test_validate",
+    "test_rekey",
+    "test_negative",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,9 +27,12 @@ def _traffic(lab, pcap):
             lab.shell.vtysh(spoke.name, "clear ip nhrp shortcut")
         lab.shell.vtysh(hub.name, "clear bgp *")  # sessions re-open: OPEN/UPDATE cross the tunnel
         for router in checks.routers(lab.shell):
-            wait_for_json(lambda r=router: lab.shell.vtysh_json(r.name, "show ip route bgp json"),
-                          checks.routes_expected(lab.shell, router), what=f"{router.name}: routes after clear",
-                          timeout=90)
+            wait_for_json(
+                lambda r=router: lab.shell.vtysh_json(r.name, "show ip route bgp json"),
+                checks.routes_expected(lab.shell, router),
+                what=f"{router.name}: routes after clear",
+                timeout=90,
+            )
         lab.ping(lab.host_of(hub.name), lab.address_of_host(lab.host_of(spokes[0].name)), count=5)
         lab.ping(lab.host_of(spokes[-1].name), lab.address_of_host(lab.host_of(spokes[0].name)), count=10)
         _tcp_transfer(lab, lab.host_of(hub.name), lab.host_of(spokes[1].name))
@@ -40,8 +43,13 @@ def _tcp_transfer(lab, client: str, server: str) -> None:
     address = lab.address_of_host(server)
     daemon = lab.shell.spawn(server, ["iperf3", "-s", "-1", "-p", "5201"])
     try:
-        wait_for_json(lambda: lab.shell.run(server, ["ss", "-ltnH", "sport", "= :5201"]).stdout.strip() != "",
-                      True, what=f"{server}: iperf3 listening", timeout=20, interval=0.2)
+        wait_for_json(
+            lambda: lab.shell.run(server, ["ss", "-ltnH", "sport", "= :5201"]).stdout.strip() != "",
+            True,
+            what=f"{server}: iperf3 listening",
+            timeout=20,
+            interval=0.2,
+        )
         out = lab.shell.run(client, ["iperf3", "-c", address, "-p", "5201", "-n", "2M", "-J"], timeout=120).stdout
         assert '"bytes"' in out, out[-500:]
     finally:
@@ -62,7 +70,9 @@ def test_underlay_carries_only_group_esp(lab, request):
     pcap = lab.artifact(request.node.name, "underlay.pcap")
     _traffic(lab, pcap)
     verdict = _verdict(lab, pcap)
-    lab.save(request.node.name, "verdict.txt", f"esp={verdict.esp} gdoi={verdict.gdoi}\n" + "\n".join(verdict.problems()))
+    lab.save(
+        request.node.name, "verdict.txt", f"esp={verdict.esp} gdoi={verdict.gdoi}\n" + "\n".join(verdict.problems())
+    )
     assert verdict.esp > 50, f"expected plenty of ESP on the underlay, saw {verdict.esp} ({pcap})"
     assert verdict.problems() == [], f"{pcap}: " + "\n".join(verdict.problems())
 

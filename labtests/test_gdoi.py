@@ -22,8 +22,9 @@ def test_every_gm_holds_the_same_tek_as_the_ks(lab):
 
 def test_ks_lists_one_gdoi_idle_session_per_gm_and_no_ipsec_sa(lab, request):
     ks = checks.key_server(lab.shell)
-    lab.save(request.node.name, "ks-show-crypto-isakmp-sa.txt",
-             lab.shell.gdoi(ks.name, "show", "crypto", "isakmp", "sa"))
+    lab.save(
+        request.node.name, "ks-show-crypto-isakmp-sa.txt", lab.shell.gdoi(ks.name, "show", "crypto", "isakmp", "sa")
+    )
     assert checks.ks_sessions_problem(lab.shell) is None, checks.ks_sessions_problem(lab.shell)
     text = lab.shell.gdoi(ks.name, "show", "crypto", "ipsec", "sa")
     assert "No SAs found" in text, text

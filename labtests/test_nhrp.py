@@ -34,7 +34,8 @@ def test_spoke3_to_spoke1_resolves_and_goes_direct_encrypted(lab, request):
     before = wait_for_json(
         lambda: lab.shell.vtysh_json(spoke3.name, "show ip nhrp cache json"),
         lambda c: None if {e["type"] for e in c.get("table", [])} <= {"nhs", "local"} else f"entries {c}",
-        what=f"{spoke3.name}: show ip nhrp cache json (only the hub before traffic)", timeout=60,
+        what=f"{spoke3.name}: show ip nhrp cache json (only the hub before traffic)",
+        timeout=60,
     )
     lab.save(request.node.name, "spoke3-nhrp-before.json", before)
 
@@ -47,13 +48,18 @@ def test_spoke3_to_spoke1_resolves_and_goes_direct_encrypted(lab, request):
         cache = wait_for_json(
             lambda: lab.shell.vtysh_json(spoke3.name, "show ip nhrp cache json"),
             {"table": [{"protocol": spoke1_tunnel, "nbma": spoke1_nbma}]},
-            what=f"{spoke3.name}: show ip nhrp cache json (spoke1 resolved)", timeout=60,
+            what=f"{spoke3.name}: show ip nhrp cache json (spoke1 resolved)",
+            timeout=60,
         )
         route = wait_for_json(
             lambda: lab.shell.vtysh_json(spoke3.name, "show ip route nhrp json"),
-            {spoke1.labels["dmvpn-lab.lan"]: [{"protocol": "nhrp", "selected": True,
-                                                "nexthops": [{"ip": spoke1_tunnel}]}]},
-            what=f"{spoke3.name}: show ip route nhrp json (shortcut to spoke1's LAN)", timeout=60,
+            {
+                spoke1.labels["dmvpn-lab.lan"]: [
+                    {"protocol": "nhrp", "selected": True, "nexthops": [{"ip": spoke1_tunnel}]}
+                ]
+            },
+            what=f"{spoke3.name}: show ip route nhrp json (shortcut to spoke1's LAN)",
+            timeout=60,
         )
         lab.ping(lab.host_of(spoke3.name), dst, count=20, interval=0.05)
     lab.save(request.node.name, "spoke3-nhrp-after.json", cache)
@@ -70,10 +76,17 @@ def test_spoke3_to_spoke1_resolves_and_goes_direct_encrypted(lab, request):
     assert direct, f"no packet went from spoke3 straight to spoke1 ({pcap})"
     assert all("esp" in p.protocols for p in direct), f"direct packets not ESP: {direct[:3]}"
     assert "esp" in direct[0].protocols, "the first direct packet was not encrypted"
-    assert not [p for p in packets if "isakmp" in p.protocols and p.dst in (spoke1_nbma, spoke3_nbma)
-                and p.src in (spoke1_nbma, spoke3_nbma)], "IKE between the spokes"
-    via_hub_late = [p for p in from_spoke3[-30:] if p.dst == hub_nbma and "esp" in p.protocols]
-    assert len(via_hub_late) < 5, f"after the shortcut the flow still crosses the hub: {len(via_hub_late)} packets"
+    assert not [
+        p
+        for p in packets
+        if "isakmp" in p.protocols and p.dst in (spoke1_nbma, spoke3_nbma) and p.src in (spoke1_nbma, spoke3_nbma)
+    ], "IKE between the spokes"
+    # Once the first packet went direct, the flow stays direct: toward the hub only the odd control
+    # packet (BGP keepalive, NHRP) may still go, against 20+ direct pings.
+    after_shortcut = from_spoke3[from_spoke3.index(direct[0]) :]
+    via_hub_late = [p for p in after_shortcut if p.dst == hub_nbma]
+    assert len(direct) >= 20, f"only {len(direct)} packets went direct"
+    assert len(via_hub_late) <= 3, f"after the shortcut the flow still crosses the hub: {via_hub_late}"
 
 
 def _internet_port_of(lab, router: str) -> str:

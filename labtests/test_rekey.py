@@ -16,32 +16,46 @@ pytestmark = [pytest.mark.lab, pytest.mark.rekey]
 
 
 def _gm_spis(lab):
-    return {gm.name: [int(t["spi"]) for t in lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")["teks"]]
-            for gm in checks.group_members(lab.shell)}
+    return {
+        gm.name: [int(t["spi"]) for t in lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")["teks"]]
+        for gm in checks.group_members(lab.shell)
+    }
 
 
 def test_forced_rekey_during_a_flow_loses_no_packet(lab, request):
     ks = checks.key_server(lab.shell)
     spoke3, spoke1 = lab.topology.nodes["spoke3"], lab.topology.nodes["spoke1"]
     before = checks.group_spis(lab.shell)
-    acks_before = {gm.name: lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")["rekey_acks_sent"]
-                   for gm in checks.group_members(lab.shell)}
+    acks_before = {
+        gm.name: lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")["rekey_acks_sent"]
+        for gm in checks.group_members(lab.shell)
+    }
     dst = lab.address_of_host(lab.host_of(spoke1.name))
     lab.ping(lab.host_of(spoke3.name), dst, count=3)  # shortcut in place before the measured flow
     pcap = lab.artifact(request.node.name, "rekey.pcap")
     with capture(lab.shell, "internet", "any", pcap):
-        flow = lab.shell.spawn(lab.host_of(spoke3.name), ["ping", "-n", "-c", "400", "-i", "0.02", dst],
-                               log=subprocess.PIPE)
+        flow = lab.shell.spawn(
+            lab.host_of(spoke3.name), ["ping", "-n", "-c", "400", "-i", "0.02", dst], log=subprocess.PIPE
+        )
         lab.shell.gdoi(ks.name, "rekey")
-        new = wait_for_json(lambda: checks.group_spis(lab.shell),
-                            lambda spis: None if spis - before else f"KS still hands out only {spis}",
-                            what=f"{ks.name}: gdoi show crypto gdoi --json (new TEK)", timeout=60)
+        new = wait_for_json(
+            lambda: checks.group_spis(lab.shell),
+            lambda spis: None if spis - before else f"KS still hands out only {spis}",
+            what=f"{ks.name}: gdoi show crypto gdoi --json (new TEK)",
+            timeout=60,
+        )
         new_spi = max(new - before)
         for gm in checks.group_members(lab.shell):
-            wait_for_json(lambda gm=gm: lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi"),
-                          lambda s, gm=gm: None if s["rekey_acks_sent"] > acks_before[gm.name]
-                          and new_spi in [int(t["spi"]) for t in s["teks"]] else "no new TEK / ACK yet",
-                          what=f"{gm.name}: gdoi show crypto gdoi --json (rekey received and ACKed)", timeout=90)
+            wait_for_json(
+                lambda gm=gm: lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi"),
+                lambda s, gm=gm: (
+                    None
+                    if s["rekey_acks_sent"] > acks_before[gm.name] and new_spi in [int(t["spi"]) for t in s["teks"]]
+                    else "no new TEK / ACK yet"
+                ),
+                what=f"{gm.name}: gdoi show crypto gdoi --json (rekey received and ACKed)",
+                timeout=90,
+            )
         out, _ = flow.communicate(timeout=120)
     text = out.decode() if isinstance(out, bytes) else str(out)
     lab.save(request.node.name, "ping.txt", text)
@@ -62,8 +76,12 @@ def test_ks_restart_never_lets_traffic_out_in_clear(lab, request):
     pcap = lab.artifact(request.node.name, "ks-restart.pcap")
     with capture(lab.shell, "internet", "any", pcap):
         lab.runtime.restart_gdoi(ks.name)
-        wait_for_json(lambda: lab.shell.gdoi_json(ks.name, "show", "crypto", "gdoi"), {"role": "ks"},
-                      what=f"{ks.name}: gdoi show crypto gdoi --json after restart", timeout=60)
+        wait_for_json(
+            lambda: lab.shell.gdoi_json(ks.name, "show", "crypto", "gdoi"),
+            {"role": "ks"},
+            what=f"{ks.name}: gdoi show crypto gdoi --json after restart",
+            timeout=60,
+        )
         lab.ping(lab.host_of(spoke3.name), dst, count=10)
         lab.ping(lab.host_of("hub"), dst, count=5)
     nbmas = {r.labels["dmvpn-lab.nbma"] for r in checks.routers(lab.shell)}

@@ -60,8 +60,9 @@ def _leftovers(lab_name: str) -> list[str]:
     run_dir = Path("/run/dmvpn-lab") / lab_name
     if run_dir.exists():
         found.append(f"run dir {run_dir}")
-    procs = subprocess.run(["pgrep", "-af", f"clab-{lab_name}-|/run/dmvpn-lab/{lab_name}/"],
-                           capture_output=True, text=True).stdout
+    procs = subprocess.run(
+        ["pgrep", "-af", f"clab-{lab_name}-|/run/dmvpn-lab/{lab_name}/"], capture_output=True, text=True
+    ).stdout
     found += [f"process {line}" for line in procs.splitlines() if "pgrep" not in line]
     return found
 

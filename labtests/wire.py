@@ -20,19 +20,23 @@ class WireVerdict:
     def problems(self) -> list[str]:
         out = []
         if self.cleartext:
-            out.append(f"{len(self.cleartext)} cleartext packets between routers, e.g. "
-                       + "; ".join(f"#{p.number} {p.src}->{p.dst} {'/'.join(p.protocols[2:])}"
-                                   for p in self.cleartext[:5]))
+            out.append(
+                f"{len(self.cleartext)} cleartext packets between routers, e.g. "
+                + "; ".join(f"#{p.number} {p.src}->{p.dst} {'/'.join(p.protocols[2:])}" for p in self.cleartext[:5])
+            )
         if self.foreign_spi:
-            out.append(f"{len(self.foreign_spi)} ESP packets with a non-group SPI, e.g. "
-                       + "; ".join(f"#{p.number} spi 0x{p.esp_spi:x}" for p in self.foreign_spi[:5]))
+            out.append(
+                f"{len(self.foreign_spi)} ESP packets with a non-group SPI, e.g. "
+                + "; ".join(f"#{p.number} spi 0x{p.esp_spi:x}" for p in self.foreign_spi[:5])
+            )
         if self.ike:
             out.append(f"{len(self.ike)} IKE packets between routers (per-peer negotiation)")
         return out
 
 
-def judge(packets: list[PacketSummary], router_nbmas: set[str], gdoi_addresses: set[str],
-          group_spis: set[int]) -> WireVerdict:
+def judge(
+    packets: list[PacketSummary], router_nbmas: set[str], gdoi_addresses: set[str], group_spis: set[int]
+) -> WireVerdict:
     """Every packet between routers' NBMA addresses must be ESP with a group SPI; GDOI (UDP 848)
     may only run between a GM address and the KS."""
     verdict = WireVerdict()

@@ -31,8 +31,7 @@ def test_wait_returns_once_matched():
 
 def test_wait_reports_node_command_and_last_output():
     with pytest.raises(ConvergenceError) as err:
-        wait_for_json(lambda: {"ready": False}, {"ready": True}, what="spoke1: show x json", timeout=0.2,
-                      interval=0.05)
+        wait_for_json(lambda: {"ready": False}, {"ready": True}, what="spoke1: show x json", timeout=0.2, interval=0.05)
     text = str(err.value)
     assert "spoke1: show x json" in text and "$.ready: expected True, got False" in text and '"ready": false' in text
 

@@ -65,22 +65,67 @@ def _write(tmp_path, doc) -> Path:
         ({"name": "Bad Name", "topology": {"nodes": {"a": {}}}}, "name:"),
         ({"name": "x", "topology": {"nodes": {}}}, "at least one node"),
         ({"name": "x", "topology": {"nodes": {"a": {}}}}, "topology.nodes.a: no image"),
-        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}},
-                                    "links": [{"endpoints": ["a:eth1", "b:eth1"]}]}},
-         "topology.links[0].endpoints[1]: unknown node 'b'"),
-        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}, "b": {}},
-                                    "links": [{"endpoints": ["a:eth1"]}]}}, "topology.links[0].endpoints"),
-        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}, "b": {}},
-                                    "links": [{"endpoints": ["a:eth1", "b:averyveryverylongname"]}]}},
-         "not a valid Linux interface name"),
-        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {}, "b": {}},
-                                    "links": [{"endpoints": ["a:eth1", "b:eth1"]}, {"endpoints": ["a:eth1", "b:eth2"]}]}},
-         "a:eth1 is already used"),
-        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {"binds": ["nope.sh:/x"]}}}},
-         "topology.nodes.a.binds[0]: nope.sh does not exist"),
-        ({"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {
-            "a": {"stages": {"create": {"wait-for": [{"node": "b"}]}}},
-            "b": {"stages": {"create": {"wait-for": [{"node": "a"}]}}}}}}, "circle"),
+        (
+            {
+                "name": "x",
+                "topology": {
+                    "defaults": {"image": "i"},
+                    "nodes": {"a": {}},
+                    "links": [{"endpoints": ["a:eth1", "b:eth1"]}],
+                },
+            },
+            "topology.links[0].endpoints[1]: unknown node 'b'",
+        ),
+        (
+            {
+                "name": "x",
+                "topology": {
+                    "defaults": {"image": "i"},
+                    "nodes": {"a": {}, "b": {}},
+                    "links": [{"endpoints": ["a:eth1"]}],
+                },
+            },
+            "topology.links[0].endpoints",
+        ),
+        (
+            {
+                "name": "x",
+                "topology": {
+                    "defaults": {"image": "i"},
+                    "nodes": {"a": {}, "b": {}},
+                    "links": [{"endpoints": ["a:eth1", "b:averyveryverylongname"]}],
+                },
+            },
+            "not a valid Linux interface name",
+        ),
+        (
+            {
+                "name": "x",
+                "topology": {
+                    "defaults": {"image": "i"},
+                    "nodes": {"a": {}, "b": {}},
+                    "links": [{"endpoints": ["a:eth1", "b:eth1"]}, {"endpoints": ["a:eth1", "b:eth2"]}],
+                },
+            },
+            "a:eth1 is already used",
+        ),
+        (
+            {"name": "x", "topology": {"defaults": {"image": "i"}, "nodes": {"a": {"binds": ["nope.sh:/x"]}}}},
+            "topology.nodes.a.binds[0]: nope.sh does not exist",
+        ),
+        (
+            {
+                "name": "x",
+                "topology": {
+                    "defaults": {"image": "i"},
+                    "nodes": {
+                        "a": {"stages": {"create": {"wait-for": [{"node": "b"}]}}},
+                        "b": {"stages": {"create": {"wait-for": [{"node": "a"}]}}},
+                    },
+                },
+            },
+            "circle",
+        ),
     ],
 )
 def test_broken_topologies_name_the_place(tmp_path, doc, needle):

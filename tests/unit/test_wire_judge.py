@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dmvpn_lab.lab.capture import PacketSummary
 from labtests.wire import judge
+
+from dmvpn_lab.lab.capture import PacketSummary
 
 NBMAS = {"172.17.1.1", "172.27.1.1"}
 
@@ -13,15 +14,26 @@ def pkt(n, src, dst, *layers, spi=None):
 
 
 def test_group_esp_and_gdoi_pass():
-    v = judge([pkt(1, "172.17.1.1", "172.27.1.1", "esp", spi=7), pkt(2, "11.11.11.11", "1.1.1.1", "udp", "isakmp")],
-              NBMAS, {"1.1.1.1"}, {7})
+    v = judge(
+        [pkt(1, "172.17.1.1", "172.27.1.1", "esp", spi=7), pkt(2, "11.11.11.11", "1.1.1.1", "udp", "isakmp")],
+        NBMAS,
+        {"1.1.1.1"},
+        {7},
+    )
     assert v.problems() == [] and v.esp == 1 and v.gdoi == 1
 
 
 def test_cleartext_gre_foreign_spi_and_ike_are_flagged():
-    v = judge([pkt(1, "172.17.1.1", "172.27.1.1", "gre", "ip", "icmp"),
-               pkt(2, "172.17.1.1", "172.27.1.1", "esp", spi=9),
-               pkt(3, "172.27.1.1", "172.17.1.1", "udp", "isakmp")], NBMAS, {"1.1.1.1"}, {7})
+    v = judge(
+        [
+            pkt(1, "172.17.1.1", "172.27.1.1", "gre", "ip", "icmp"),
+            pkt(2, "172.17.1.1", "172.27.1.1", "esp", spi=9),
+            pkt(3, "172.27.1.1", "172.17.1.1", "udp", "isakmp"),
+        ],
+        NBMAS,
+        {"1.1.1.1"},
+        {7},
+    )
     problems = " ".join(v.problems())
     assert "cleartext" in problems and "non-group SPI" in problems and "IKE" in problems
 

@@ -89,8 +89,7 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
     import pyshark  # imported here: it starts tshark processes and is only needed for analysis
 
     packets: list[PacketSummary] = []
-    cap = pyshark.FileCapture(str(pcap), display_filter=display_filter, decode_as=GDOI_DECODE_AS,
-                              keep_packets=False)
+    cap = pyshark.FileCapture(str(pcap), display_filter=display_filter, decode_as=GDOI_DECODE_AS, keep_packets=False)
     try:
         for pkt in cap:
             layers = tuple(layer.layer_name for layer in pkt.layers)

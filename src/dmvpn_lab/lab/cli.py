@@ -33,11 +33,14 @@ EXIT_ENVIRONMENT = 3
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmvpn-lab", description="GDOI-protected DMVPN lab on Linux.")
     parser.add_argument(
-        "-t", "--topology", default=os.environ.get("DMVPN_LAB_TOPOLOGY", DEFAULT_TOPOLOGY),
+        "-t",
+        "--topology",
+        default=os.environ.get("DMVPN_LAB_TOPOLOGY", DEFAULT_TOPOLOGY),
         help=f"containerlab topology file or folder (default {DEFAULT_TOPOLOGY})",
     )
-    parser.add_argument("--runtime", choices=["netns", "containerlab"],
-                        default=os.environ.get("DMVPN_LAB_RUNTIME", "netns"))
+    parser.add_argument(
+        "--runtime", choices=["netns", "containerlab"], default=os.environ.get("DMVPN_LAB_RUNTIME", "netns")
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
     up = sub.add_parser("up", help="bring the lab up and wait until it has converged")
     up.add_argument("topology_arg", nargs="?", metavar="TOPOLOGY")
@@ -147,8 +150,10 @@ def _dispatch(args: argparse.Namespace, topology: Topology) -> int:
         checks = preflight.containerlab_checks() if args.runtime == "containerlab" else preflight.netns_checks()
         preflight.require(checks)
         runtime.up(converge_timeout=args.timeout)
-        print(f"\nnext: dmvpn-lab status | dmvpn-lab show spoke1 crypto gdoi | "
-              f"dmvpn-lab exec host4 -- ping -c3 192.168.2.10 | dmvpn-lab down")
+        print(
+            "\nnext: dmvpn-lab status | dmvpn-lab show spoke1 crypto gdoi | "
+            "dmvpn-lab exec host4 -- ping -c3 192.168.2.10 | dmvpn-lab down"
+        )
         return 0
     if args.verb == "down":
         runtime.down()
@@ -190,8 +195,10 @@ def _status(shell: NodeShell, runtime: Any, *, as_json: bool) -> int:
             try:
                 status = shell.gdoi_json(node.name, "show", "crypto", "gdoi")
                 if node.gdoi_role == "gm":
-                    entry["gdoi"] = {"registered": checks.gm_registered(status) is None,
-                                     "tek_spis": [t.get("spi") for t in status.get("teks", [])]}
+                    entry["gdoi"] = {
+                        "registered": checks.gm_registered(status) is None,
+                        "tek_spis": [t.get("spi") for t in status.get("teks", [])],
+                    }
                 else:
                     entry["gdoi"] = {"members": sum(g.get("group_members", 0) for g in status.get("groups", []))}
             except (NodeCommandError, ValueError) as exc:
@@ -208,13 +215,20 @@ def _status(shell: NodeShell, runtime: Any, *, as_json: bool) -> int:
         nodes[node.name] = entry
     state_file = state_root() / topology.name / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    report = {"lab": topology.name, "up": up, "runtime": state.get("runtime"),
-              "up_seconds": state.get("up_seconds"), "nodes": nodes}
+    report = {
+        "lab": topology.name,
+        "up": up,
+        "runtime": state.get("runtime"),
+        "up_seconds": state.get("up_seconds"),
+        "nodes": nodes,
+    }
     if as_json:
         print(json.dumps(report, indent=1))
         return 0 if up else EXIT_CHECK_FAILED
-    print(f"lab {topology.name}: {'up' if up else 'down'}" +
-          (f" (converged in {state['up_seconds']}s)" if up and state.get("up_seconds") else ""))
+    print(
+        f"lab {topology.name}: {'up' if up else 'down'}"
+        + (f" (converged in {state['up_seconds']}s)" if up and state.get("up_seconds") else "")
+    )
     for name, entry in nodes.items():
         parts = [f"{name:<10} {entry['role']:<9}"]
         gdoi = entry.get("gdoi")

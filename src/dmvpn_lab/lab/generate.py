@@ -134,9 +134,10 @@ def render(spec: LabSpec) -> dict[str, str]:
     }
 
     if spec.protection is Protection.GDOI:
-        files["ks/setup.sh"] = "\n".join(
-            [_SH_HEADER, *_iface("eth1", KS_ADDRESS + "/24"), f"ip route add default via {KS_GATEWAY}"]
-        ) + "\n"
+        files["ks/setup.sh"] = (
+            "\n".join([_SH_HEADER, *_iface("eth1", KS_ADDRESS + "/24"), f"ip route add default via {KS_GATEWAY}"])
+            + "\n"
+        )
         files["ks/gdoi.cfg"] = _ks_config(routers)
         nodes["ks"] = {
             "image": KS_IMAGE,
@@ -153,8 +154,10 @@ def render(spec: LabSpec) -> dict[str, str]:
 
     for r in routers:
         host = f"host{r.index + 1}"
-        files[f"{r.name}/setup.sh"] = _router_setup(r, hub=routers[0])
+        files[f"{r.name}/setup.sh"] = _router_setup(r, hub=routers[0], group_sa=spec.protection is Protection.GDOI)
         files[f"{r.name}/frr.conf"] = _frr_conf(r, hub=routers[0])
+        env = {"FRR_DAEMONS": "zebra bgpd nhrpd"}
+        binds = [f"{r.name}/setup.sh:{SETUP_PATH}:ro", f"{r.name}/frr.conf:{FRR_CONF_PATH}"]
         node: dict[str, object] = {
             "labels": {
                 "dmvpn-lab.role": "hub" if r.is_hub else "spoke",
@@ -163,23 +166,21 @@ def render(spec: LabSpec) -> dict[str, str]:
                 "dmvpn-lab.lan": f"{r.lan_prefix}.0/24",
                 "dmvpn-lab.host": host,
             },
-            "env": {"FRR_DAEMONS": "zebra bgpd nhrpd"},
-            "binds": [f"{r.name}/setup.sh:{SETUP_PATH}:ro", f"{r.name}/frr.conf:{FRR_CONF_PATH}"],
+            "env": env,
+            "binds": binds,
         }
         if spec.protection is Protection.GDOI:
             files[f"{r.name}/gdoi.cfg"] = _gm_config(r)
-            node["env"] = {
-                **node["env"],  # type: ignore[dict-item]
-                "GDOI_ROLE": "gm",
-                "GDOI_LOCAL_ADDRESS": r.loopback,
-                "GDOI_XFRM_ADDRESS": r.nbma,
-            }
-            node["binds"] = [*node["binds"], f"{r.name}/gdoi.cfg:{GDOI_CONF_PATH}:ro"]  # type: ignore[list-item]
+            env.update({"GDOI_ROLE": "gm", "GDOI_LOCAL_ADDRESS": r.loopback, "GDOI_XFRM_ADDRESS": r.nbma})
+            binds.append(f"{r.name}/gdoi.cfg:{GDOI_CONF_PATH}:ro")
             node["stages"] = {"create": {"wait-for": [{"node": "ks", "stage": "healthy"}]}}
         nodes[r.name] = node
-        files[f"{host}/setup.sh"] = "\n".join(
-            [_SH_HEADER, *_iface("eth1", f"{r.lan_prefix}.10/24"), f"ip route add default via {r.lan_prefix}.1"]
-        ) + "\n"
+        files[f"{host}/setup.sh"] = (
+            "\n".join(
+                [_SH_HEADER, *_iface("eth1", f"{r.lan_prefix}.10/24"), f"ip route add default via {r.lan_prefix}.1"]
+            )
+            + "\n"
+        )
         nodes[host] = {
             "image": HOST_IMAGE,
             "labels": {"dmvpn-lab.role": "host", "dmvpn-lab.address": f"{r.lan_prefix}.10", "dmvpn-lab.router": r.name},
@@ -211,7 +212,7 @@ def _iface(name: str, cidr: str) -> list[str]:
     return [f"ip addr add {cidr} dev {name}", f"ip link set {name} up"]
 
 
-def _router_setup(r: Router, hub: Router) -> str:
+def _router_setup(r: Router, hub: Router, *, group_sa: bool = False) -> str:
     lines = [
         _SH_HEADER,
         "sysctl -qw net.ipv4.ip_forward=1",
@@ -227,6 +228,10 @@ def _router_setup(r: Router, hub: Router) -> str:
         f"ip addr add {r.tunnel_ip}/32 dev gre1",
         f"ip link set gre1 mtu {TUNNEL_MTU} up",
     ]
+    if group_sa:
+        # The first packet toward a new peer raises XFRM ACQUIRE; queue it until the GM has installed
+        # the outbound group state (microseconds later) instead of dropping it.
+        lines.append("sysctl -qw net.core.xfrm_larval_drop=0")
     if r.is_hub:
         # nhrpd learns of spoke-to-spoke traffic crossing the hub from this NFLOG group (phase 3).
         # Some kernels (the UML sandbox among them) have no nf_tables IPv4 family: fall back to legacy.
@@ -286,64 +291,70 @@ def _ks_config(routers: list[Router]) -> str:
         f"crypto isakmp key 0 {PSK} address {r.loopback}   ! {'Hub' if r.is_hub else r.name.capitalize()} router"
         for r in routers
     ]
-    return "\n".join(
-        [
-            "! Key server: the seed's configuration (gdoi-based-dmvpn.txt), as IOS would take it.",
-            "crypto key generate rsa general-keys label GDOI_KEYS modulus 2048 exportable",
-            "!",
-            "crypto isakmp policy 10",
-            " authentication pre-share",
-            "!",
-            *keys,
-            "!",
-            "crypto ipsec transform-set GDOI_TS esp-3des esp-md5-hmac",
-            "!",
-            "crypto ipsec profile GDOI_PROFILE",
-            " set transform-set GDOI_TS",
-            "!",
-            "crypto gdoi group GDOI_GROUP",
-            f" identity number {GDOI_IDENTITY}",
-            " server local",
-            "  rekey transport unicast",
-            "  rekey authentication mypubkey rsa GDOI_KEYS",
-            "  rekey retransmit 60 number 2",
-            "  !",
-            "  sa ipsec 1",
-            "   profile GDOI_PROFILE",
-            "   match address ipv4 ACL",
-            "   replay time window-size 5",
-            "  !",
-            f"  address ipv4 {KS_ADDRESS}",
-            "!",
-            "ip access-list extended ACL",
-            " permit gre any any",
-            "!",
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                "! Key server: the seed's configuration (gdoi-based-dmvpn.txt), as IOS would take it.",
+                "crypto key generate rsa general-keys label GDOI_KEYS modulus 2048 exportable",
+                "!",
+                "crypto isakmp policy 10",
+                " authentication pre-share",
+                "!",
+                *keys,
+                "!",
+                "crypto ipsec transform-set GDOI_TS esp-3des esp-md5-hmac",
+                "!",
+                "crypto ipsec profile GDOI_PROFILE",
+                " set transform-set GDOI_TS",
+                "!",
+                "crypto gdoi group GDOI_GROUP",
+                f" identity number {GDOI_IDENTITY}",
+                " server local",
+                "  rekey transport unicast",
+                "  rekey authentication mypubkey rsa GDOI_KEYS",
+                "  rekey retransmit 60 number 2",
+                "  !",
+                "  sa ipsec 1",
+                "   profile GDOI_PROFILE",
+                "   match address ipv4 ACL",
+                "   replay time window-size 5",
+                "  !",
+                f"  address ipv4 {KS_ADDRESS}",
+                "!",
+                "ip access-list extended ACL",
+                " permit gre any any",
+                "!",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _gm_config(r: Router) -> str:
-    return "\n".join(
-        [
-            f"! Group member on {r.name}: the seed's GM configuration.",
-            "crypto isakmp policy 10",
-            " authentication pre-share",
-            "!",
-            f"crypto isakmp key 0 {PSK} address {KS_ADDRESS}",
-            "!",
-            "crypto gdoi group GDOI_GM",
-            f" identity number {GDOI_IDENTITY}",
-            f" server address ipv4 {KS_ADDRESS}",
-            "!",
-            "crypto map DMVPN local-address Loopback0",
-            "crypto map DMVPN 10 gdoi",
-            " set group GDOI_GM",
-            "!",
-            "interface eth1",
-            " crypto map DMVPN",
-            "!",
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                f"! Group member on {r.name}: the seed's GM configuration.",
+                "crypto isakmp policy 10",
+                " authentication pre-share",
+                "!",
+                f"crypto isakmp key 0 {PSK} address {KS_ADDRESS}",
+                "!",
+                "crypto gdoi group GDOI_GM",
+                f" identity number {GDOI_IDENTITY}",
+                f" server address ipv4 {KS_ADDRESS}",
+                "!",
+                "crypto map DMVPN local-address Loopback0",
+                "crypto map DMVPN 10 gdoi",
+                " set group GDOI_GM",
+                "!",
+                "interface eth1",
+                " crypto map DMVPN",
+                "!",
+            ]
+        )
+        + "\n"
+    )
 
 
 def write(spec: LabSpec, root: Path) -> Path:

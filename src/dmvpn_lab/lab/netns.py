@@ -8,6 +8,7 @@ made, and works after an interrupted ``up`` because it finds what to remove by n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,8 +71,22 @@ class NetnsRuntime:
         for link in self.topology.links:
             a, b = link.a, link.b
             _run(
-                ["ip", "link", "add", "name", a.interface, "netns", self.topology.namespace(a.node), "type", "veth",
-                 "peer", "name", b.interface, "netns", self.topology.namespace(b.node)]
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    "name",
+                    a.interface,
+                    "netns",
+                    self.topology.namespace(a.node),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    b.interface,
+                    "netns",
+                    self.topology.namespace(b.node),
+                ]
             )
 
         for node in self.topology.ordered_nodes():
@@ -176,8 +191,18 @@ class NetnsRuntime:
             if not binary.exists():
                 raise LabError(f"{node.name}: FRR daemon {binary} is missing (apt-get install frr)")
             log = self._log(node.name, daemon)
-            argv = [str(binary), "-d", "-N", ns, "-i", str(space / f"{daemon}.pid"), "--log", f"file:{log}",
-                    "-f", "/dev/null"]
+            argv = [
+                str(binary),
+                "-d",
+                "-N",
+                ns,
+                "-i",
+                str(space / f"{daemon}.pid"),
+                "--log",
+                f"file:{log}",
+                "-f",
+                "/dev/null",
+            ]
             self.shell.run(node.name, argv, timeout=30)
             if daemon == "zebra":
                 _wait_path(space / "zserv.api", f"{node.name}: zebra socket")
@@ -185,9 +210,7 @@ class NetnsRuntime:
         if conf is not None:
             result = self.shell.run(node.name, ["vtysh", "-N", ns, "-f", str(conf)], check=False, timeout=60)
             if result.returncode != 0:
-                raise LabError(
-                    f"{node.name}: FRR refused {conf}: {result.stdout.strip()} {result.stderr.strip()}"
-                )
+                raise LabError(f"{node.name}: FRR refused {conf}: {result.stdout.strip()} {result.stderr.strip()}")
 
     # --- convergence -------------------------------------------------------------------------------
 
@@ -258,10 +281,8 @@ def _run(argv: list[str]) -> None:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _alive(pid: int) -> bool:

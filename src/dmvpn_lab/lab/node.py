@@ -78,9 +78,7 @@ class NodeShell:
         self._known(node)
         full = [*self.enter(node), *argv]
         try:
-            result = subprocess.run(
-                full, capture_output=True, text=True, timeout=timeout, input=input, check=False
-            )
+            result = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input, check=False)
         except subprocess.TimeoutExpired as exc:
             raise NodeCommandError(
                 node, argv, subprocess.CompletedProcess(full, -1, _text(exc.stdout), f"timed out after {timeout}s")

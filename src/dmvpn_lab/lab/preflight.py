@@ -42,9 +42,10 @@ def kernel_missing_modules() -> list[str]:
     for module in KERNEL_MODULES:
         if Path(f"/sys/module/{module}").exists():
             continue
-        if shutil.which("modprobe") and subprocess.run(
-            ["modprobe", "-q", module], capture_output=True, check=False
-        ).returncode == 0:
+        if (
+            shutil.which("modprobe")
+            and subprocess.run(["modprobe", "-q", module], capture_output=True, check=False).returncode == 0
+        ):
             continue
         missing.append(module)
     return missing

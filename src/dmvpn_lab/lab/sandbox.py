@@ -35,8 +35,20 @@ UML_BINARY = "linux.uml"
 UML_MODULES = Path("/usr/lib/uml/modules")
 DEFAULT_MEMORY = os.environ.get("DMVPN_LAB_SANDBOX_MEMORY", "3G")
 # Variables carried into the sandbox: enough to find the same Python, tools and settings.
-ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "CI", "TERM", "DMVPN_LAB_RESULTS",
-            "PYTEST_ADDOPTS", "XDG_CONFIG_HOME", "DMVPN_LAB_KEEP")
+ENV_KEEP = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "CI",
+    "TERM",
+    "DMVPN_LAB_RESULTS",
+    "PYTEST_ADDOPTS",
+    "XDG_CONFIG_HOME",
+    "DMVPN_LAB_KEEP",
+)
 
 
 class SandboxError(RuntimeError):
@@ -90,7 +102,6 @@ for m in ip_gre esp4 xfrm_user xfrm_algo des3_ede authenc cbc md5 sha1 sha256 gc
          xt_NFLOG nfnetlink_log xt_hashlimit sch_netem veth bridge ip_tables iptable_filter; do
   modprobe -q $m 2>/dev/null
 done
-sysctl -qw net.core.xfrm_larval_drop=1
 set -a
 . {envfile}
 set +a
@@ -109,9 +120,7 @@ def _write_init(workdir: Path, command: str, cwd: Path) -> Path:
     envfile = workdir / "env"
     envfile.write_text("\n".join(env_lines) + "\n")
     init = workdir / "init"
-    init.write_text(
-        _INIT.format(envfile=envfile, cwd=shlex.quote(str(cwd)), command=command, rcfile=workdir / "rc")
-    )
+    init.write_text(_INIT.format(envfile=envfile, cwd=shlex.quote(str(cwd)), command=command, rcfile=workdir / "rc"))
     init.chmod(0o755)
     return init
 
@@ -133,8 +142,9 @@ def _uml_argv(init: Path, memory: str, umid: str) -> list[str]:
     ]
 
 
-def run(argv: Sequence[str], *, cwd: Path | None = None, memory: str = DEFAULT_MEMORY,
-        timeout: float | None = None) -> int:
+def run(
+    argv: Sequence[str], *, cwd: Path | None = None, memory: str = DEFAULT_MEMORY, timeout: float | None = None
+) -> int:
     """Boot the sandbox kernel, run ``argv`` inside it, halt; return the command's exit code."""
     ok, how = available()
     if not ok:
@@ -206,7 +216,10 @@ def start_agent(lab: str, up_argv: Sequence[str], *, memory: str = DEFAULT_MEMOR
     init = _write_init(folder, command, Path.cwd())
     console = (folder / "console.log").open("ab")
     proc = subprocess.Popen(
-        _uml_argv(init, memory, f"dmvpn-{lab}"), stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+        _uml_argv(init, memory, f"dmvpn-{lab}"),
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=console,
         start_new_session=True,
     )
     (folder / "uml.pid").write_text(str(proc.pid))
@@ -273,8 +286,9 @@ def serve(folder: Path) -> None:
                 _answer(spool, request.stem, 0, "sandbox: halting\n", "")
                 return
             try:
-                done = subprocess.run(argv, capture_output=True, text=True, cwd=job.get("cwd"), timeout=900,
-                                      check=False)
+                done = subprocess.run(
+                    argv, capture_output=True, text=True, cwd=job.get("cwd"), timeout=900, check=False
+                )
                 _answer(spool, request.stem, done.returncode, done.stdout, done.stderr)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 _answer(spool, request.stem, 127, "", f"sandbox agent: {exc}\n")

@@ -176,7 +176,7 @@ def parse_topology(doc: Any, file: Path) -> Topology:
         link = _mapping(raw_link, place)
         endpoints = link.get("endpoints")
         if not isinstance(endpoints, list) or len(endpoints) != 2:
-            raise TopologyError(f"{place}.endpoints: expected two entries like [\"hub:eth1\", \"internet:eth1\"]")
+            raise TopologyError(f'{place}.endpoints: expected two entries like ["hub:eth1", "internet:eth1"]')
         ends: list[Endpoint] = []
         for j, ep in enumerate(endpoints):
             ep_place = f"{place}.endpoints[{j}]"

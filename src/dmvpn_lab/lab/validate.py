@@ -73,8 +73,9 @@ def _hub_nhrp(shell: NodeShell) -> str | None:
 
 def _routes(shell: NodeShell) -> str | None:
     for router in checks.routers(shell):
-        problem = json_mismatch(checks.routes_expected(shell, router),
-                                shell.vtysh_json(router.name, "show ip route bgp json"))
+        problem = json_mismatch(
+            checks.routes_expected(shell, router), shell.vtysh_json(router.name, "show ip route bgp json")
+        )
         if problem:
             return f"{router.name}: {problem}"
     return None
@@ -91,20 +92,37 @@ def _spoke_to_spoke(shell: NodeShell) -> str | None:
 
 
 CHECKS: list[Check] = [
-    ("GDOI: every GM registered, same TEK", _gms_registered,
-     "see `dmvpn-lab show NODE crypto gdoi` and the KS log; check the pre-shared key and the KS address"),
-    ("GDOI: one KS session per GM, no phase 2", checks.ks_sessions_problem,
-     "`dmvpn-lab show ks crypto isakmp sa` should list one GDOI_IDLE line per GM"),
-    ("xfrm: GRE must be ESP both ways", _policies,
-     "the GM sidecar installs the policies: is it running on that router?"),
-    ("xfrm: only group SAs, no per-peer SA", _only_group_sas,
-     "`dmvpn-lab exec NODE -- ip xfrm state`: every SPI must be the group's"),
-    ("NHRP: spokes registered at the hub", _hub_nhrp,
-     "`dmvpn-lab vtysh hub -c 'show ip nhrp cache'`; check network-id, nhs and GDOI on the spoke"),
-    ("BGP: every LAN routed everywhere", _routes,
-     "`dmvpn-lab vtysh NODE -c 'show bgp summary'`"),
-    ("data: spoke LAN to spoke LAN ping", _spoke_to_spoke,
-     "check the hub's NHRP redirect (NFLOG rule) and the spokes' `ip nhrp shortcut`"),
+    (
+        "GDOI: every GM registered, same TEK",
+        _gms_registered,
+        "see `dmvpn-lab show NODE crypto gdoi` and the KS log; check the pre-shared key and the KS address",
+    ),
+    (
+        "GDOI: one KS session per GM, no phase 2",
+        checks.ks_sessions_problem,
+        "`dmvpn-lab show ks crypto isakmp sa` should list one GDOI_IDLE line per GM",
+    ),
+    (
+        "xfrm: GRE must be ESP both ways",
+        _policies,
+        "the GM sidecar installs the policies: is it running on that router?",
+    ),
+    (
+        "xfrm: only group SAs, no per-peer SA",
+        _only_group_sas,
+        "`dmvpn-lab exec NODE -- ip xfrm state`: every SPI must be the group's",
+    ),
+    (
+        "NHRP: spokes registered at the hub",
+        _hub_nhrp,
+        "`dmvpn-lab vtysh hub -c 'show ip nhrp cache'`; check network-id, nhs and GDOI on the spoke",
+    ),
+    ("BGP: every LAN routed everywhere", _routes, "`dmvpn-lab vtysh NODE -c 'show bgp summary'`"),
+    (
+        "data: spoke LAN to spoke LAN ping",
+        _spoke_to_spoke,
+        "check the hub's NHRP redirect (NFLOG rule) and the spokes' `ip nhrp shortcut`",
+    ),
 ]
 
 

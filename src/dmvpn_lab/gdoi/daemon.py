@@ -1,0 +1,778 @@
+"""The asyncio adapter around the sans-I/O GDOI engines: sockets, timers, logs, keylog, kernel, control.
+
+Why a thin adapter: the engines (:mod:`~dmvpn_lab.gdoi.ks`, :mod:`~dmvpn_lab.gdoi.gm`) hold the whole
+protocol and are tested with a fake clock; this module only moves bytes and time in and out of them and
+turns their events into side effects, so it stays small enough to read in one sitting:
+
+* one UDP socket bound to ``(local_address, port)``; every datagram goes to ``receive_datagram`` and every
+  datagram the engine wants to send goes out at once (a GM also joins the rekey multicast group, if the
+  KEK says there is one);
+* one timer, always set to the engine's ``get_timer()``, on ``loop.time()`` (the engine's clock);
+* events become one log line each, a keylog line per phase 1 (``--keylog``: ``<icookie hex> <key hex>``,
+  flushed at once, for Wireshark), and xfrm calls on a GM (unless ``--no-xfrm``);
+* a control socket ``<run-dir>/gdoi-<role>.sock`` that takes one JSON request per connection
+  (``status``, ``rekey``, ``acks``, ``add-peer``, ``stop``) and a pid file beside it;
+* SIGTERM/SIGINT stop cleanly: a GM removes every xfrm state and policy it added.
+
+Startup problems (address not on this host, port in use, no xfrm in the kernel, unreadable key) raise
+:class:`StartupError` with one sentence that says what to do; the CLI prints it and exits with 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from dmvpn_lab.gdoi import show
+from dmvpn_lab.gdoi.model import (
+    Event,
+    GmStatus,
+    GroupMemberConfig,
+    KeyServerConfig,
+    KsStatus,
+    MemberDropped,
+    MemberRegistered,
+    MessageRejected,
+    Phase1Established,
+    Registered,
+    RegistrationFailed,
+    RekeyReceived,
+    RekeySent,
+    TekExpired,
+    TekInstalled,
+)
+from dmvpn_lab.gdoi.xfrm import AcquireWatcher, SpiCounters, XfrmApplier, XfrmError, run_ip, spi_text
+
+DEFAULT_RUN_DIR = Path("/run/gdoi")
+DEFAULT_KEY_DIR = Path("/var/lib/dmvpn-lab/gdoi-keys")
+CONTROL_TIMEOUT_S = 10.0
+READ_BATCH = 256
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is the whole story for the operator."""
+
+
+class NoDaemonError(Exception):
+    """Nothing answers on the control socket of a run directory."""
+
+
+class Engine(Protocol):
+    """What the adapter needs from :class:`KeyServer` and :class:`GroupMember` (docs/engine-api.md)."""
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_event(self) -> Event | None: ...
+
+
+def socket_path(run_dir: Path, role: str) -> Path:
+    return run_dir / f"gdoi-{role}.sock"
+
+
+def pid_path(run_dir: Path, role: str) -> Path:
+    return run_dir / f"gdoi-{role}.pid"
+
+
+# --- Control client (used by the CLI and the tests) -----------------------------------------------
+
+
+def find_daemon(run_dir: Path, role: str | None = None) -> Path:
+    """The control socket of the daemon in ``run_dir`` (``role`` picks one when both a KS and GM run)."""
+    roles = [role] if role else ["gm", "ks"]
+    present = [socket_path(run_dir, r) for r in roles if socket_path(run_dir, r).exists()]
+    if not present:
+        raise NoDaemonError(_no_daemon_message(run_dir, role))
+    if len(present) > 1:
+        live = [p for p in present if _answers(p)]
+        if len(live) > 1:
+            raise NoDaemonError(f"both a key server and a group member run in {run_dir}; pass --role ks|gm")
+        present = live or present
+    return present[0]
+
+
+def _no_daemon_message(run_dir: Path, role: str | None) -> str:
+    start = "gdoi ks --config ..." if role == "ks" else "gdoi gm --config ..."
+    return f"no GDOI daemon is listening in {run_dir} (start one with `{start} --run-dir {run_dir}`)"
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(1.0)
+        try:
+            client.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def control_request(
+    run_dir: Path, request: dict[str, Any], *, role: str | None = None, timeout: float = CONTROL_TIMEOUT_S
+) -> dict[str, Any]:
+    """Send one JSON request to the daemon in ``run_dir``; returns its JSON answer."""
+    path = find_daemon(run_dir, role)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        try:
+            client.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise NoDaemonError(_no_daemon_message(run_dir, role) + " (stale socket)") from None
+        except PermissionError:
+            raise NoDaemonError(f"permission denied on {path}: the control socket is root's") from None
+        client.sendall(json.dumps(request).encode() + b"\n")
+        chunks = []
+        try:
+            while True:
+                chunk = client.recv(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except TimeoutError:
+            raise NoDaemonError(f"the daemon at {path} did not answer within {timeout:.0f} s") from None
+    try:
+        answer = json.loads(b"".join(chunks) or b"null")
+    except json.JSONDecodeError:
+        raise NoDaemonError(f"the daemon at {path} sent something that is not JSON") from None
+    if not isinstance(answer, dict):
+        raise NoDaemonError(f"the daemon at {path} closed the connection without an answer")
+    return answer
+
+
+# --- Logging and keylog ---------------------------------------------------------------------------
+
+
+class _Keylog:
+    """``<icookie hex> <encryption key hex>`` per phase 1, flushed at once (Wireshark needs it live)."""
+
+    def __init__(self, path: Path) -> None:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._file = os.fdopen(descriptor, "a", encoding="ascii")
+
+    def write(self, event: Phase1Established) -> None:
+        self._file.write(f"{event.icookie.hex()} {event.encryption_key.hex()}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _describe_tek(event: TekInstalled) -> str:
+    return f"TEK spi {spi_text(event.sa.spi)} ({event.sa.transform.value}, {event.sa.lifetime_s} s)"
+
+
+# --- The daemon -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DaemonSettings:
+    role: str  # "ks" | "gm"
+    local_address: str
+    port: int
+    run_dir: Path = DEFAULT_RUN_DIR
+    keylog: Path | None = None
+    xfrm: bool = False  # GM: program the kernel
+    xfrm_address: str | None = None  # GM: ESP endpoint (NBMA); defaults to local_address
+
+
+class GdoiDaemon:
+    """Runs one engine: ``await GdoiDaemon(...).run()`` returns when the daemon stops."""
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        engine_factory: Callable[[float], Engine],
+        *,
+        status_view: Callable[[float], show.View] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = f"gdoi-{settings.role}"
+        self.log = log or logging.getLogger("dmvpn_lab.gdoi")
+        self._engine_factory = engine_factory
+        self._status_view = status_view
+        self.engine: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._socket: socket.socket | None = None
+        self._multicast: dict[str, socket.socket] = {}
+        self._send_drops = 0
+        self._started = False
+        self.send_acks = True
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopping: asyncio.Event | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._keylog: _Keylog | None = None
+        self.applier: XfrmApplier | None = None
+        self._watcher: AcquireWatcher | None = None
+        self._pending_registration: Registered | None = None
+        self._extra_status: Callable[[], dict[str, Any]] = dict
+
+    # -- lifecycle --
+
+    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        try:
+            await self._start()
+            if ready is not None:
+                ready()
+            await self._stopping.wait()
+        finally:
+            await self._shutdown()
+
+    def request_stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        loop = self._loop
+        assert loop is not None
+        self._prepare_run_dir()
+        sock = bind_udp(settings.local_address, settings.port)
+        if settings.xfrm:
+            self._preflight_xfrm()
+        if settings.keylog is not None:
+            try:
+                self._keylog = _Keylog(settings.keylog)
+            except OSError as exc:
+                sock.close()
+                raise StartupError(f"cannot open the keylog {settings.keylog}: {exc.strerror}") from None
+        try:
+            self.engine = self._engine_factory(loop.time())
+        except StartupError:
+            sock.close()
+            raise
+        except Exception as exc:  # the engine refused its config: say so in one line
+            sock.close()
+            raise StartupError(f"the {self.name} engine cannot start: {exc}") from None
+        self._socket = sock
+        loop.add_reader(sock.fileno(), self._on_readable, sock)
+        if settings.xfrm:
+            self.applier = XfrmApplier(
+                settings.xfrm_address or settings.local_address,
+                log=lambda m: self.log.warning("%s: xfrm: %s", self.name, m),
+            )
+            self._watcher = AcquireWatcher(self._on_acquire)
+            await self._watcher.start()
+        path = socket_path(settings.run_dir, settings.role)
+        self._server = await asyncio.start_unix_server(self._on_control, path=str(path))
+        os.chmod(path, 0o600)
+        pid_path(settings.run_dir, settings.role).write_text(f"{os.getpid()}\n")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.request_stop)
+        self.log.info(
+            "%s: listening on %s port %d (control %s)", self.name, settings.local_address, settings.port, path
+        )
+        self._started = True
+        start = getattr(self.engine, "start", None)
+        if callable(start):
+            start(loop.time())
+        self._pump()
+
+    def _prepare_run_dir(self) -> None:
+        run_dir = self.settings.run_dir
+        try:
+            run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+        path = socket_path(run_dir, self.settings.role)
+        if path.exists():
+            if _answers(path):
+                pid = _read_pid(pid_path(run_dir, self.settings.role))
+                raise StartupError(
+                    f"a {self.name} daemon already runs in {run_dir}"
+                    + (f" (pid {pid})" if pid else "")
+                    + "; stop it with `kill` or use another --run-dir"
+                )
+            path.unlink()
+
+    def _preflight_xfrm(self) -> None:
+        try:
+            run_ip(["xfrm", "state", "list", "spi", "0x1"])
+        except XfrmError as exc:
+            raise StartupError(
+                f"this kernel's xfrm cannot be used ({exc}); run with --no-xfrm, or in a "
+                "kernel with xfrm_user and esp4"
+            ) from None
+
+    async def _shutdown(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        if self.engine is not None:
+            stop = getattr(self.engine, "stop", None)
+            if callable(stop):
+                try:
+                    stop(loop.time())
+                    self._pump(reschedule=False)
+                except Exception as exc:  # keep cleaning up whatever the engine did
+                    self.log.error("%s: engine stop failed: %s", self.name, exc)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            await self._watcher.stop()
+        if self.applier is not None:
+            await loop.run_in_executor(None, self.applier.stop)
+            self.log.info("%s: removed xfrm states and policies", self.name)
+        if self._server is not None:
+            self._server.close()
+        for sock in [self._socket, *self._multicast.values()]:
+            if sock is not None:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+        for path in (
+            socket_path(self.settings.run_dir, self.settings.role),
+            pid_path(self.settings.run_dir, self.settings.role),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                if self._server is not None:
+                    path.unlink()
+        if self._keylog is not None:
+            self._keylog.close()
+        if self._started:
+            self.log.info("%s: stopped", self.name)
+
+    # -- engine plumbing --
+
+    def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """One datagram in, then everything the engine wants done."""
+        self._feed(data, addr)
+        self._pump()
+
+    def _feed(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.engine is not None and self._loop is not None
+        try:
+            self.engine.receive_datagram(data, addr, self._loop.time())
+        except Exception:
+            self.log.error(
+                "%s: internal error on a datagram from %s:\n%s", self.name, addr[0], traceback.format_exc()
+            )
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        """Read what the socket holds (up to a batch), then pump once.
+
+        Under load datagrams queue up while the engine works, so batches grow by themselves and the
+        per-pump costs (``get_timer``, the timer handle) are paid once per batch, not per datagram.
+        """
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                self.log.debug("%s: socket error: %s", self.name, exc)
+                break
+            self._feed(data, (str(addr[0]), int(addr[1])))
+        self._pump()
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._socket is None:
+            return
+        try:
+            self._socket.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._send_drops += 1  # UDP: the engine's retransmission covers a full send buffer
+        except OSError as exc:
+            self.log.warning("%s: cannot send to %s:%d: %s", self.name, addr[0], addr[1], exc.strerror)
+
+    def _on_timer(self) -> None:
+        assert self.engine is not None and self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.engine.handle_timer(self._loop.time())
+        except Exception:
+            self.log.error("%s: internal error in a timer:\n%s", self.name, traceback.format_exc())
+        self._pump()
+
+    def _pump(self, *, reschedule: bool = True) -> None:
+        """Send what the engine has queued, act on its events, and set the timer it asks for."""
+        engine, loop = self.engine, self._loop
+        assert engine is not None and loop is not None
+        for data, addr in engine.datagrams_to_send(loop.time()):
+            self._send(data, addr)
+        events: list[Event] = []
+        while (event := engine.next_event()) is not None:
+            events.append(event)
+        for event in events:
+            try:
+                self._handle_event(event)
+            except XfrmError as exc:
+                self.log.error("%s: xfrm: %s", self.name, exc)
+        self._flush_registration()
+        if not reschedule:
+            return
+        when = engine.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if when is None else loop.call_at(when, self._on_timer)
+            self._timer_at = when
+
+    def _flush_registration(self) -> None:
+        if self._pending_registration is not None:
+            event = self._pending_registration
+            self.log.info("%s: registered with KS %s group %s", self.name, event.server, event.group_name)
+            self._pending_registration = None
+
+    def _handle_event(self, event: Event) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        name = self.name
+        if isinstance(event, Phase1Established):
+            self.log.debug("%s: IKE phase 1 up with %s", name, event.peer)
+            if self._keylog is not None:
+                self._keylog.write(event)
+        elif isinstance(event, Registered):
+            self._flush_registration()
+            self._pending_registration = event
+        elif isinstance(event, TekInstalled):
+            if self._pending_registration is not None:
+                registered = self._pending_registration
+                self._pending_registration = None
+                self.log.info(
+                    "%s: registered with KS %s group %s, %s",
+                    name,
+                    registered.server,
+                    registered.group_name,
+                    _describe_tek(event),
+                )
+            else:
+                self.log.info("%s: installed %s", name, _describe_tek(event))
+            if self.applier is not None:
+                self.applier.install_tek(event.sa, now)
+            self._join_rekey_group()
+        elif isinstance(event, TekExpired):
+            self.log.info("%s: TEK spi %s expired, removed", name, spi_text(event.spi))
+            if self.applier is not None:
+                self.applier.remove_tek(event.spi)
+        elif isinstance(event, RekeyReceived):
+            self.log.info("%s: rekey #%d received from %s", name, event.sequence, event.server)
+        elif isinstance(event, RegistrationFailed):
+            self.log.warning("%s: registration with KS %s failed: %s", name, event.server, event.reason)
+        elif isinstance(event, MemberRegistered):
+            self.log.info("%s: GM %s registered in group %s", name, event.address, event.group_name)
+        elif isinstance(event, MemberDropped):
+            self.log.warning("%s: GM %s dropped: %s", name, event.address, event.reason)
+        elif isinstance(event, RekeySent):
+            self.log.info(
+                "%s: rekey #%d for group %s sent to %d member(s)",
+                name,
+                event.sequence,
+                event.group_name,
+                event.members,
+            )
+        elif isinstance(event, MessageRejected):
+            self.log.warning(
+                "%s: rejected a datagram from %s: %s (%s)", name, event.peer, event.reason, event.detail
+            )
+
+    def _join_rekey_group(self) -> None:
+        """A GM whose KEK names a multicast rekey group listens there too (RFC 6407 section 4)."""
+        status_fn = getattr(self.engine, "status", None)
+        if self.settings.role != "gm" or not callable(status_fn) or self._loop is None:
+            return
+        status = status_fn(self._loop.time())
+        kek = getattr(status, "kek", None)
+        group = getattr(kek, "multicast_address", None)
+        if not isinstance(group, str) or group in self._multicast:
+            return
+        try:
+            sock = join_multicast(group, self.settings.port, self.settings.local_address)
+        except OSError as exc:
+            self.log.error("%s: cannot join rekey group %s: %s", self.name, group, exc.strerror)
+            return
+        self._multicast[group] = sock
+        self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self.log.info("%s: joined rekey group %s", self.name, group)
+
+    # -- kernel --
+
+    def _on_acquire(self, acquire: Any) -> None:
+        if self.applier is None or self._loop is None:
+            return
+        try:
+            self.applier.handle_acquire(acquire, self._loop.time())
+            self.log.info("%s: outbound state to %s (ACQUIRE)", self.name, acquire.dst)
+        except XfrmError as exc:
+            self.log.error("%s: xfrm: %s", self.name, exc)
+
+    async def _counters(self) -> dict[int, SpiCounters]:
+        if self.applier is None or self._loop is None:
+            return {}
+        try:
+            return await self._loop.run_in_executor(None, self.applier.counters)
+        except XfrmError as exc:
+            self.log.warning("%s: cannot read xfrm counters: %s", self.name, exc)
+            return {}
+
+    # -- control socket --
+
+    async def _on_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                line = await asyncio.wait_for(reader.readline(), CONTROL_TIMEOUT_S)
+                request = json.loads(line[:MAX_REQUEST_BYTES] or b"null")
+                if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                    raise ValueError('expected a JSON object with "cmd"')
+                answer = await self._control(request)
+            except (ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
+                answer = {"ok": False, "error": f"bad request: {exc}"}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    def _summary(self, now: float) -> dict[str, Any]:
+        status_fn = getattr(self.engine, "status", None)
+        if not callable(status_fn):
+            return {}
+        summary = summarise(status_fn(now))
+        summary["send_drops"] = self._send_drops
+        return summary
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._loop is not None and self.engine is not None
+        command = request["cmd"]
+        now = self._loop.time()
+        if command == "status":
+            if self._status_view is None:
+                return {"ok": False, "error": "this daemon has no status view"}
+            view = self._status_view(now)
+            if isinstance(view, show.GmView) and self.applier is not None:
+                from dataclasses import replace
+
+                view = replace(view, counters=await self._counters())
+            return {"ok": True, "status": show.view_to_json(view), "pid": os.getpid(), "time": time.time()}
+        if command == "summary":
+            return {"ok": True, "summary": self._summary(now)}
+        if command == "stop":
+            self._loop.call_soon(self.request_stop)
+            return {"ok": True}
+        if command == "rekey":
+            force = getattr(self.engine, "force_rekey", None)
+            if not callable(force):
+                return {"ok": False, "error": "only a key server rekeys"}
+            group = request.get("group")
+            try:
+                force(now, group if isinstance(group, str) else None)
+            except (KeyError, ValueError) as exc:
+                return {"ok": False, "error": f"cannot rekey: {exc}"}
+            self._pump()
+            return {"ok": True}
+        if command == "acks":
+            set_acks = getattr(self.engine, "set_send_acks", None)
+            if not callable(set_acks) or not isinstance(request.get("enabled"), bool):
+                return {"ok": False, "error": 'acks is a GM command: {"cmd": "acks", "enabled": true|false}'}
+            set_acks(request["enabled"])
+            self.send_acks = request["enabled"]
+            return {"ok": True, "enabled": request["enabled"]}
+        if command == "add-peer":
+            peer = request.get("peer")
+            if self.applier is None or not isinstance(peer, str):
+                return {"ok": False, "error": 'add-peer needs a GM with xfrm and {"peer": "A.B.C.D"}'}
+            try:
+                self.applier.add_peer(peer, now)
+            except XfrmError as exc:
+                return {"ok": False, "error": str(exc)}
+            return {"ok": True}
+        return {
+            "ok": False,
+            "error": f"unknown command {command!r} (status, summary, rekey, acks, add-peer, stop)",
+        }
+
+
+def summarise(status: KsStatus | GmStatus) -> dict[str, Any]:
+    """A few numbers to poll cheaply (a full KS status with thousands of members is megabytes of JSON)."""
+    if isinstance(status, KsStatus):
+        return {
+            "role": "ks",
+            "groups": [
+                {
+                    "group_name": g.group_name,
+                    "members": len(g.members),
+                    "rekey_sequence": g.rekey_sequence,
+                    "rekey_acks": sum(m.rekey_acks for m in g.members),
+                    "members_acked_current": sum(m.last_ack_sequence >= g.rekey_sequence for m in g.members),
+                }
+                for g in status.groups
+            ],
+            "rejected": dict(status.rejected),
+        }
+    return {
+        "role": "gm",
+        "registered": status.registered,
+        "rekeys": status.rekeys_cumulative,
+        "rekey_acks_sent": status.rekey_acks_sent,
+        "teks": [t.spi for t in status.teks],
+        "rejected": dict(status.rejected),
+    }
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# --- Sockets --------------------------------------------------------------------------------------
+
+
+def bind_udp(address: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``(address, port)``, or a :class:`StartupError` that says why not."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise StartupError(
+                f"address {address} is not assigned to an interface of this host "
+                f"(add it, e.g. `ip addr add {address}/32 dev lo`, or fix --local-address)"
+            ) from None
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"UDP port {port} on {address} is already in use (another gdoi daemon? "
+                f"see `ss -ulpn 'sport = :{port}'`)"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise StartupError(f"binding UDP port {port} needs root (or CAP_NET_BIND_SERVICE)") from None
+        raise StartupError(f"cannot bind UDP {address}:{port}: {exc.strerror}") from None
+    _grow_buffers(sock)
+    sock.setblocking(False)
+    return sock
+
+
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    """Room for a burst: a thousand GMs registering at once must not overflow the default 208 KiB."""
+    force = {
+        socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
+        socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None),
+    }
+    for option, forced in force.items():
+        for name in (forced, option):
+            if name is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, name, SOCKET_BUFFER_BYTES)
+                break
+            except OSError:
+                continue  # not root: fall back to the capped, unforced size
+
+
+def join_multicast(group: str, port: int, interface_address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((group, port))
+    membership = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(interface_address))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    sock.setblocking(False)
+    return sock
+
+
+# --- Building the two daemons ---------------------------------------------------------------------
+
+
+def ks_daemon(
+    config: KeyServerConfig, settings: DaemonSettings, key_dir: Path, log: logging.Logger
+) -> GdoiDaemon:
+    from dmvpn_lab.gdoi.keys import SigningKeyError, load_signing_keys
+
+    try:
+        keys, notes = load_signing_keys(key_dir, config.groups)
+    except SigningKeyError as exc:
+        raise StartupError(str(exc)) from None
+    for note in notes:
+        log.info("gdoi-ks: %s", note)
+    holder: dict[str, Any] = {}
+
+    def factory(now: float) -> Engine:
+        from dmvpn_lab.gdoi.ks import KeyServer
+
+        engine = KeyServer(config, keys, now=now)
+        holder["engine"] = engine
+        return typing.cast(Engine, engine)
+
+    def view(now: float) -> show.View:
+        status: KsStatus = holder["engine"].status(now)
+        return show.KsView(status=status, now=now, policies=config.groups, port=config.port)
+
+    return GdoiDaemon(settings, factory, status_view=view, log=log)
+
+
+def gm_daemon(config: GroupMemberConfig, settings: DaemonSettings, log: logging.Logger) -> GdoiDaemon:
+    holder: dict[str, Any] = {}
+
+    def factory(now: float) -> Engine:
+        from dmvpn_lab.gdoi.gm import GroupMember
+
+        engine = GroupMember(config)
+        holder["engine"] = engine
+        return typing.cast(Engine, engine)
+
+    daemon: GdoiDaemon
+
+    def view(now: float) -> show.View:
+        status: GmStatus = holder["engine"].status(now)
+        return show.GmView(
+            status=status,
+            now=now,
+            local_address=config.local_address,
+            xfrm_address=settings.xfrm_address or config.local_address,
+            crypto_map=config.crypto_map,
+            interface=config.interface,
+            send_acks=daemon.send_acks,
+            xfrm_enabled=settings.xfrm,
+            server_port=config.server_port,
+        )
+
+    daemon = GdoiDaemon(settings, factory, status_view=view, log=log)
+    return daemon
+
+
+def configure_logging(level: str) -> logging.Logger:
+    logger = logging.getLogger("dmvpn_lab.gdoi")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    return logger
+
+
+def run_daemon(daemon: GdoiDaemon) -> int:
+    """Run until stopped; 0 on a clean stop, 2 on a startup error (printed as one line)."""
+    try:
+        asyncio.run(daemon.run())
+    except StartupError as exc:
+        print(f"gdoi: {daemon.name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        return 130
+    return 0

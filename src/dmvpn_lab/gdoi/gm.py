@@ -1,0 +1,601 @@
+"""The GDOI group member as a sans-I/O engine: RFC 6407 sections 3 and 4 from the member's side.
+
+The member's life, in protocol order:
+
+1. Registration: IKEv1 Main Mode to ``servers[0]`` (:mod:`.phase1`, the member initiates), then
+   GROUPKEY-PULL (RFC 6407 section 3.2) under that SA: ``HASH(1), Ni, ID`` where the ID is the group
+   identity as ID_KEY_ID; the key server answers with ``HASH(2), Nr, SA`` (the KEK and TEK policy),
+   the member accepts with ``HASH(3)`` and receives ``HASH(4), SEQ, KD`` (the keys, and the sequence
+   number rekeys must exceed).  Every message is retransmitted by timer; after the last retry the
+   attempt fails (``RegistrationFailed``) and the next server in the list is tried after
+   ``registration_retry_s``.
+2. Rekeys: a GROUPKEY-PUSH (RFC 6407 section 4) arrives encrypted under the KEK (its SPI is in the
+   cookies).  The member decrypts it, verifies the SIG over ``"rekey" | HDR | SEQ | SA | KD`` with the
+   key server's public key from the KD of the PULL (SIG_ALGORITHM_KEY, section 5.5.2), refuses a
+   sequence number not above the last one (``replayed``), installs the new TEKs at once
+   (``TekInstalled``) and keeps the older ones until their own lifetimes end (``TekExpired``), so
+   traffic flows across the rollover.  A push that brings a new KEK moves the member to it.
+3. Acknowledgements (RFC 8263): when the SA KEK asks for them, each accepted push is answered with
+   ``HDR*, HASH, SEQ, ID`` (exchange GDOI_REKEY_ACK, KEK SPI as cookies, encrypted under the KEK),
+   ``HASH = prf(SKEYID_a, M-ID | Ni_b | Nr_b | SEQ | ID)`` from the registration.  A retransmitted
+   push (same bytes as the last accepted one) is acknowledged again without being applied twice.
+4. Re-registration: when the newest TEK nears its end and no rekey came ("GM Reregisters in"), or
+   the KEK is about to expire, the member registers again on its own.
+
+Every rejected datagram yields exactly one :class:`MessageRejected`, bumps ``rejected[reason]`` and
+changes nothing else; no exception escapes :meth:`GroupMember.receive_datagram`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .codec import (
+    Decoded,
+    DecodeError,
+    GdoiSaPayload,
+    HashPayload,
+    Header,
+    IdPayload,
+    KdPayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    SaKekPayload,
+    SaTekPayload,
+    SeqPayload,
+    SigPayload,
+    decode_payloads,
+    encode_payloads,
+)
+from .constants import (
+    ISAKMP_HEADER_LEN,
+    REKEY_SIGNATURE_PREFIX,
+    ExchangeType,
+    Flags,
+    IdType,
+    NotifyType,
+    PayloadType,
+)
+from .crypto import (
+    CryptoError,
+    cipher_block_len,
+    cipher_key_len,
+    kek_decrypt,
+    kek_encrypt,
+    rsa_public_from_der,
+    rsa_verify,
+)
+from .groupsa import (
+    SIG_HASH_IOS_NAMES,
+    KekAnnouncement,
+    PolicyError,
+    TekAnnouncement,
+    read_kd,
+    read_kek,
+    read_teks,
+)
+from .model import (
+    Event,
+    GmStatus,
+    GroupMemberConfig,
+    IsakmpSaInfo,
+    KekInfo,
+    MessageRejected,
+    Phase1Established,
+    Registered,
+    RegistrationFailed,
+    RekeyReceived,
+    RekeyTransport,
+    TekExpired,
+    TekInfo,
+    TekInstalled,
+    TekSA,
+)
+from .phase1 import NONCE_LEN, IkeSa, MainModeInitiator, Phase1Error
+
+RETRANSMIT_INTERVAL_S = 5.0  # registration messages are sent again after this long without an answer
+MAX_RETRANSMITS = 3
+Addr = tuple[str, int]
+_T = TypeVar("_T")
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class _Kek:
+    ann: KekAnnouncement
+    key: bytes
+    public_key: rsa.RSAPublicKey
+    expires_at: float
+    conn_id: int
+
+
+@dataclass
+class _Pull:
+    ike: IkeSa
+    message_id: int
+    ni_b: bytes
+    nr_b: bytes = b""
+    stage: int = 2  # the PULL message we wait for (2, then 4)
+    kek: KekAnnouncement | None = None
+    teks: tuple[TekAnnouncement, ...] = ()
+
+
+@dataclass
+class _Registration:
+    """What an acknowledgement needs from the registration (RFC 8263): keys and nonces."""
+
+    ike: IkeSa
+    ni_b: bytes
+    nr_b: bytes
+    server: str
+    conn_id: int
+
+
+class GroupMember:
+    """The group member engine (see the module docstring and docs/engine-api.md)."""
+
+    def __init__(self, config: GroupMemberConfig, *, random: Callable[[int], bytes] = os.urandom) -> None:
+        if not config.servers:
+            raise ValueError("a group member needs at least one key server")
+        self.config = config
+        self._random = random
+        self._events: deque[Event] = deque()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._rejected: Counter[str] = Counter()
+        self._server_idx = 0
+        self._started = False
+        # registration in progress
+        self._p1: MainModeInitiator | None = None
+        self._pull: _Pull | None = None
+        self._last_out: bytes | None = None
+        self._last_in: bytes | None = None
+        self._retx_at: float | None = None
+        self._retx_left = 0
+        self._retry_at: float | None = None
+        # registered state
+        self._reg: _Registration | None = None
+        self._kek: _Kek | None = None
+        self._old_keks: list[_Kek] = []
+        self._teks: dict[int, TekSA] = {}
+        self._last_seq = 0
+        self._last_push: bytes | None = None  # digest of the last accepted push, to re-ACK retransmissions
+        self._send_acks = True
+        self._acks_requested = False
+        self._reregister_at: float | None = None
+        self._rekeys_cumulative = 0
+        self._rekeys_after_registration = 0
+        self._acks_sent = 0
+        self._last_rekey_at: float | None = None
+        self._next_conn_id = 1001
+
+    # --- public API ---------------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._started = True
+        self._begin_registration(now)
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        n_out, n_events = len(self._out), len(self._events)
+        try:
+            self._receive(bytes(data), addr, now)
+        except Exception as exc:  # a rejected datagram must change nothing: roll back what it produced
+            del self._out[n_out:]
+            while len(self._events) > n_events:
+                self._events.pop()
+            reason, detail = _classify(exc)
+            self._rejected[reason] += 1
+            self._events.append(MessageRejected(addr[0], reason, detail))
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (self._retx_at, self._retry_at, self._reregister_at) if t is not None]
+        times.extend(t.expires_at() for t in self._teks.values())
+        times.extend(k.expires_at for k in self._old_keks)
+        if self._kek is not None:
+            times.append(self._kek.expires_at)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for spi in [s for s, t in self._teks.items() if t.expires_at() <= now]:
+            del self._teks[spi]
+            self._events.append(TekExpired(spi))
+        self._old_keks = [k for k in self._old_keks if k.expires_at > now]
+        if self._kek is not None and self._kek.expires_at <= now:
+            self._kek = None
+        if self._retx_at is not None and now >= self._retx_at:
+            if self._retx_left > 0 and self._last_out is not None:
+                self._retx_left -= 1
+                self._retx_at = now + RETRANSMIT_INTERVAL_S
+                self._out.append((self._last_out, self._server_addr()))
+            else:
+                self._fail_registration(now, "no answer from the key server")
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._begin_registration(now)
+        if self._reregister_at is not None and now >= self._reregister_at:
+            self._reregister_at = None
+            if self._p1 is None and self._pull is None:
+                self._begin_registration(now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def set_send_acks(self, enabled: bool) -> None:
+        self._send_acks = enabled
+
+    def stop(self, now: float) -> None:
+        for spi in list(self._teks):
+            self._events.append(TekExpired(spi))
+        self._teks.clear()
+        self._p1 = self._pull = None
+        self._last_out = self._last_in = None
+        self._retx_at = self._retry_at = self._reregister_at = None
+        self._reg = self._kek = None
+        self._old_keks = []
+        self._started = False
+
+    def status(self, now: float) -> GmStatus:
+        kek_info = None
+        sas: list[IsakmpSaInfo] = []
+        local = self.config.local_address
+        if self._reg is not None:
+            sas.append(IsakmpSaInfo(self._reg.server, local, "GDOI_IDLE", self._reg.conn_id))
+        keks = [k for k in [self._kek, *self._old_keks] if k is not None]
+        server = self._reg.server if self._reg is not None else self.config.servers[self._server_idx]
+        for k in keks:
+            sas.append(IsakmpSaInfo(local, server, "GDOI_REKEY", k.conn_id))
+        if self._kek is not None:
+            ann = self._kek.ann
+            multicast = ipaddress.IPv4Address(ann.destination).is_multicast
+            kek_info = KekInfo(
+                RekeyTransport.MULTICAST if multicast else RekeyTransport.UNICAST,
+                max(0, int(self._kek.expires_at - now)),
+                ann.cipher,
+                cipher_key_len(ann.cipher) * 8,
+                SIG_HASH_IOS_NAMES[ann.sig_hash],
+                ann.sig_key_bits,
+                ann.spi,
+            )
+        teks = sorted(self._teks.values(), key=lambda t: t.installed_at)
+        selectors = teks[-1].selectors if teks else ()
+        return GmStatus(
+            group_name=self.config.group_name,
+            identity=self.config.identity,
+            active_server=self._reg.server if self._reg is not None else None,
+            servers=self.config.servers,
+            registered=self._reg is not None,
+            reregister_in_s=(
+                max(0, int(self._reregister_at - now))
+                if self._reregister_at is not None and self._reg is not None
+                else None
+            ),
+            last_rekey_at=self._last_rekey_at,
+            rekeys_cumulative=self._rekeys_cumulative,
+            rekeys_after_registration=self._rekeys_after_registration,
+            rekey_acks_sent=self._acks_sent,
+            selectors=selectors,
+            kek=kek_info,
+            teks=tuple(
+                TekInfo(t.spi, t.transform, max(0, int(t.expires_at() - now)), t.replay_time_window_s)
+                for t in teks
+            ),
+            isakmp_sas=tuple(sorted(sas, key=lambda s: -s.conn_id)),
+            rejected=dict(self._rejected),
+        )
+
+    # --- registration ---------------------------------------------------------------------------------
+
+    def _server(self) -> str:
+        return self.config.servers[self._server_idx]
+
+    def _server_addr(self) -> Addr:
+        return (self._server(), self.config.server_port)
+
+    def _conn_id(self) -> int:
+        self._next_conn_id += 1
+        return self._next_conn_id - 1
+
+    def _begin_registration(self, now: float) -> None:
+        server = self._server()
+        psk = self.config.psk_by_peer.get(server)
+        if psk is None:
+            self._events.append(RegistrationFailed(server, f"no pre-shared key configured for {server}"))
+            self._next_server(now)
+            return
+        self._p1 = MainModeInitiator(
+            self.config.isakmp_policies, psk, self.config.local_address, server, self._random
+        )
+        self._pull = None
+        self._send_registration(self._p1.first_message(), now)
+
+    def _send_registration(self, data: bytes, now: float) -> None:
+        self._out.append((data, self._server_addr()))
+        self._last_out = data
+        self._retx_at = now + RETRANSMIT_INTERVAL_S
+        self._retx_left = MAX_RETRANSMITS
+
+    def _stop_retransmit(self) -> None:
+        self._last_out = None
+        self._retx_at = None
+
+    def _next_server(self, now: float) -> None:
+        self._server_idx = (self._server_idx + 1) % len(self.config.servers)
+        self._retry_at = now + self.config.registration_retry_s
+
+    def _fail_registration(self, now: float, reason: str) -> None:
+        server = self._server()
+        self._p1 = None
+        self._pull = None
+        self._stop_retransmit()
+        self._events.append(RegistrationFailed(server, reason))
+        self._next_server(now)
+
+    # --- receiving ------------------------------------------------------------------------------------
+
+    def _receive(self, data: bytes, addr: Addr, now: float) -> None:
+        header = Header.decode(data)
+        if header.exchange == ExchangeType.GROUPKEY_PUSH:
+            self._push(header, data, addr, now)
+            return
+        if data == self._last_in and self._last_in is not None:
+            return  # the key server repeated its last answer: ours is already on its way
+        if addr[0] != self._server() or (
+            self._p1 is None and self._pull is None and header.exchange != ExchangeType.INFORMATIONAL
+        ):
+            raise _Reject("unknown-peer", f"unexpected exchange {header.exchange} from {addr[0]}")
+        if header.exchange == ExchangeType.MAIN_MODE:
+            self._main_mode(header, data, now)
+        elif header.exchange == ExchangeType.GROUPKEY_PULL:
+            self._pull_message(header, data, now)
+        elif header.exchange == ExchangeType.INFORMATIONAL:
+            self._informational(header, data, now)
+        else:
+            raise _Reject(
+                "unsupported-exchange", f"exchange type {header.exchange} is not handled by a member"
+            )
+        self._last_in = data
+
+    def _main_mode(self, header: Header, data: bytes, now: float) -> None:
+        p1 = self._p1
+        if p1 is None:
+            raise _Reject("unknown-peer", "no Main Mode in progress")
+        reply = p1.handle(header, data, now)
+        if reply is not None:
+            self._send_registration(reply, now)
+            return
+        ike = p1.established
+        assert ike is not None
+        self._p1 = None
+        self._events.append(Phase1Established(ike.peer, ike.icookie, ike.rcookie, ike.keys.enc_key))
+        mid = 0
+        while mid == 0:
+            mid = int.from_bytes(self._random(4), "big")
+        ni = self._random(NONCE_LEN)
+        ident = IdPayload(IdType.KEY_ID, 0, 0, self.config.identity.to_bytes(4, "big"))
+        self._pull = _Pull(ike, mid, ni)
+        self._send_registration(ike.seal(ExchangeType.GROUPKEY_PULL, mid, [NoncePayload(ni), ident]), now)
+
+    def _pull_message(self, header: Header, data: bytes, now: float) -> None:
+        pull = self._pull
+        if pull is None or header.spi != pull.ike.cookies or header.message_id != pull.message_id:
+            raise _Reject("unknown-peer", "GROUPKEY-PULL message for no exchange in progress")
+        ike = pull.ike
+        if pull.stage == 2:
+            payloads, iv = ike.open(header, data, pull.ni_b)
+            nr = _one(payloads, NoncePayload, "GROUPKEY-PULL message 2")
+            sa = _one(payloads, GdoiSaPayload, "GROUPKEY-PULL message 2")
+            kek, teks = _read_sa(sa)
+            if kek is None or not teks:
+                raise _Reject("bad-policy", "the key server sent no KEK or no TEK policy")
+            ike.ivs[pull.message_id] = iv
+            pull.nr_b, pull.kek, pull.teks, pull.stage = nr.data, kek, tuple(teks), 4
+            self._send_registration(
+                ike.seal(ExchangeType.GROUPKEY_PULL, pull.message_id, [], pull.ni_b + pull.nr_b), now
+            )
+            return
+        payloads, iv = ike.open(header, data, pull.ni_b + pull.nr_b)
+        seq = _one(payloads, SeqPayload, "GROUPKEY-PULL message 4")
+        kd = _one(payloads, KdPayload, "GROUPKEY-PULL message 4")
+        tek_keys, kek_keys = read_kd(kd, pull.teks, pull.kek)
+        if kek_keys is None or pull.kek is None:
+            raise _Reject("bad-policy", "the key download carries no KEK")
+        if len(kek_keys.key) != cipher_key_len(pull.kek.cipher):
+            raise _Reject("bad-policy", "KEK of the wrong length")
+        public_key = rsa_public_from_der(kek_keys.public_key_der)
+        # accepted: commit
+        ike.ivs[pull.message_id] = iv
+        self._pull = None
+        self._stop_retransmit()
+        self._retry_at = None
+        self._reg = _Registration(ike, pull.ni_b, pull.nr_b, self._server(), self._conn_id())
+        self._install_kek(pull.kek, kek_keys.key, public_key, now)
+        self._last_seq = seq.seq
+        self._last_push = None
+        self._rekeys_after_registration = 0
+        self._events.append(Registered(self._server(), self.config.group_name))
+        self._install_teks(pull.teks, tek_keys, now)
+
+    def _informational(self, header: Header, data: bytes, now: float) -> None:
+        ike = self._pull.ike if self._pull is not None else (self._reg.ike if self._reg is not None else None)
+        if ike is None or header.spi != ike.cookies:
+            raise _Reject("unknown-peer", "Informational exchange under no known ISAKMP SA")
+        payloads, _iv = ike.open(header, data, b"")
+        notes = [d.payload for d in payloads if isinstance(d.payload, NotifyPayload)]
+        if notes and self._pull is not None:
+            try:
+                name = NotifyType(notes[0].notify_type).name.replace("_", "-")
+            except ValueError:
+                name = str(notes[0].notify_type)
+            self._fail_registration(now, f"refused by the key server: {name}")
+
+    # --- rekeys -----------------------------------------------------------------------------------------
+
+    def _push(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
+        kek = next(
+            (k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == header.spi), None
+        )
+        if kek is None:
+            raise _Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
+        if not header.encrypted or header.message_id != 0:
+            raise _Reject("malformed", "GROUPKEY-PUSH must be encrypted with message ID 0")
+        plain = kek_decrypt(kek.ann.cipher, kek.key, data[ISAKMP_HEADER_LEN:])
+        decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
+        if not decoded or not isinstance(decoded[-1].payload, SigPayload):
+            raise _Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
+        signed = REKEY_SIGNATURE_PREFIX + data[:ISAKMP_HEADER_LEN] + b"".join(d.raw for d in decoded[:-1])
+        if not rsa_verify(kek.public_key, kek.ann.sig_hash, decoded[-1].payload.data, signed):
+            raise _Reject(
+                "bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key"
+            )
+        body = decoded[:-1]
+        seq = _one(body, SeqPayload, "GROUPKEY-PUSH").seq
+        digest = hashlib.sha256(signed).digest()
+        if seq == self._last_seq and digest == self._last_push:
+            if self._acks_requested:
+                self._send_ack(kek, seq, addr)  # the key server did not hear our acknowledgement
+            return
+        if seq <= self._last_seq:
+            raise _Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
+        sa = _one(body, GdoiSaPayload, "GROUPKEY-PUSH")
+        kd = _one(body, KdPayload, "GROUPKEY-PUSH")
+        new_kek, teks = _read_sa(sa)
+        tek_keys, kek_keys = read_kd(kd, teks, new_kek)
+        public_key = None
+        if new_kek is not None and new_kek.spi != kek.ann.spi:
+            if kek_keys is None or len(kek_keys.key) != cipher_key_len(new_kek.cipher):
+                raise _Reject("bad-policy", "a new KEK was announced without a valid key")
+            public_key = rsa_public_from_der(kek_keys.public_key_der)
+        # accepted: commit
+        self._last_seq = seq
+        self._last_push = digest
+        self._rekeys_cumulative += 1
+        self._rekeys_after_registration += 1
+        self._last_rekey_at = now
+        if new_kek is not None and public_key is not None and kek_keys is not None:
+            self._install_kek(new_kek, kek_keys.key, public_key, now)
+        elif new_kek is not None and kek is self._kek:
+            self._kek.ann = new_kek  # same KEK, refreshed policy (lifetime, ACK request)
+            self._kek.expires_at = now + new_kek.lifetime_s
+        self._acks_requested = bool(self._kek and self._kek.ann.ack_requested)
+        self._events.append(RekeyReceived(addr[0], seq))
+        self._install_teks(teks, tek_keys, now)
+        if self._acks_requested:
+            self._send_ack(kek, seq, addr)
+
+    def _send_ack(self, kek: _Kek, seq: int, addr: Addr) -> None:
+        """RFC 8263: HDR*, HASH, SEQ, ID under the KEK that protected the push."""
+        if not self._send_acks or self._reg is None:
+            return
+        reg = self._reg
+        ident = IdPayload(IdType.IPV4_ADDR, 0, 0, ipaddress.IPv4Address(self.config.local_address).packed)
+        rest_payloads: list[Payload] = [SeqPayload(seq), ident]
+        _f, rest = encode_payloads(rest_payloads)
+        digest = reg.ike.phase2_hash(0, reg.ni_b + reg.nr_b, rest)
+        _f, plain = encode_payloads([HashPayload(digest), *rest_payloads])
+        block = cipher_block_len(kek.ann.cipher)
+        body = kek_encrypt(kek.ann.cipher, kek.key, self._random(block), plain)
+        header = Header(
+            kek.ann.spi[:8],
+            kek.ann.spi[8:],
+            PayloadType.HASH,
+            ExchangeType.GDOI_REKEY_ACK,
+            Flags.ENCRYPTION,
+            0,
+            ISAKMP_HEADER_LEN + len(body),
+        )
+        self._out.append((header.encode() + body, (addr[0], self.config.server_port)))
+        self._acks_sent += 1
+
+    # --- installing keys ----------------------------------------------------------------------------
+
+    def _install_kek(
+        self, ann: KekAnnouncement, key: bytes, public_key: rsa.RSAPublicKey, now: float
+    ) -> None:
+        if self._kek is not None and self._kek.ann.spi != ann.spi:
+            self._old_keks.append(self._kek)
+        elif self._kek is not None:
+            self._kek.ann, self._kek.key, self._kek.public_key = ann, key, public_key
+            self._kek.expires_at = now + ann.lifetime_s
+            self._acks_requested = ann.ack_requested
+            self._schedule_reregister(now)
+            return
+        self._kek = _Kek(ann, key, public_key, now + ann.lifetime_s, self._conn_id())
+        self._acks_requested = ann.ack_requested
+        self._schedule_reregister(now)
+
+    def _install_teks(
+        self,
+        teks: tuple[TekAnnouncement, ...] | list[TekAnnouncement],
+        keys: dict[int, tuple[bytes, bytes]],
+        now: float,
+    ) -> None:
+        for ann in teks:
+            if ann.spi in self._teks:
+                continue
+            enc, integ = keys[ann.spi]
+            sa = TekSA(
+                ann.spi,
+                ann.transform,
+                enc,
+                integ,
+                ann.selectors,
+                ann.lifetime_s,
+                now,
+                ann.replay_time_window_s,
+            )
+            self._teks[ann.spi] = sa
+            self._events.append(TekInstalled(sa))
+        self._schedule_reregister(now)
+
+    def _schedule_reregister(self, now: float) -> None:
+        """Register again shortly before the newest TEK (or the KEK) ends if no rekey replaces it."""
+        deadlines = []
+        if self._teks:
+            newest = max(self._teks.values(), key=lambda t: t.expires_at())
+            margin = max(5.0, min(30.0, 0.05 * newest.lifetime_s))
+            deadlines.append(newest.expires_at() - margin)
+        if self._kek is not None:
+            deadlines.append(self._kek.expires_at - max(5.0, min(30.0, 0.05 * self._kek.ann.lifetime_s)))
+        self._reregister_at = max(now, min(deadlines)) if deadlines else None
+
+
+def _read_sa(sa: GdoiSaPayload) -> tuple[KekAnnouncement | None, list[TekAnnouncement]]:
+    keks = [p for p in sa.payloads if isinstance(p, SaKekPayload)]
+    if len(keks) > 1:
+        raise _Reject("bad-policy", "more than one SA KEK")
+    kek = read_kek(keks[0]) if keks else None
+    teks = read_teks([p for p in sa.payloads if isinstance(p, SaTekPayload)])
+    return kek, teks
+
+
+def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:
+    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
+    if len(found) != 1:
+        raise _Reject("malformed", f"{what}: expected one {cls.__name__}, found {len(found)}")
+    return found[0]
+
+
+def _classify(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, (_Reject, Phase1Error, PolicyError)):
+        return exc.reason, exc.detail
+    if isinstance(exc, (DecodeError, CryptoError)):
+        return "malformed", str(exc)
+    return "internal-error", f"{type(exc).__name__}: {exc}"

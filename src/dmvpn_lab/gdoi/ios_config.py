@@ -1,0 +1,884 @@
+"""The ``crypto`` stanzas of a Cisco IOS configuration, read into a KS or GM config.
+
+Why: the lab reproduces IOS documentation scenarios, and an operator should be able to paste the key
+server's and group members' configs from there unchanged.  Only what GDOI needs is read:
+
+* ``crypto key generate rsa general-keys label L modulus N [exportable]``
+* ``crypto isakmp policy N`` (``authentication pre-share``, ``encryption aes [128|256]|3des``,
+  ``hash sha256|sha|md5``, ``group 2|14|19``, ``lifetime S``) and ``crypto isakmp key [0] KEY address A``
+* ``crypto ipsec transform-set NAME <transforms>``, ``crypto ipsec profile P`` / ``set transform-set T`` /
+  ``set security-association lifetime seconds S``, ``crypto ipsec security-association lifetime seconds S``
+* ``crypto gdoi group NAME``: ``identity number N``; on a KS ``server local`` with ``rekey transport
+  unicast|multicast``, ``rekey address ipv4 ACL`` (multicast), ``rekey authentication mypubkey rsa L``,
+  ``rekey retransmit S number N``, ``rekey lifetime seconds S``, ``rekey algorithm 3des|aes [128|256]``,
+  ``sa ipsec N`` / ``profile P`` / ``match address ipv4 ACL`` / ``replay time window-size N``,
+  ``address ipv4 A``; on a GM one or more ``server address ipv4 A``
+* ``crypto map M local-address IF``, ``crypto map M N gdoi`` / ``set group G``, and the ``interface`` that
+  carries ``crypto map M`` (kept for display, as IOS shows it)
+* ``ip access-list extended NAME`` (or numbered ``access-list N``) ``permit`` lines: ``permit gre any any``,
+  ``permit ip ...``, ``host A`` and ``A wildcard`` forms.
+
+Anything else inside these stanzas goes to the :class:`~dmvpn_lab.gdoi.config.ConfigReport` with its line
+number: ``ignored`` when it changes nothing we do, ``refused`` when it asks for crypto or policy we cannot
+honour (an unknown or misspelt transform, ``authentication rsa-sig``, DH group 5, ``deny`` ACEs...).  A key
+server must not guess crypto, so the loader turns the first refused line into an error.  Lines outside
+crypto stanzas (``interface Tunnel10``, ``router eigrp``...) are not ours: they are only counted.
+
+IOS's own defaults for an unconfigured ISAKMP policy (DES, SHA-1, group 1) are weak and unsupported;
+unspecified policy values take this project's defaults (:class:`~dmvpn_lab.gdoi.model.IsakmpPolicy`).
+An inline ``! comment`` after a command is dropped, as on the seed's ``crypto isakmp key`` lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dmvpn_lab.gdoi.config import (
+    RSA_MODULUS_MAX,
+    RSA_MODULUS_MIN,
+    ConfigError,
+    ConfigReport,
+    parse_ipv4,
+)
+from dmvpn_lab.gdoi.model import (
+    DhGroup,
+    GroupMemberConfig,
+    GroupPolicy,
+    IsakmpPolicy,
+    KeyServerConfig,
+    Phase1Cipher,
+    Phase1Hash,
+    RekeyTransport,
+    TekTransform,
+    TrafficSelector,
+)
+
+DEFAULT_TEK_LIFETIME_S = 3600
+DEFAULT_KEK_LIFETIME_S = 86400
+
+PROTOCOL_NUMBERS = {
+    "ip": 0,
+    "icmp": 1,
+    "tcp": 6,
+    "udp": 17,
+    "gre": 47,
+    "esp": 50,
+    "ahp": 51,
+    "eigrp": 88,
+    "ospf": 89,
+    "pim": 103,
+}
+
+_ESP_TRANSFORM_WORDS = ["esp-3des", "esp-aes", "esp-gcm", "esp-md5-hmac", "esp-sha-hmac", "esp-sha256-hmac"]
+_ALL_TRANSFORM_WORDS = [
+    *_ESP_TRANSFORM_WORDS,
+    "esp-des",
+    "esp-null",
+    "esp-gmac",
+    "esp-seal",
+    "ah-md5-hmac",
+    "ah-sha-hmac",
+    "ah-sha256-hmac",
+    "esp-sha384-hmac",
+    "esp-sha512-hmac",
+    "comp-lzs",
+]
+
+
+class _Refused(ConfigError):
+    """A line asks for something we cannot do: a ``refused`` report entry, or an error where none is kept."""
+
+
+class _Ignored(Exception):
+    """A line is understood but has no effect here; becomes an ``ignored`` report entry."""
+
+
+# --- Intermediate records (what the file says, before cross-references are resolved) -------------
+
+
+@dataclass
+class _TransformSet:
+    name: str
+    line: int
+    transform: TekTransform | None  # None: refused (already reported)
+
+
+@dataclass
+class _Profile:
+    name: str
+    line: int
+    transform_set: str | None = None
+    transform_set_line: int = 0
+    lifetime_s: int | None = None
+
+
+@dataclass
+class _Acl:
+    name: str
+    line: int
+    selectors: list[TrafficSelector] = field(default_factory=list)
+    refused: bool = False
+
+
+@dataclass
+class _GdoiGroup:
+    name: str
+    line: int
+    identity: int | None = None
+    server_local_line: int | None = None
+    servers: list[str] = field(default_factory=list)
+    ks_address: str | None = None
+    rekey_transport: RekeyTransport = RekeyTransport.UNICAST
+    rekey_address_acl: tuple[str, int] | None = None
+    rsa_label: str | None = None
+    retransmit: tuple[int, int] | None = None
+    kek_lifetime_s: int | None = None
+    kek_cipher: Phase1Cipher | None = None
+    sa_number: int | None = None
+    sa_line: int = 0
+    profile: tuple[str, int] | None = None
+    acl: tuple[str, int] | None = None
+    replay_window_s: int | None = None
+
+
+@dataclass
+class _IosConfig:
+    rsa_moduli: dict[str, int] = field(default_factory=dict)
+    isakmp_policies: dict[int, IsakmpPolicy] = field(default_factory=dict)
+    psk_by_peer: dict[str, bytes] = field(default_factory=dict)
+    transform_sets: dict[str, _TransformSet] = field(default_factory=dict)
+    profiles: dict[str, _Profile] = field(default_factory=dict)
+    global_tek_lifetime_s: int | None = None
+    groups: dict[str, _GdoiGroup] = field(default_factory=dict)
+    acls: dict[str, _Acl] = field(default_factory=dict)
+    map_local_interface: dict[str, str] = field(default_factory=dict)
+    map_groups: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # map -> [(group, line)]
+    map_interfaces: dict[str, str] = field(default_factory=dict)
+
+
+# --- Small word parsers ---------------------------------------------------------------------------
+
+
+def _int(word: str, what: str, low: int = 0, high: int = 2**32 - 1) -> int:
+    try:
+        value = int(word)
+    except ValueError:
+        raise ConfigError(f"{what} must be a number, not {word!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{what} {value} is outside {low}..{high}")
+    return value
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def normalise_interface(name: str) -> str:
+    """``serial 1/0`` -> ``Serial1/0``, as IOS shows interface names."""
+    compact = name.replace(" ", "")
+    return compact[:1].upper() + compact[1:]
+
+
+def transform_from_words(words: list[str]) -> TekTransform:
+    """``esp-aes 256 esp-sha-hmac`` -> :class:`TekTransform`; raises ``_Refused`` with a hint."""
+    cipher: str | None = None
+    key_bits: int | None = None
+    integrity: str | None = None
+    index = 0
+    while index < len(words):
+        word = words[index].lower()
+        if word in ("esp-3des", "esp-aes", "esp-gcm"):
+            if cipher is not None:
+                raise _Refused(f"two ciphers in one transform set ({cipher}, {word})")
+            cipher = word
+            if index + 1 < len(words) and words[index + 1].isdigit():
+                key_bits = int(words[index + 1])
+                index += 1
+        elif word in ("esp-md5-hmac", "esp-sha-hmac", "esp-sha256-hmac"):
+            if integrity is not None:
+                raise _Refused(f"two integrity algorithms in one transform set ({integrity}, {word})")
+            integrity = word
+        elif word in _ALL_TRANSFORM_WORDS:
+            raise _Refused(
+                f"transform {word!r} is not supported; supported: " + ", ".join(_ESP_TRANSFORM_WORDS)
+            )
+        else:
+            raise _Refused(
+                f"unknown transform {word!r}{_suggest(word, _ALL_TRANSFORM_WORDS)}; "
+                "a key server does not guess crypto"
+            )
+        index += 1
+    if cipher is None:
+        raise _Refused("no ESP cipher in the transform set (esp-3des, esp-aes or esp-gcm)")
+    if cipher == "esp-3des":
+        if key_bits is not None:
+            raise _Refused("esp-3des takes no key size")
+        if integrity == "esp-md5-hmac":
+            return TekTransform.ESP_3DES_MD5
+        raise _Refused("esp-3des is supported only with esp-md5-hmac")
+    if cipher == "esp-gcm":
+        if integrity is not None:
+            raise _Refused("esp-gcm carries its own integrity; drop " + integrity)
+        if key_bits in (None, 128):
+            return TekTransform.ESP_GCM128
+        if key_bits == 256:
+            return TekTransform.ESP_GCM256
+        raise _Refused(f"esp-gcm {key_bits} is not supported (128 or 256)")
+    if key_bits not in (None, 128, 256):
+        raise _Refused(f"esp-aes {key_bits} is not supported (128 or 256)")
+    table = {
+        ("esp-sha-hmac", False): TekTransform.ESP_AES128_SHA1,
+        ("esp-sha-hmac", True): TekTransform.ESP_AES256_SHA1,
+        ("esp-sha256-hmac", False): TekTransform.ESP_AES128_SHA256,
+        ("esp-sha256-hmac", True): TekTransform.ESP_AES256_SHA256,
+    }
+    if integrity is None:
+        raise _Refused("esp-aes needs an integrity transform (esp-sha-hmac or esp-sha256-hmac)")
+    if integrity == "esp-md5-hmac":
+        raise _Refused("esp-aes with esp-md5-hmac is not supported; use esp-sha-hmac or esp-sha256-hmac")
+    return table[(integrity, key_bits == 256)]
+
+
+def _acl_address(words: list[str], index: int) -> tuple[str, int]:
+    """One ACL address at ``words[index]``: ``any`` | ``host A`` | ``A wildcard``.  Returns (cidr, next)."""
+    if index >= len(words):
+        raise ConfigError("ACL entry ends before its addresses")
+    word = words[index].lower()
+    if word == "any":
+        return "0.0.0.0/0", index + 1
+    if word == "host":
+        if index + 1 >= len(words):
+            raise ConfigError("`host` needs an address")
+        return f"{parse_ipv4(words[index + 1])}/32", index + 2
+    if index + 1 >= len(words):
+        raise ConfigError(f"address {words[index]} needs a wildcard mask (or use `host {words[index]}`)")
+    address = parse_ipv4(words[index])
+    wildcard = parse_ipv4(words[index + 1], what="wildcard")
+    try:
+        net = ipaddress.IPv4Network(f"{address}/{wildcard}", strict=False)
+    except ValueError:
+        raise _Refused(f"wildcard {wildcard} is not contiguous; xfrm selectors need a prefix") from None
+    return str(net), index + 2
+
+
+def parse_acl_entry(words: list[str]) -> TrafficSelector:
+    """``permit gre any any`` (words, optional leading sequence number) -> :class:`TrafficSelector`."""
+    if words and words[0].isdigit():
+        words = words[1:]
+    if not words:
+        raise ConfigError("empty ACL entry")
+    action = words[0].lower()
+    if action == "deny":
+        raise _Refused("deny entries are not supported: GDOI policy here is a list of what to encrypt")
+    if action != "permit":
+        raise ConfigError(f"ACL entries start with permit, not {words[0]!r}")
+    if len(words) < 2:
+        raise ConfigError("`permit` needs a protocol")
+    proto_word = words[1].lower()
+    if proto_word.isdigit():
+        protocol = _int(proto_word, "protocol", 0, 255)
+    elif proto_word in PROTOCOL_NUMBERS:
+        protocol = PROTOCOL_NUMBERS[proto_word]
+    else:
+        raise _Refused(
+            f"protocol {words[1]!r} is not supported{_suggest(proto_word, list(PROTOCOL_NUMBERS))}"
+        )
+    source, index = _acl_address(words, 2)
+    destination, index = _acl_address(words, index)
+    if index != len(words):
+        raise _Refused(f"ACL qualifiers {' '.join(words[index:])!r} are not supported (ports, log, ...)")
+    return TrafficSelector(protocol=protocol, source=source, destination=destination)
+
+
+# --- The parser -----------------------------------------------------------------------------------
+
+_INLINE_COMMENT = re.compile(r"\s+!.*$")
+
+Handler = Callable[[list[str], int, str], None]
+
+
+class _Parser:
+    def __init__(self, report: ConfigReport) -> None:
+        self.report = report
+        self.ios = _IosConfig()
+        self.stanza: Handler | None = None
+        self.stanza_is_crypto = False
+        # per-stanza state
+        self.policy_priority = 0
+        self.policy_fields: dict[str, object] = {}
+        self.group: _GdoiGroup | None = None
+        self.in_server_local = False
+        self.profile: _Profile | None = None
+        self.acl: _Acl | None = None
+        self.crypto_map: str | None = None
+        self.interface: str | None = None
+
+    # -- driver --
+
+    def parse(self, text: str) -> _IosConfig:
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = _INLINE_COMMENT.sub("", raw.rstrip())
+            stripped = line.strip()
+            if not stripped or stripped.startswith("!"):
+                continue
+            words = stripped.split()
+            indented = line[:1].isspace()
+            try:
+                if indented:
+                    self._sub_line(words, number, stripped)
+                else:
+                    self._finish_stanza()
+                    self._top_line(words, number, stripped)
+            except _Refused as exc:
+                self.report.refuse(number, stripped, str(exc))
+            except _Ignored as exc:
+                self.report.ignore(number, stripped, str(exc))
+            except ConfigError as exc:
+                if exc.line is None:
+                    exc.line = number
+                raise
+        self._finish_stanza()
+        return self.ios
+
+    def _sub_line(self, words: list[str], number: int, text: str) -> None:
+        if self.stanza is None:
+            if self.stanza_is_crypto:
+                raise _Ignored("indented line after a one-line crypto command")
+            self.report.lines_outside_crypto += 1
+            return
+        if words[0] in ("exit", "end"):
+            return
+        if words[0] in ("description", "remark"):
+            return
+        self.stanza(words, number, text)
+
+    def _start(self, handler: Handler | None, crypto: bool) -> None:
+        self.stanza = handler
+        self.stanza_is_crypto = crypto
+
+    def _finish_stanza(self) -> None:
+        if self.stanza == self._isakmp_policy_line:
+            self._store_isakmp_policy()
+        self.stanza = None
+        self.stanza_is_crypto = False
+        self.group = None
+        self.in_server_local = False
+        self.profile = None
+        self.acl = None
+        self.crypto_map = None
+        self.interface = None
+
+    # -- top level --
+
+    def _top_line(self, words: list[str], number: int, text: str) -> None:
+        lowered = [w.lower() for w in words]
+        if lowered[0] == "crypto":
+            self._start(None, crypto=True)
+            self._crypto_line(words, lowered, number)
+        elif lowered[:3] == ["ip", "access-list", "extended"] and len(words) >= 4:
+            self.acl = self.ios.acls.setdefault(words[3], _Acl(words[3], number))
+            self._start(self._acl_line, crypto=True)
+        elif lowered[:2] == ["ip", "access-list"]:
+            raise _Refused("only extended access lists are supported (ip access-list extended NAME)")
+        elif lowered[0] == "access-list" and len(words) >= 3:
+            acl = self.ios.acls.setdefault(words[1], _Acl(words[1], number))
+            self.acl = acl
+            self._acl_line(words[2:], number, text)
+            self.acl = None
+            self._start(None, crypto=False)
+        elif lowered[0] == "interface" and len(words) >= 2:
+            self.interface = normalise_interface(" ".join(words[1:]))
+            self._start(self._interface_line, crypto=False)
+            self.report.lines_outside_crypto += 1
+        else:
+            self._start(None, crypto=False)
+            self.report.lines_outside_crypto += 1
+
+    def _crypto_line(self, words: list[str], lowered: list[str], number: int) -> None:
+        head = lowered[1:3]
+        if lowered[1:4] == ["key", "generate", "rsa"]:
+            self._rsa_key(words, lowered)
+        elif head == ["isakmp", "policy"]:
+            self.policy_priority = _int(
+                words[3] if len(words) > 3 else "", "ISAKMP policy priority", 1, 10000
+            )
+            self.policy_fields = {"line": number}
+            self._start(self._isakmp_policy_line, crypto=True)
+        elif head == ["isakmp", "key"]:
+            self._isakmp_key(words, lowered)
+        elif lowered[1] == "isakmp":
+            raise _Ignored("this ISAKMP option has no counterpart here")
+        elif head == ["ipsec", "transform-set"] and len(words) >= 4:
+            name = words[3]
+            try:
+                transform: TekTransform | None = transform_from_words(words[4:])
+            except _Refused:
+                self.ios.transform_sets[name] = _TransformSet(name, number, None)
+                self._start(self._transform_set_line, crypto=True)
+                raise
+            self.ios.transform_sets[name] = _TransformSet(name, number, transform)
+            self._start(self._transform_set_line, crypto=True)
+        elif head == ["ipsec", "profile"] and len(words) >= 4:
+            self.profile = self.ios.profiles.setdefault(words[3], _Profile(words[3], number))
+            self._start(self._profile_line, crypto=True)
+        elif head == ["ipsec", "security-association"]:
+            self._global_sa_line(words, lowered)
+        elif head == ["gdoi", "group"] and len(words) >= 4:
+            if lowered[3] == "ipv6":
+                raise _Refused("IPv6 GDOI groups are not supported")
+            self.group = self.ios.groups.setdefault(words[3], _GdoiGroup(words[3], number))
+            self._start(self._gdoi_line, crypto=True)
+        elif lowered[1] == "map" and len(words) >= 4:
+            self._crypto_map_header(words, lowered, number)
+        elif lowered[1] in ("pki", "ca", "engine", "logging", "call", "ikev2"):
+            self._start(self._skipped_stanza_line, crypto=True)  # its sub-lines go with the header
+            raise _Ignored(f"crypto {lowered[1]} is not used by GDOI with pre-shared keys")
+        else:
+            raise _Ignored("unsupported crypto command")
+
+    def _rsa_key(self, words: list[str], lowered: list[str]) -> None:
+        if "label" not in lowered:
+            raise _Refused("name the key with `label L`; the KS signs rekeys with a labelled key")
+        label = words[lowered.index("label") + 1] if lowered.index("label") + 1 < len(words) else ""
+        if not label:
+            raise ConfigError("`label` needs a name")
+        modulus = 2048
+        if "modulus" in lowered:
+            position = lowered.index("modulus") + 1
+            modulus = _int(words[position] if position < len(words) else "", "RSA modulus")
+            if not RSA_MODULUS_MIN <= modulus <= RSA_MODULUS_MAX:
+                raise _Refused(f"RSA modulus {modulus} is outside {RSA_MODULUS_MIN}..{RSA_MODULUS_MAX}")
+        extra = set(lowered[4:]) - {
+            "general-keys",
+            "label",
+            "modulus",
+            "exportable",
+            label.lower(),
+            str(modulus),
+        }
+        if extra:
+            raise _Refused(f"options {' '.join(sorted(extra))} are not supported")
+        self.ios.rsa_moduli[label] = modulus
+
+    def _isakmp_key(self, words: list[str], lowered: list[str]) -> None:
+        rest = words[3:]
+        if rest and rest[0] in ("0", "6", "7"):
+            if rest[0] != "0":
+                raise _Refused(f"encrypted key type {rest[0]} cannot be read; write the key as `0 KEY`")
+            rest = rest[1:]
+        if len(rest) < 3 or rest[1].lower() != "address":
+            raise ConfigError("expected `crypto isakmp key [0] KEY address A`")
+        key, address = rest[0], rest[2]
+        mask = rest[3] if len(rest) > 3 else "255.255.255.255"
+        if len(rest) > 4 or mask != "255.255.255.255":
+            raise _Refused("keys for a subnet or with options are not supported; one key per peer address")
+        peer = parse_ipv4(address)
+        if peer == "0.0.0.0":
+            raise _Refused("a wildcard pre-shared key (address 0.0.0.0) is not supported; list each peer")
+        self.ios.psk_by_peer[peer] = key.encode()
+
+    def _global_sa_line(self, words: list[str], lowered: list[str]) -> None:
+        if lowered[3:5] == ["lifetime", "seconds"] and len(words) == 6:
+            self.ios.global_tek_lifetime_s = _int(words[5], "SA lifetime", 120, 86400 * 7)
+        elif lowered[3:4] == ["lifetime"]:
+            raise _Ignored("only lifetimes in seconds are used for group SAs")
+        else:
+            raise _Ignored("this global IPsec SA option has no counterpart here")
+
+    def _crypto_map_header(self, words: list[str], lowered: list[str], number: int) -> None:
+        name = words[2]
+        if lowered[3] == "local-address" and len(words) >= 5:
+            self.ios.map_local_interface[name] = normalise_interface(" ".join(words[4:]))
+            return
+        if len(words) >= 5 and words[3].isdigit():
+            if lowered[4] != "gdoi":
+                raise _Refused(
+                    f"crypto map entries of type {words[4]!r} are not GDOI; only `gdoi` is supported"
+                )
+            self.crypto_map = name
+            self.ios.map_groups.setdefault(name, [])
+            self._start(self._crypto_map_line, crypto=True)
+            return
+        raise _Ignored("unsupported crypto map option")
+
+    # -- stanzas --
+
+    def _isakmp_policy_line(self, words: list[str], number: int, text: str) -> None:
+        lowered = [w.lower() for w in words]
+        key = lowered[0]
+        value = lowered[1:]
+        if key == "authentication":
+            if value != ["pre-share"]:
+                raise _Refused("only `authentication pre-share` is supported")
+        elif key == "encryption":
+            table = {
+                ("aes",): Phase1Cipher.AES_CBC_128,
+                ("aes", "128"): Phase1Cipher.AES_CBC_128,
+                ("aes", "256"): Phase1Cipher.AES_CBC_256,
+                ("3des",): Phase1Cipher.TRIPLE_DES,
+            }
+            if tuple(value) not in table:
+                raise _Refused(f"encryption {' '.join(value)} is not supported (aes, aes 256, 3des)")
+            self.policy_fields["cipher"] = table[tuple(value)]
+        elif key == "hash":
+            hashes = {"sha256": Phase1Hash.SHA256, "sha": Phase1Hash.SHA1, "md5": Phase1Hash.MD5}
+            if len(value) != 1 or value[0] not in hashes:
+                raise _Refused(f"hash {' '.join(value)} is not supported (sha256, sha, md5)")
+            self.policy_fields["hash"] = hashes[value[0]]
+        elif key == "group":
+            if len(value) != 1 or not value[0].isdigit() or int(value[0]) not in {g.value for g in DhGroup}:
+                raise _Refused(f"DH group {' '.join(value)} is not supported (2, 14, 19)")
+            self.policy_fields["group"] = DhGroup(int(value[0]))
+        elif key == "lifetime":
+            self.policy_fields["lifetime_s"] = _int(value[0] if value else "", "ISAKMP lifetime", 60, 86400)
+        else:
+            raise _Refused("unsupported ISAKMP policy option")
+
+    def _store_isakmp_policy(self) -> None:
+        fields = dict(self.policy_fields)
+        fields.pop("line", None)
+        self.ios.isakmp_policies[self.policy_priority] = IsakmpPolicy(
+            priority=self.policy_priority,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def _transform_set_line(self, words: list[str], number: int, text: str) -> None:
+        if words[0].lower() == "mode":
+            raise _Ignored("group SAs are installed in transport mode over GRE whatever the mode says")
+        raise _Refused("unsupported transform-set option")
+
+    def _profile_line(self, words: list[str], number: int, text: str) -> None:
+        assert self.profile is not None
+        lowered = [w.lower() for w in words]
+        if lowered[:2] == ["set", "transform-set"] and len(words) >= 3:
+            if len(words) > 3:
+                raise _Refused("only one transform set per GDOI profile is supported")
+            self.profile.transform_set = words[2]
+            self.profile.transform_set_line = number
+        elif lowered[:4] == ["set", "security-association", "lifetime", "seconds"] and len(words) == 5:
+            self.profile.lifetime_s = _int(words[4], "SA lifetime", 120, 86400 * 7)
+        elif lowered[:2] == ["set", "pfs"]:
+            raise _Ignored("GDOI TEKs have no PFS: the KS generates every key")
+        elif lowered[:2] == ["set", "security-association"]:
+            raise _Ignored("only lifetimes in seconds are used for group SAs")
+        else:
+            raise _Refused("unsupported IPsec profile option")
+
+    def _gdoi_line(self, words: list[str], number: int, text: str) -> None:
+        group = self.group
+        assert group is not None
+        lowered = [w.lower() for w in words]
+        if lowered[:2] == ["identity", "number"] and len(words) == 3:
+            group.identity = _int(words[2], "group identity")
+        elif lowered[0] == "identity":
+            raise _Refused("only `identity number N` is supported")
+        elif lowered == ["server", "local"]:
+            group.server_local_line = number
+            self.in_server_local = True
+        elif lowered[:3] == ["server", "address", "ipv4"] and len(words) == 4:
+            address = parse_ipv4(words[3], what="key server address")
+            if address not in group.servers:
+                group.servers.append(address)
+            self.in_server_local = False
+        elif lowered[0] == "server":
+            raise _Refused("only `server local` and `server address ipv4 A` are supported")
+        elif lowered[0] == "client":
+            raise _Ignored("GM client options have no counterpart here")
+        elif not self.in_server_local:
+            raise _Refused("unsupported GDOI group option")
+        else:
+            self._server_local_line(group, words, lowered, number)
+
+    def _server_local_line(
+        self, group: _GdoiGroup, words: list[str], lowered: list[str], number: int
+    ) -> None:
+        if lowered[:2] == ["rekey", "transport"] and len(words) == 3:
+            if lowered[2] not in ("unicast", "multicast"):
+                raise _Refused(f"rekey transport {words[2]!r} is not supported (unicast, multicast)")
+            group.rekey_transport = RekeyTransport(lowered[2])
+        elif lowered[:3] == ["rekey", "address", "ipv4"] and len(words) == 4:
+            group.rekey_address_acl = (words[3], number)
+        elif lowered[:4] == ["rekey", "authentication", "mypubkey", "rsa"] and len(words) == 5:
+            group.rsa_label = words[4]
+        elif lowered[:2] == ["rekey", "retransmit"] and len(words) == 5 and lowered[3] == "number":
+            group.retransmit = (
+                _int(words[2], "retransmit interval", 1, 3600),
+                _int(words[4], "retransmit count", 0, 10),
+            )
+        elif lowered[:3] == ["rekey", "lifetime", "seconds"] and len(words) == 4:
+            group.kek_lifetime_s = _int(words[3], "KEK lifetime", 300, 86400 * 7)
+        elif lowered[:2] == ["rekey", "algorithm"]:
+            table = {
+                ("3des",): Phase1Cipher.TRIPLE_DES,
+                ("aes",): Phase1Cipher.AES_CBC_128,
+                ("aes", "128"): Phase1Cipher.AES_CBC_128,
+                ("aes", "256"): Phase1Cipher.AES_CBC_256,
+            }
+            if tuple(lowered[2:]) not in table:
+                raise _Refused(
+                    f"rekey algorithm {' '.join(words[2:])} is not supported (3des, aes 128, aes 256)"
+                )
+            group.kek_cipher = table[tuple(lowered[2:])]
+        elif lowered[:2] == ["sa", "ipsec"] and len(words) == 3:
+            sa_number = _int(words[2], "sa ipsec number", 1, 65535)
+            if group.sa_number is not None and group.sa_number != sa_number:
+                raise _Refused("only one `sa ipsec` per group is supported")
+            group.sa_number = sa_number
+            group.sa_line = number
+        elif lowered[0] in ("profile", "match", "replay") and group.sa_number is None:
+            raise ConfigError(f"`{words[0]}` belongs under `sa ipsec N`", hint="add `sa ipsec 1` above it")
+        elif lowered[0] == "profile" and len(words) == 2:
+            group.profile = (words[1], number)
+        elif lowered[:3] == ["match", "address", "ipv4"] and len(words) == 4:
+            group.acl = (words[3], number)
+        elif lowered[:3] == ["replay", "time", "window-size"] and len(words) == 4:
+            group.replay_window_s = _int(words[3], "replay window", 1, 3600)
+        elif lowered[:2] == ["replay", "counter"]:
+            raise _Ignored(
+                "counter-based anti-replay cannot work with many senders on one SPI; "
+                "Linux group SAs run with replay-window 0"
+            )
+        elif lowered[:2] == ["address", "ipv4"] and len(words) == 3:
+            group.ks_address = parse_ipv4(words[2], what="key server address")
+        else:
+            raise _Refused("unsupported key server option")
+
+    def _crypto_map_line(self, words: list[str], number: int, text: str) -> None:
+        assert self.crypto_map is not None
+        lowered = [w.lower() for w in words]
+        if lowered[:2] == ["set", "group"] and len(words) == 3:
+            self.ios.map_groups[self.crypto_map].append((words[2], number))
+        else:
+            raise _Refused("unsupported GDOI crypto map option (only `set group G`)")
+
+    def _acl_line(self, words: list[str], number: int, text: str) -> None:
+        assert self.acl is not None
+        body = words[1:] if words and words[0].isdigit() else words
+        if body and body[0].lower() == "remark":
+            return
+        try:
+            self.acl.selectors.append(parse_acl_entry(words))
+        except _Refused:
+            self.acl.refused = True
+            raise
+
+    def _skipped_stanza_line(self, words: list[str], number: int, text: str) -> None:
+        """Sub-lines of a stanza whose header was already reported as ignored."""
+
+    def _interface_line(self, words: list[str], number: int, text: str) -> None:
+        lowered = [w.lower() for w in words]
+        if lowered[:2] == ["crypto", "map"] and len(words) == 3 and self.interface is not None:
+            self.ios.map_interfaces[words[2]] = self.interface
+        else:
+            self.report.lines_outside_crypto += 1
+
+
+# --- From the file's records to a config ----------------------------------------------------------
+
+
+def parse_ios_config(
+    text: str, report: ConfigReport, *, local_address: str | None = None, checking: bool = False
+) -> KeyServerConfig | GroupMemberConfig:
+    """Parse IOS text into a KS or GM config, filling ``report`` with unsupported lines."""
+    ios = _Parser(report).parse(text)
+    ks_groups = [g for g in ios.groups.values() if g.server_local_line is not None]
+    gm_groups = [g for g in ios.groups.values() if g.server_local_line is None]
+    if not ios.groups:
+        raise ConfigError(
+            "no `crypto gdoi group` in this configuration",
+            hint="a KS needs `crypto gdoi group G` with `server local`, a GM one with "
+            "`server address ipv4 A`",
+        )
+    if ks_groups and gm_groups:
+        raise ConfigError(
+            f"group {gm_groups[0].name} is a GM group but {ks_groups[0].name} has `server local`",
+            line=gm_groups[0].line,
+            hint="one daemon is either a key server or a group member",
+        )
+    if ks_groups:
+        report.role = "ks"
+        return _build_ks(ios, ks_groups, report, local_address)
+    report.role = "gm"
+    return _build_gm(ios, gm_groups, local_address, checking)
+
+
+def _resolve_selectors(
+    ios: _IosConfig, acl_ref: tuple[str, int] | None, group: _GdoiGroup, report: ConfigReport
+) -> tuple[TrafficSelector, ...]:
+    if acl_ref is None:
+        raise ConfigError(
+            f"group {group.name}: `sa ipsec {group.sa_number}` has no `match address ipv4 ACL`",
+            line=group.sa_line,
+        )
+    name, line = acl_ref
+    acl = ios.acls.get(name)
+    if acl is None:
+        raise ConfigError(
+            f"access list {name!r} is not defined",
+            line=line,
+            hint=f"add `ip access-list extended {name}` with a `permit gre any any` line",
+        )
+    if not acl.selectors and not acl.refused:
+        raise ConfigError(f"access list {name!r} has no permit entries", line=acl.line)
+    return tuple(acl.selectors)
+
+
+def _build_ks(
+    ios: _IosConfig, groups: list[_GdoiGroup], report: ConfigReport, local_address: str | None
+) -> KeyServerConfig:
+    policies: list[GroupPolicy] = []
+    addresses = {g.ks_address for g in groups if g.ks_address}
+    for group in groups:
+        if group.identity is None:
+            raise ConfigError(f"group {group.name} has no `identity number N`", line=group.line)
+        if group.sa_number is None:
+            raise ConfigError(
+                f"group {group.name} has no `sa ipsec N`",
+                line=group.server_local_line,
+                hint="add `sa ipsec 1`, `profile P` and `match address ipv4 ACL` under server local",
+            )
+        if group.profile is None:
+            raise ConfigError(
+                f"group {group.name}: `sa ipsec {group.sa_number}` has no `profile P`", line=group.sa_line
+            )
+        profile_name, profile_line = group.profile
+        profile = ios.profiles.get(profile_name)
+        if profile is None:
+            raise ConfigError(
+                f"IPsec profile {profile_name!r} is not defined",
+                line=profile_line,
+                hint=f"add `crypto ipsec profile {profile_name}` with `set transform-set T`",
+            )
+        if profile.transform_set is None:
+            raise ConfigError(f"IPsec profile {profile_name!r} has no `set transform-set`", line=profile.line)
+        transform_set = ios.transform_sets.get(profile.transform_set)
+        if transform_set is None:
+            raise ConfigError(
+                f"transform set {profile.transform_set!r} is not defined", line=profile.transform_set_line
+            )
+        selectors = _resolve_selectors(ios, group.acl, group, report)
+        multicast: str | None = None
+        if group.rekey_transport is RekeyTransport.MULTICAST:
+            if group.rekey_address_acl is None:
+                raise ConfigError(
+                    f"group {group.name}: multicast rekey needs `rekey address ipv4 ACL`",
+                    line=group.server_local_line,
+                    hint="the ACL's destination host is the multicast group",
+                )
+            multicast = _multicast_group(ios, group.rekey_address_acl)
+        label = group.rsa_label or GroupPolicy(name="", identity=0).rsa_key_label
+        tek_lifetime = profile.lifetime_s or ios.global_tek_lifetime_s or DEFAULT_TEK_LIFETIME_S
+        retransmit = group.retransmit or (60, 2)
+        policies.append(
+            GroupPolicy(
+                name=group.name,
+                identity=group.identity,
+                transform=transform_set.transform or TekTransform.ESP_GCM256,  # refused sets stop the loader
+                tek_lifetime_s=tek_lifetime,
+                kek_lifetime_s=group.kek_lifetime_s or DEFAULT_KEK_LIFETIME_S,
+                kek_cipher=group.kek_cipher or Phase1Cipher.AES_CBC_256,
+                selectors=selectors,
+                rekey_transport=group.rekey_transport,
+                rekey_retransmit_interval_s=retransmit[0],
+                rekey_retransmit_count=retransmit[1],
+                rekey_multicast_address=multicast,
+                rsa_key_label=label,
+                rsa_modulus=ios.rsa_moduli.get(label, 2048),
+                replay_time_window_s=group.replay_window_s,
+                rekey_ahead_s=min(90, max(1, tek_lifetime // 4)),
+            )
+        )
+    if local_address is not None:
+        address = parse_ipv4(local_address, what="--local-address")
+    elif len(addresses) == 1:
+        address = addresses.pop()
+    elif addresses:
+        raise ConfigError(
+            "the groups name different `address ipv4` values; one KS binds one address",
+            hint="pass --local-address",
+        )
+    else:
+        raise ConfigError(
+            "the key server has no `address ipv4 A` under `server local`",
+            line=groups[0].server_local_line,
+            hint="add it or pass --local-address",
+        )
+    return KeyServerConfig(
+        local_address=address,
+        groups=tuple(policies),
+        psk_by_peer=dict(ios.psk_by_peer),
+        isakmp_policies=_policies(ios),
+    )
+
+
+def _multicast_group(ios: _IosConfig, ref: tuple[str, int]) -> str:
+    name, line = ref
+    acl = ios.acls.get(name)
+    if acl is None:
+        raise ConfigError(f"access list {name!r} is not defined", line=line)
+    for selector in acl.selectors:
+        net = ipaddress.IPv4Network(selector.destination)
+        if net.prefixlen == 32 and net.network_address.is_multicast:
+            return str(net.network_address)
+    raise ConfigError(
+        f"access list {name!r} names no multicast destination host",
+        line=acl.line,
+        hint="e.g. `permit udp host 1.1.1.1 host 239.192.1.1`",
+    )
+
+
+def _policies(ios: _IosConfig) -> tuple[IsakmpPolicy, ...]:
+    if not ios.isakmp_policies:
+        return (IsakmpPolicy(),)
+    return tuple(ios.isakmp_policies[p] for p in sorted(ios.isakmp_policies))
+
+
+def _build_gm(
+    ios: _IosConfig, groups: list[_GdoiGroup], local_address: str | None, checking: bool
+) -> GroupMemberConfig:
+    mapped = [(m, g, line) for m, entries in ios.map_groups.items() for g, line in entries]
+    used = {g for _, g, _ in mapped}
+    if len(groups) > 1:
+        candidates = [g for g in groups if g.name in used]
+        if len(candidates) != 1:
+            raise ConfigError(
+                "a group member joins one GDOI group; this file defines " + ", ".join(g.name for g in groups),
+                line=groups[1].line,
+            )
+        groups = candidates
+    group = groups[0]
+    if group.identity is None:
+        raise ConfigError(f"group {group.name} has no `identity number N`", line=group.line)
+    if not group.servers:
+        raise ConfigError(f"group {group.name} has no `server address ipv4 A`", line=group.line)
+    for _, name, line in mapped:
+        if name not in ios.groups:
+            raise ConfigError(f"crypto map sets group {name!r}, which is not defined", line=line)
+    crypto_map = next((m for m, g, _ in mapped if g == group.name), "DMVPN")
+    interface = ios.map_interfaces.get(crypto_map, "eth1")
+    if local_address is not None:
+        address = parse_ipv4(local_address, what="--local-address")
+    elif checking:
+        address = "0.0.0.0"
+    else:
+        named = ios.map_local_interface.get(crypto_map)
+        raise ConfigError(
+            "the group member's GDOI address is not in the file"
+            + (f" (crypto map {crypto_map} local-address names interface {named})" if named else ""),
+            hint="pass --local-address with that interface's address",
+        )
+    return GroupMemberConfig(
+        local_address=address,
+        group_name=group.name,
+        identity=group.identity,
+        servers=tuple(group.servers),
+        psk_by_peer=dict(ios.psk_by_peer),
+        isakmp_policies=_policies(ios),
+        crypto_map=crypto_map,
+        interface=interface,
+    )

@@ -1,0 +1,780 @@
+"""The GDOI key server (GCKS) as a sans-I/O engine: RFC 6407 sections 3 and 4, RFC 8263.
+
+Bytes and ``now`` go in (:meth:`KeyServer.receive_datagram`, :meth:`KeyServer.handle_timer`);
+datagrams, a timer deadline and events come out.  What happens, in protocol order:
+
+1. Phase 1 (RFC 2409 Main Mode, :mod:`.phase1`): a group member opens an ISAKMP SA with a
+   pre-shared key chosen by its address.  Registrations in progress ("half-open": Main Mode or a
+   GROUPKEY-PULL not yet finished) are bounded by ``max_half_open`` and time out.
+2. GROUPKEY-PULL (RFC 6407 section 3.2), protected by that SA, new random message ID::
+
+       GM: HDR*, HASH(1), Ni, ID          HASH(1) = prf(SKEYID_a, M-ID | Ni | ID)
+       KS: HDR*, HASH(2), Nr, SA          HASH(2) = prf(SKEYID_a, M-ID | Ni_b | Nr | SA)
+       GM: HDR*, HASH(3)                  HASH(3) = prf(SKEYID_a, M-ID | Ni_b | Nr_b)
+       KS: HDR*, HASH(4), SEQ, KD         HASH(4) = prf(SKEYID_a, M-ID | Ni_b | Nr_b | SEQ | KD)
+
+   The ID is the group identity (ID_KEY_ID); one that names no group configured here is refused
+   (``wrong-group``) and the member is told so in an Informational exchange with an
+   INVALID-ID-INFORMATION notify (RFC 2408 section 3.14.1).
+3. GROUPKEY-PUSH (RFC 6407 section 4): ``HDR*, SEQ, SA, KD, SIG`` with the KEK SPI as the cookies
+   and message ID 0, signed (PKCS#1 v1.5 over ``"rekey" | HDR | SEQ | SA | KD``, the header as sent),
+   then encrypted under the KEK with a fresh IV carried as the first cipher block.  A new TEK is made
+   ``rekey_ahead_s`` before the newest one expires; the old TEK stays in every SA until it expires.
+   Unicast rekeys go to every registered member and are retransmitted every
+   ``rekey_retransmit_interval_s``, ``rekey_retransmit_count`` times, to members that have not
+   acknowledged; multicast rekeys go to ``rekey_multicast_address`` (no acknowledgements).
+4. Acknowledgements (RFC 8263): the SA KEK carries KEK_ACK_REQUESTED; a member answers each push
+   with ``HDR*, HASH, SEQ, ID`` (exchange GDOI_REKEY_ACK, KEK SPI as cookies, encrypted under the KEK),
+   ``HASH = prf(SKEYID_a, M-ID | Ni_b | Nr_b | SEQ | ID)`` with the keys and nonces of that member's
+   registration, so only that member can produce it.  A member that misses ``max_missed_acks``
+   (default ``rekey_retransmit_count + 1``) consecutive rekeys is dropped and gets no more rekeys.
+
+Every rejected datagram yields exactly one :class:`MessageRejected`, bumps ``rejected[reason]`` and
+changes nothing else; no exception escapes :meth:`KeyServer.receive_datagram`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import struct
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .codec import (
+    Decoded,
+    DecodeError,
+    HashPayload,
+    Header,
+    IdPayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    SeqPayload,
+    SigPayload,
+    decode_payloads,
+    encode_payloads,
+)
+from .constants import (
+    ISAKMP_HEADER_LEN,
+    REKEY_SIGNATURE_PREFIX,
+    Doi,
+    ExchangeType,
+    Flags,
+    IdType,
+    NotifyType,
+    PayloadType,
+    ProtocolId,
+)
+from .crypto import (
+    CryptoError,
+    cipher_block_len,
+    cipher_key_len,
+    ikev1_pad,
+    kek_decrypt,
+    kek_encrypt,
+    prf,
+    rsa_public_der,
+    rsa_sign,
+)
+from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
+from .model import (
+    GDOI_PORT,
+    Event,
+    GroupPolicy,
+    IsakmpSaInfo,
+    KekInfo,
+    KeyServerConfig,
+    KsGroupStatus,
+    KsStatus,
+    MemberDropped,
+    MemberInfo,
+    MemberRegistered,
+    MessageRejected,
+    Phase1Cipher,
+    Phase1Established,
+    Phase1Hash,
+    RekeySent,
+    RekeyTransport,
+    TekInfo,
+    TekTransform,
+)
+from .phase1 import NONCE_LEN, IkeSa, MainModeResponder, Phase1Error
+
+HALF_OPEN_TIMEOUT_S = 30.0  # a registration not finished within this is forgotten
+FINISHED_PULL_KEEP_S = 30.0  # answer retransmitted HASH(3) with the same message 4 this long
+Addr = tuple[str, int]
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str, reply: tuple[bytes, Addr] | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.reply = reply
+
+
+@dataclass
+class _Tek:
+    spi: int
+    transform: TekTransform
+    encryption_key: bytes
+    integrity_key: bytes
+    created_at: float
+    lifetime_s: int
+
+    def expires_at(self) -> float:
+        return self.created_at + self.lifetime_s
+
+
+@dataclass
+class _Kek:
+    spi: bytes
+    cipher: Phase1Cipher
+    key: bytes
+    created_at: float
+    lifetime_s: int
+
+    def expires_at(self) -> float:
+        return self.created_at + self.lifetime_s
+
+
+@dataclass
+class _Member:
+    address: str
+    port: int
+    group_name: str
+    registered_at: float
+    conn_id: int
+    prf_hash: Phase1Hash
+    skeyid_a: bytes
+    ni_b: bytes
+    nr_b: bytes
+    rekeys_sent: int = 0
+    rekey_acks: int = 0
+    missed_acks: int = 0
+    last_ack_sequence: int = 0
+
+
+@dataclass
+class _PendingRekey:
+    sequence: int
+    datagram: bytes
+    next_at: float
+    retransmits_left: int
+    unacked: set[str]
+    multicast: bool
+
+
+@dataclass
+class _Group:
+    policy: GroupPolicy
+    signing_key: rsa.RSAPrivateKey
+    kek: _Kek
+    prev_kek: _Kek | None
+    teks: list[_Tek]
+    sequence: int = 0
+    members: dict[str, _Member] = field(default_factory=dict)
+    pending: _PendingRekey | None = None
+
+
+@dataclass
+class _Phase1:
+    responder: MainModeResponder
+    addr: Addr
+    started_at: float
+    first_in: bytes
+    first_out: bytes
+    last_in: bytes
+    last_out: bytes
+
+
+@dataclass
+class _Ike:
+    sa: IkeSa
+    addr: Addr
+    last_in: bytes
+    last_out: bytes
+
+
+@dataclass
+class _Pull:
+    group: str
+    ni_b: bytes
+    nr_b: bytes
+    teks: tuple[TekPolicy, ...]
+    kek: KekPolicy
+    started_at: float
+    last_in: bytes
+    last_out: bytes
+    done: bool = False
+
+
+class KeyServer:
+    """The key server engine (see the module docstring and docs/engine-api.md)."""
+
+    def __init__(
+        self,
+        config: KeyServerConfig,
+        signing_keys: dict[str, rsa.RSAPrivateKey],
+        *,
+        random: Callable[[int], bytes] = os.urandom,
+        now: float = 0.0,
+    ) -> None:
+        self.config = config
+        self._random = random
+        self._events: deque[Event] = deque()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._rejected: Counter[str] = Counter()
+        self._groups: dict[str, _Group] = {}
+        self._phase1: dict[tuple[str, bytes], _Phase1] = {}
+        self._ikes: dict[bytes, _Ike] = {}
+        self._pulls: dict[tuple[bytes, int], _Pull] = {}
+        self._next_conn_id = 1001
+        for policy in config.groups:
+            key = signing_keys.get(policy.rsa_key_label)
+            if key is None:
+                raise ValueError(f"group {policy.name}: no RSA key labelled {policy.rsa_key_label!r}")
+            if policy.name in self._groups:
+                raise ValueError(f"group {policy.name} configured twice")
+            self._groups[policy.name] = _Group(
+                policy, key, self._new_kek(policy, now), None, [self._new_tek(policy, now, set())]
+            )
+
+    # --- public API ---------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        n_out, n_events = len(self._out), len(self._events)
+        try:
+            self._receive(bytes(data), addr, now)
+        except Exception as exc:  # a rejected datagram must change nothing: roll back what it produced
+            del self._out[n_out:]
+            while len(self._events) > n_events:
+                self._events.pop()
+            reason, detail, reply = _classify(exc)
+            self._rejected[reason] += 1
+            self._events.append(MessageRejected(addr[0], reason, detail))
+            if reply is not None:
+                self._out.append(reply)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        times: list[float] = []
+        for p1 in self._phase1.values():
+            times.append(p1.started_at + HALF_OPEN_TIMEOUT_S)
+        for pull in self._pulls.values():
+            times.append(pull.started_at + (FINISHED_PULL_KEEP_S if pull.done else HALF_OPEN_TIMEOUT_S))
+        for ike in self._ikes.values():
+            times.append(ike.sa.expires_at())
+        for group in self._groups.values():
+            times.append(self._next_rekey_at(group))
+            times.extend(t.expires_at() for t in group.teks)
+            if group.prev_kek is not None:
+                times.append(group.prev_kek.expires_at())
+            if group.pending is not None:
+                times.append(group.pending.next_at)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        self._expire(now)
+        for group in self._groups.values():
+            group.teks = [t for t in group.teks if t.expires_at() > now] or group.teks[-1:]
+            if group.prev_kek is not None and group.prev_kek.expires_at() <= now:
+                group.prev_kek = None
+            pending = group.pending
+            if pending is not None and now >= pending.next_at:
+                if pending.retransmits_left > 0:
+                    pending.retransmits_left -= 1
+                    pending.next_at = now + group.policy.rekey_retransmit_interval_s
+                    self._transmit(group, pending)
+                else:
+                    self._finish_rekey(group)
+            if now >= self._next_rekey_at(group):
+                self._rekey(group, now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def force_rekey(self, now: float, group_name: str | None = None) -> None:
+        for name, group in self._groups.items():
+            if group_name is None or name == group_name:
+                self._rekey(group, now)
+        if group_name is not None and group_name not in self._groups:
+            raise KeyError(f"no group named {group_name}")
+
+    def status(self, now: float) -> KsStatus:
+        groups = []
+        sas = []
+        for group in self._groups.values():
+            pol = group.policy
+            members = tuple(
+                MemberInfo(
+                    m.address,
+                    m.group_name,
+                    m.registered_at,
+                    m.rekeys_sent,
+                    m.rekey_acks,
+                    m.missed_acks,
+                    m.last_ack_sequence,
+                )
+                for m in group.members.values()
+            )
+            for m in group.members.values():
+                sas.append(IsakmpSaInfo(self.config.local_address, m.address, "GDOI_IDLE", m.conn_id))
+            groups.append(
+                KsGroupStatus(
+                    pol.name,
+                    pol.identity,
+                    self._kek_info(group, now),
+                    tuple(
+                        TekInfo(
+                            t.spi, t.transform, max(0, int(t.expires_at() - now)), pol.replay_time_window_s
+                        )
+                        for t in group.teks
+                        if t.expires_at() > now
+                    ),
+                    group.sequence,
+                    members,
+                    pol.selectors,
+                )
+            )
+        sas.sort(key=lambda s: -s.conn_id)
+        return KsStatus(self.config.local_address, tuple(groups), tuple(sas), dict(self._rejected))
+
+    # --- keys ---------------------------------------------------------------------------------------
+
+    def _new_tek(self, policy: GroupPolicy, now: float, used: set[int]) -> _Tek:
+        spec = TRANSFORMS[policy.transform]
+        while True:
+            spi = int.from_bytes(self._random(4), "big")
+            if spi >= 256 and spi not in used:  # RFC 4303 section 2.1: SPIs 1-255 are reserved
+                break
+        return _Tek(
+            spi,
+            policy.transform,
+            self._random(spec.enc_key_len),
+            self._random(spec.int_key_len),
+            now,
+            policy.tek_lifetime_s,
+        )
+
+    def _new_kek(self, policy: GroupPolicy, now: float) -> _Kek:
+        return _Kek(
+            self._random(16),
+            policy.kek_cipher,
+            self._random(cipher_key_len(policy.kek_cipher)),
+            now,
+            policy.kek_lifetime_s,
+        )
+
+    @staticmethod
+    def _sig_hash(policy: GroupPolicy) -> str:
+        # The legacy 3DES KEK of the IOS seed configuration signs with SHA-1 (IOS shows HMAC_AUTH_SHA);
+        # every other configuration signs with SHA-256.
+        return "sha1" if policy.kek_cipher is Phase1Cipher.TRIPLE_DES else "sha256"
+
+    def _kek_policy(self, group: _Group, now: float) -> KekPolicy:
+        pol = group.policy
+        multicast = pol.rekey_transport is RekeyTransport.MULTICAST
+        dest = pol.rekey_multicast_address if multicast and pol.rekey_multicast_address else "0.0.0.0"
+        return KekPolicy(
+            group.kek.spi,
+            group.kek.cipher,
+            group.kek.key,
+            max(0, int(group.kek.expires_at() - now)),
+            self._sig_hash(pol),
+            group.signing_key.key_size,
+            rsa_public_der(group.signing_key.public_key()),
+            self.config.local_address,
+            dest,
+            ack_requested=not multicast,
+        )
+
+    def _tek_policies(self, group: _Group, now: float) -> tuple[TekPolicy, ...]:
+        pol = group.policy
+        return tuple(
+            TekPolicy(
+                t.spi,
+                t.transform,
+                t.encryption_key,
+                t.integrity_key,
+                pol.selectors,
+                max(1, int(t.expires_at() - now)),
+                pol.replay_time_window_s,
+            )
+            for t in group.teks
+            if t.expires_at() > now
+        )
+
+    def _kek_info(self, group: _Group, now: float) -> KekInfo:
+        pol = group.policy
+        return KekInfo(
+            pol.rekey_transport,
+            max(0, int(group.kek.expires_at() - now)),
+            group.kek.cipher,
+            cipher_key_len(group.kek.cipher) * 8,
+            SIG_HASH_IOS_NAMES[self._sig_hash(pol)],
+            group.signing_key.key_size,
+            group.kek.spi,
+        )
+
+    @staticmethod
+    def _ahead(lifetime: int, ahead: int) -> float:
+        return float(min(ahead, lifetime / 2))
+
+    def _next_rekey_at(self, group: _Group) -> float:
+        pol = group.policy
+        newest = group.teks[-1]
+        tek_at = newest.created_at + newest.lifetime_s - self._ahead(newest.lifetime_s, pol.rekey_ahead_s)
+        kek_at = (
+            group.kek.created_at + group.kek.lifetime_s - self._ahead(group.kek.lifetime_s, pol.rekey_ahead_s)
+        )
+        return min(tek_at, kek_at)
+
+    # --- rekey (GROUPKEY-PUSH) ------------------------------------------------------------------------
+
+    def _rekey(self, group: _Group, now: float) -> None:
+        pol = group.policy
+        if group.pending is not None:
+            self._finish_rekey(group)
+        group.teks = [t for t in group.teks if t.expires_at() > now]
+        group.teks.append(self._new_tek(pol, now, {t.spi for t in group.teks}))
+        protect = group.kek
+        kek_ahead = self._ahead(group.kek.lifetime_s, pol.rekey_ahead_s)
+        if now >= group.kek.created_at + group.kek.lifetime_s - kek_ahead:
+            group.prev_kek = group.kek
+            group.kek = self._new_kek(pol, now)
+        group.sequence += 1
+        datagram = self._build_push(group, protect, now)
+        multicast = pol.rekey_transport is RekeyTransport.MULTICAST
+        pending = _PendingRekey(
+            group.sequence,
+            datagram,
+            now + pol.rekey_retransmit_interval_s,
+            pol.rekey_retransmit_count,
+            set(group.members),
+            multicast,
+        )
+        group.pending = pending
+        for m in group.members.values():
+            m.rekeys_sent += 1
+        self._transmit(group, pending)
+        self._events.append(RekeySent(pol.name, group.sequence, len(group.members)))
+
+    def _transmit(self, group: _Group, pending: _PendingRekey) -> None:
+        pol = group.policy
+        if pending.multicast and pol.rekey_multicast_address:
+            self._out.append((pending.datagram, (pol.rekey_multicast_address, GDOI_PORT)))
+            return
+        for address in sorted(pending.unacked):
+            m = group.members.get(address)
+            if m is not None:
+                self._out.append((pending.datagram, (m.address, m.port)))
+
+    def _finish_rekey(self, group: _Group) -> None:
+        """The acknowledgement window of the pending rekey closed: count misses, drop members."""
+        pending = group.pending
+        group.pending = None
+        if pending is None or pending.multicast:
+            return
+        limit = self.config.max_missed_acks or group.policy.rekey_retransmit_count + 1
+        for address in sorted(pending.unacked):
+            m = group.members.get(address)
+            if m is None:
+                continue
+            m.missed_acks += 1
+            if m.missed_acks >= limit:
+                del group.members[address]
+                self._events.append(
+                    MemberDropped(
+                        address, f"missed the acknowledgement of {m.missed_acks} consecutive rekeys"
+                    )
+                )
+
+    def _build_push(self, group: _Group, protect: _Kek, now: float) -> bytes:
+        """GROUPKEY-PUSH: HDR*, SEQ, SA, KD, SIG (RFC 6407 section 4)."""
+        kek = self._kek_policy(group, now)
+        teks = self._tek_policies(group, now)
+        payloads: list[Payload] = [SeqPayload(group.sequence), sa_payload(kek, teks), kd_payload(kek, teks)]
+        sig_len = (group.signing_key.key_size + 7) // 8
+        _first, body = encode_payloads([*payloads, SigPayload(b"\x00" * sig_len)])
+        signed_part = body[: len(body) - 4 - sig_len]
+        block = cipher_block_len(protect.cipher)
+        total = ISAKMP_HEADER_LEN + block + len(ikev1_pad(body, block))
+        header = Header(
+            protect.spi[:8],
+            protect.spi[8:],
+            PayloadType.SEQ,
+            ExchangeType.GROUPKEY_PUSH,
+            Flags.ENCRYPTION,
+            0,
+            total,
+        )
+        hdr = header.encode()
+        sig = rsa_sign(
+            group.signing_key, self._sig_hash(group.policy), REKEY_SIGNATURE_PREFIX + hdr + signed_part
+        )
+        plain = signed_part + struct.pack("!BBH", 0, 0, 4 + len(sig)) + sig
+        datagram = hdr + kek_encrypt(protect.cipher, protect.key, self._random(block), plain)
+        assert len(datagram) == total
+        return datagram
+
+    # --- receiving ----------------------------------------------------------------------------------
+
+    def _receive(self, data: bytes, addr: Addr, now: float) -> None:
+        header = Header.decode(data)
+        if header.exchange == ExchangeType.MAIN_MODE:
+            self._main_mode(header, data, addr, now)
+        elif header.exchange == ExchangeType.GROUPKEY_PULL:
+            self._pull(header, data, addr, now)
+        elif header.exchange == ExchangeType.GDOI_REKEY_ACK:
+            self._ack(header, data, addr, now)
+        else:
+            raise _Reject(
+                "unsupported-exchange", f"exchange type {header.exchange} is not handled by a key server"
+            )
+
+    def _half_open(self) -> int:
+        return len(self._phase1) + sum(1 for p in self._pulls.values() if not p.done)
+
+    def _main_mode(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
+        ip = addr[0]
+        key = (ip, header.icookie)
+        p1 = self._phase1.get(key)
+        if header.rcookie == b"\x00" * 8:
+            if p1 is not None:
+                if data == p1.first_in:
+                    self._out.append((p1.first_out, addr))
+                    return
+                raise _Reject("unexpected", "a different message 1 for a Main Mode in progress")
+            psk = self.config.psk_by_peer.get(ip)
+            if psk is None:
+                raise _Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
+            self._expire(now)
+            if self._half_open() >= self.config.max_half_open:
+                raise _Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
+            responder, reply = MainModeResponder.start(
+                self.config.isakmp_policies,
+                psk,
+                self.config.local_address,
+                ip,
+                header,
+                data,
+                self._random,
+                now,
+            )
+            self._phase1[key] = _Phase1(responder, addr, now, data, reply, data, reply)
+            self._out.append((reply, addr))
+            return
+        if p1 is None or p1.responder.rcookie != header.rcookie:
+            done = self._ikes.get(header.spi)
+            if done is not None and done.addr[0] == ip and data == done.last_in:
+                self._out.append((done.last_out, addr))  # our message 6 was lost: say it again
+                return
+            raise _Reject("unknown-peer", "no Main Mode in progress for these cookies")
+        if data == p1.last_in:
+            self._out.append((p1.last_out, addr))
+            return
+        reply = p1.responder.handle(header, data, now)
+        p1.last_in, p1.last_out = data, reply
+        self._out.append((reply, addr))
+        sa = p1.responder.established
+        if sa is not None:
+            del self._phase1[key]
+            self._ikes[sa.cookies] = _Ike(sa, addr, data, reply)
+            self._events.append(Phase1Established(ip, sa.icookie, sa.rcookie, sa.keys.enc_key))
+
+    def _group_by_identity(self, identity: int) -> _Group | None:
+        return next((g for g in self._groups.values() if g.policy.identity == identity), None)
+
+    def _pull(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
+        ip = addr[0]
+        ike = self._ikes.get(header.spi)
+        if ike is None or ike.addr[0] != ip:
+            raise _Reject("unknown-peer", "GROUPKEY-PULL under no ISAKMP SA known for this peer")
+        if header.message_id == 0:
+            raise _Reject("malformed", "GROUPKEY-PULL with message ID 0")
+        key = (header.spi, header.message_id)
+        pull = self._pulls.get(key)
+        if pull is not None and data == pull.last_in:
+            self._out.append((pull.last_out, addr))
+            return
+        sa = ike.sa
+        if pull is None:
+            self._pull_first(header, data, addr, now, ike, key)
+            return
+        if pull.done:
+            raise _Reject("unexpected", "GROUPKEY-PULL message after the exchange finished")
+        payloads, iv = sa.open(header, data, pull.ni_b + pull.nr_b)
+        if payloads:
+            raise _Reject("malformed", "GROUPKEY-PULL message 3 carries more than HASH(3)")
+        group = self._groups[pull.group]
+        sa.ivs[header.message_id] = iv
+        reply = sa.seal(
+            ExchangeType.GROUPKEY_PULL,
+            header.message_id,
+            [SeqPayload(group.sequence), kd_payload(pull.kek, pull.teks)],
+            pull.ni_b + pull.nr_b,
+        )
+        pull.done, pull.last_in, pull.last_out, pull.started_at = True, data, reply, now
+        self._out.append((reply, addr))
+        self._register(group, addr, now, sa, pull)
+
+    def _pull_first(
+        self, header: Header, data: bytes, addr: Addr, now: float, ike: _Ike, key: tuple[bytes, int]
+    ) -> None:
+        sa = ike.sa
+        self._expire(now)
+        if self._half_open() >= self.config.max_half_open:
+            raise _Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
+        payloads, iv = sa.open(header, data, b"")
+        nonce = _one(payloads, NoncePayload, "GROUPKEY-PULL message 1")
+        ident = _one(payloads, IdPayload, "GROUPKEY-PULL message 1")
+        if ident.id_type != IdType.KEY_ID or not 1 <= len(ident.data) <= 4:
+            raise _Reject("wrong-group", f"group ID of type {ident.id_type} is not a group number")
+        identity = int.from_bytes(ident.data, "big")
+        group = self._group_by_identity(identity)
+        if group is None:
+            raise _Reject(
+                "wrong-group",
+                f"{addr[0]} asked for group identity {identity}, which is not served here",
+                self._notify(sa, addr, NotifyType.INVALID_ID_INFORMATION),
+            )
+        if not 8 <= len(nonce.data) <= 256:
+            raise _Reject("malformed", "nonce length outside 8..256")
+        sa.ivs[header.message_id] = iv
+        nr = self._random(NONCE_LEN)
+        kek = self._kek_policy(group, now)
+        teks = self._tek_policies(group, now)
+        reply = sa.seal(
+            ExchangeType.GROUPKEY_PULL,
+            header.message_id,
+            [NoncePayload(nr), sa_payload(kek, teks)],
+            nonce.data,
+        )
+        self._pulls[key] = _Pull(group.policy.name, nonce.data, nr, teks, kek, now, data, reply)
+        self._out.append((reply, addr))
+
+    def _notify(self, sa: IkeSa, addr: Addr, notify_type: NotifyType) -> tuple[bytes, Addr]:
+        """An Informational exchange carrying one error notify (RFC 2409 section 5.7)."""
+        mid = int.from_bytes(self._random(4), "big") or 1
+        msg = sa.seal(
+            ExchangeType.INFORMATIONAL,
+            mid,
+            [NotifyPayload(Doi.GDOI, ProtocolId.ISAKMP, notify_type, sa.cookies)],
+        )
+        sa.ivs.pop(mid, None)
+        return msg, addr
+
+    def _register(self, group: _Group, addr: Addr, now: float, sa: IkeSa, pull: _Pull) -> None:
+        ip = addr[0]
+        conn_id = self._next_conn_id
+        self._next_conn_id += 1
+        group.members[ip] = _Member(
+            ip,
+            addr[1],
+            group.policy.name,
+            now,
+            conn_id,
+            sa.suite.hash,
+            sa.keys.skeyid_a,
+            pull.ni_b,
+            pull.nr_b,
+            last_ack_sequence=group.sequence,
+        )
+        if group.pending is not None:
+            group.pending.unacked.discard(ip)  # the PULL just gave it the current keys
+        for cookies in [c for c, i in self._ikes.items() if i.addr[0] == ip and c != sa.cookies]:
+            del self._ikes[cookies]  # one ISAKMP SA per member, as "show crypto isakmp sa" lists them
+        self._events.append(MemberRegistered(ip, group.policy.name))
+
+    def _ack(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
+        """RFC 8263 GROUPKEY-PUSH acknowledgement: HDR*, HASH, SEQ, ID under the KEK."""
+        found = None
+        for group in self._groups.values():
+            for kek in (group.kek, group.prev_kek):
+                if kek is not None and kek.spi == header.spi:
+                    found = (group, kek)
+        if found is None:
+            raise _Reject("unknown-spi", "acknowledgement for a KEK SPI this key server does not have")
+        group, kek = found
+        if not header.encrypted:
+            raise _Reject("malformed", "acknowledgement is not encrypted")
+        plain = kek_decrypt(kek.cipher, kek.key, data[ISAKMP_HEADER_LEN:])
+        decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
+        first = decoded[0].payload if decoded else None
+        if not isinstance(first, HashPayload):
+            raise _Reject("malformed", "acknowledgement does not start with HASH")
+        member = group.members.get(addr[0])
+        if member is None:
+            raise _Reject(
+                "unknown-peer",
+                f"acknowledgement from {addr[0]}, which is not a member of {group.policy.name}",
+            )
+        rest = b"".join(d.raw for d in decoded[1:])
+        expect = prf(
+            member.prf_hash,
+            member.skeyid_a,
+            header.message_id.to_bytes(4, "big") + member.ni_b + member.nr_b + rest,
+        )
+        if not hmac.compare_digest(expect, first.data):
+            raise _Reject("bad-hash", "acknowledgement HASH does not verify")
+        seq = _one(decoded[1:], SeqPayload, "acknowledgement").seq
+        ident = _one(decoded[1:], IdPayload, "acknowledgement")
+        if ident.id_type != IdType.IPV4_ADDR or ident.data != ipaddress.IPv4Address(addr[0]).packed:
+            raise _Reject("malformed", "acknowledgement ID does not name the sender")
+        if seq > group.sequence or seq <= member.last_ack_sequence:
+            raise _Reject(
+                "replayed",
+                f"acknowledgement of sequence {seq} (last acknowledged "
+                f"{member.last_ack_sequence}, current {group.sequence})",
+            )
+        member.rekey_acks += 1
+        member.last_ack_sequence = seq
+        member.missed_acks = 0
+        if group.pending is not None and group.pending.sequence <= seq:
+            group.pending.unacked.discard(addr[0])
+
+    # --- housekeeping --------------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        for key in [k for k, p in self._phase1.items() if p.started_at + HALF_OPEN_TIMEOUT_S <= now]:
+            del self._phase1[key]
+        for pkey in [
+            k
+            for k, p in self._pulls.items()
+            if p.started_at + (FINISHED_PULL_KEEP_S if p.done else HALF_OPEN_TIMEOUT_S) <= now
+        ]:
+            del self._pulls[pkey]
+        for cookies in [c for c, i in self._ikes.items() if i.sa.expires_at() <= now]:
+            del self._ikes[cookies]
+
+
+_T = TypeVar("_T")
+
+
+def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:
+    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
+    if len(found) != 1:
+        raise _Reject("malformed", f"{what}: expected one {cls.__name__}, found {len(found)}")
+    return found[0]
+
+
+def _classify(exc: Exception) -> tuple[str, str, tuple[bytes, Addr] | None]:
+    if isinstance(exc, _Reject):
+        return exc.reason, exc.detail, exc.reply
+    if isinstance(exc, Phase1Error):
+        return exc.reason, exc.detail, None
+    if isinstance(exc, DecodeError):
+        return "malformed", str(exc), None
+    if isinstance(exc, CryptoError):
+        return "malformed", str(exc), None
+    return "internal-error", f"{type(exc).__name__}: {exc}", None

@@ -1,0 +1,532 @@
+"""The kernel side of a group member: TEKs into Linux xfrm.  The only module that changes the kernel.
+
+Why it looks like this (see LAB-FACTS.md, "Group SA in plain Linux xfrm"):
+
+* Every member shares one SPI and key per TEK, so nothing is negotiated pairwise.  Per selector of the
+  downloaded ACL (``permit gre any any``) there is a ``dir out`` and a ``dir in`` policy with
+  ``tmpl proto esp mode transport level required``.  The policies name no SPI, so they outlive rekeys.
+* ONE inbound state per TEK: ``src 0.0.0.0 dst <own NBMA> spi S ... replay-window 0 flag wildrecv``: any
+  member may send with it.  Sequence-number anti-replay cannot work with many senders on one SPI
+  (replay-window 0); IOS's time-based anti-replay has no Linux counterpart.
+* One outbound state per peer, keyed by the peer's NBMA address.  Peers are learnt from the kernel's XFRM
+  ACQUIRE (the first packet to a peer without a state), and the state must carry the ACQUIRE's own src and
+  dst so that it replaces the larval state; a ``src 0.0.0.0`` state would leave the larval one blocking
+  traffic.  ``add_peer`` creates one ahead of time.
+* Across a rekey both TEKs are present: the new inbound state is added, every peer's outbound state moves
+  to the new SPI at once (add new, then delete old, so there is no gap), and the old inbound state stays
+  until the engine says the old TEK expired (members that have not switched yet still send with it).
+* Each state carries a kernel hard lifetime a little past the TEK's, so keys never outlive a crashed
+  daemon by much.
+
+Implementation: iproute2 ``ip xfrm`` commands.  pyroute2 has no API for xfrm states (SAs), only for
+some policy and monitor plumbing, so we use one well-known tool for everything.  Every command goes
+through a single runner function (:func:`run_ip`), which feeds it on stdin with ``ip -batch -`` so key
+material never appears in a process's command line (``/proc/<pid>/cmdline`` is world-readable).  Tests
+replace the runner and check the exact commands; the ACQUIRE watcher runs ``ip -o xfrm monitor acquire``
+and :func:`parse_acquire` reads its lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import re
+import subprocess
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from dmvpn_lab.gdoi.model import GDOI_PORT, TekSA, TekTransform, TrafficSelector
+
+Runner = Callable[[Sequence[str]], str]
+
+POLICY_PRIORITY = 2000  # GDOI policies; lower numbers win in xfrm
+BYPASS_PRIORITY = 1000  # keep GDOI's own UDP 848 out of an ``ip``/``udp`` selector
+HARD_LIFETIME_GRACE_S = 30  # the kernel drops a state this long after the TEK's lifetime ends
+
+
+class XfrmError(Exception):
+    """An ``ip xfrm`` command failed; the message has the command (keys masked) and iproute2's words."""
+
+
+class XfrmExists(XfrmError):
+    """The kernel already has that state or policy."""
+
+
+class XfrmNotFound(XfrmError):
+    """The state or policy to delete is not there."""
+
+
+def _mask_keys(args: Sequence[str]) -> str:
+    return " ".join("<key>" if a.startswith("0x") and len(a) > 18 else a for a in args)
+
+
+def run_ip(args: Sequence[str]) -> str:
+    """Run one iproute2 command; leading ``-x`` options go on the command line, the rest on stdin.
+
+    Returns its standard output; raises :class:`XfrmError` (or a subclass) when it fails.
+    """
+    options = [a for a in _leading_options(args)]
+    command = " ".join(args[len(options) :])
+    try:
+        done = subprocess.run(
+            ["ip", *options, "-batch", "-"],
+            input=command + "\n",
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise XfrmError("iproute2's `ip` is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise XfrmError(f"`ip {_mask_keys(args)}` did not finish in 15 s") from None
+    if done.returncode != 0:
+        message = " ".join(done.stderr.replace("Command failed -:1", "").split())
+        text = f"`ip {_mask_keys(args)}` failed: {message or 'exit ' + str(done.returncode)}"
+        if "File exists" in message:
+            raise XfrmExists(text)
+        if "No such process" in message or "No such file" in message:
+            raise XfrmNotFound(text)
+        raise XfrmError(text)
+    return done.stdout
+
+
+def _leading_options(args: Sequence[str]) -> list[str]:
+    options = []
+    for arg in args:
+        if not arg.startswith("-"):
+            break
+        options.append(arg)
+    return options
+
+
+# --- Pure command construction --------------------------------------------------------------------
+
+_KEY_LENGTHS: dict[TekTransform, tuple[int, int]] = {  # (encryption key bytes, integrity key bytes)
+    TekTransform.ESP_3DES_MD5: (24, 16),
+    TekTransform.ESP_AES128_SHA1: (16, 20),
+    TekTransform.ESP_AES256_SHA1: (32, 20),
+    TekTransform.ESP_AES128_SHA256: (16, 32),
+    TekTransform.ESP_AES256_SHA256: (32, 32),
+    TekTransform.ESP_GCM128: (16 + 4, 0),  # RFC 4106 section 8.1: key then 4-byte salt
+    TekTransform.ESP_GCM256: (32 + 4, 0),
+}
+
+
+def algorithm_args(sa: TekSA) -> list[str]:
+    """The ``enc``/``auth-trunc`` or ``aead`` part of ``ip xfrm state add`` for a TEK."""
+    enc_len, auth_len = _KEY_LENGTHS[sa.transform]
+    if len(sa.encryption_key) != enc_len or len(sa.integrity_key) != auth_len:
+        raise XfrmError(
+            f"TEK spi {spi_text(sa.spi)}: {sa.transform.value} needs {enc_len}+{auth_len} key "
+            f"bytes, got {len(sa.encryption_key)}+{len(sa.integrity_key)}"
+        )
+    enc = "0x" + sa.encryption_key.hex()
+    auth = "0x" + sa.integrity_key.hex()
+    if sa.transform in (TekTransform.ESP_GCM128, TekTransform.ESP_GCM256):
+        return ["aead", "rfc4106(gcm(aes))", enc, "128"]
+    if sa.transform is TekTransform.ESP_3DES_MD5:
+        return ["enc", "cbc(des3_ede)", enc, "auth-trunc", "hmac(md5)", auth, "96"]
+    if sa.transform in (TekTransform.ESP_AES128_SHA1, TekTransform.ESP_AES256_SHA1):
+        return ["enc", "cbc(aes)", enc, "auth-trunc", "hmac(sha1)", auth, "96"]
+    return ["enc", "cbc(aes)", enc, "auth-trunc", "hmac(sha256)", auth, "128"]
+
+
+def spi_text(spi: int) -> str:
+    return f"0x{spi:08x}"
+
+
+def selector_args(selector: TrafficSelector, *, mirrored: bool = False) -> list[str]:
+    """``src S dst D [proto P]`` for a policy; ``mirrored`` swaps the ends (the inbound direction)."""
+    source, destination = selector.source, selector.destination
+    if mirrored:
+        source, destination = destination, source
+    args = ["src", source, "dst", destination]
+    if selector.protocol:
+        args += ["proto", str(selector.protocol)]
+    return args
+
+
+def policy_add(selector: TrafficSelector, direction: str) -> list[str]:
+    return [
+        "xfrm",
+        "policy",
+        "update",
+        *selector_args(selector, mirrored=direction == "in"),
+        "dir",
+        direction,
+        "priority",
+        str(POLICY_PRIORITY),
+        "tmpl",
+        "proto",
+        "esp",
+        "mode",
+        "transport",
+        "level",
+        "required",
+    ]
+
+
+def policy_delete(selector: TrafficSelector, direction: str) -> list[str]:
+    return [
+        "xfrm",
+        "policy",
+        "delete",
+        *selector_args(selector, mirrored=direction == "in"),
+        "dir",
+        direction,
+    ]
+
+
+def bypass_policies(port: int = GDOI_PORT) -> list[list[str]]:
+    """Policies that keep GDOI's own datagrams in the clear when a selector would cover them."""
+    commands = []
+    for direction, port_key in (("out", "dport"), ("out", "sport"), ("in", "sport"), ("in", "dport")):
+        commands.append(
+            [
+                "xfrm",
+                "policy",
+                "update",
+                "src",
+                "0.0.0.0/0",
+                "dst",
+                "0.0.0.0/0",
+                "proto",
+                "udp",
+                port_key,
+                str(port),
+                "dir",
+                direction,
+                "priority",
+                str(BYPASS_PRIORITY),
+            ]
+        )
+    return commands
+
+
+def state_add(sa: TekSA, *, src: str, dst: str, hard_lifetime_s: int, inbound: bool) -> list[str]:
+    args = [
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        src,
+        "dst",
+        dst,
+        "proto",
+        "esp",
+        "spi",
+        spi_text(sa.spi),
+        "mode",
+        "transport",
+        "replay-window",
+        "0",
+    ]
+    if inbound:
+        args += ["flag", "wildrecv"]
+    args += algorithm_args(sa)
+    args += ["limit", "time-hard", str(max(1, hard_lifetime_s))]
+    return args
+
+
+def state_delete(*, src: str, dst: str, spi: int) -> list[str]:
+    return ["xfrm", "state", "delete", "src", src, "dst", dst, "proto", "esp", "spi", spi_text(spi)]
+
+
+# --- ACQUIRE --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """The kernel asks for an outbound state: a packet from ``src`` to ``dst`` matched a policy."""
+
+    src: str
+    dst: str
+    protocol: str | None
+
+
+_ACQUIRE = re.compile(
+    r"\bsel\s+src\s+(?P<src>[0-9.]+)(?:/\d+)?\s+dst\s+(?P<dst>[0-9.]+)(?:/\d+)?(?:\s+proto\s+(?P<proto>\S+))?"
+)
+
+
+def parse_acquire(line: str) -> Acquire | None:
+    """One line of ``ip -o xfrm monitor acquire``; None for anything that is not an IPv4 acquire."""
+    if "acquire" not in line:
+        return None
+    match = _ACQUIRE.search(line.replace("\\", " "))
+    if match is None:
+        return None
+    try:
+        src = str(ipaddress.IPv4Address(match["src"]))
+        dst = str(ipaddress.IPv4Address(match["dst"]))
+    except ValueError:
+        return None
+    return Acquire(src=src, dst=dst, protocol=match["proto"])
+
+
+# --- Counters -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpiCounters:
+    """Kernel counters of one TEK (summed over its states) for ``show crypto ipsec sa``."""
+
+    spi: int
+    in_packets: int = 0
+    in_bytes: int = 0
+    out_packets: int = 0
+    out_bytes: int = 0
+    in_errors: int = 0  # replay + integrity failures the kernel counted
+    out_states: int = 0
+
+
+_STATE_HEAD = re.compile(r"^src (?P<src>\S+) dst (?P<dst>\S+)")
+_SPI = re.compile(r"\bproto esp spi (?P<spi>0x[0-9a-f]+)")
+_CURRENT = re.compile(r"(?P<bytes>\d+)\(bytes\),\s*(?P<packets>\d+)\(packets\)")
+_STATS = re.compile(r"replay-window \d+ replay (?P<replay>\d+) failed (?P<failed>\d+)")
+
+
+def parse_state_counters(text: str, own_address: str) -> dict[int, SpiCounters]:
+    """Per-SPI counters from ``ip -s xfrm state list``; inbound = the wildcard state to ``own_address``."""
+    totals: dict[int, dict[str, int]] = {}
+    blocks: list[list[str]] = []
+    for line in text.splitlines():
+        if _STATE_HEAD.match(line):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+    for block in blocks:
+        head = _STATE_HEAD.match(block[0])
+        assert head is not None
+        body = "\n".join(block)
+        spi_match = _SPI.search(body)
+        if spi_match is None:
+            continue
+        spi = int(spi_match["spi"], 16)
+        current = None
+        for index, line in enumerate(block):
+            if "lifetime current:" in line and index + 1 < len(block):
+                current = _CURRENT.search(block[index + 1])
+        stats = _STATS.search(body)
+        entry = totals.setdefault(
+            spi,
+            {
+                "in_packets": 0,
+                "in_bytes": 0,
+                "out_packets": 0,
+                "out_bytes": 0,
+                "in_errors": 0,
+                "out_states": 0,
+            },
+        )
+        inbound = head["src"] == "0.0.0.0" and head["dst"] == own_address
+        packets = int(current["packets"]) if current else 0
+        octets = int(current["bytes"]) if current else 0
+        if inbound:
+            entry["in_packets"] += packets
+            entry["in_bytes"] += octets
+            if stats:
+                entry["in_errors"] += int(stats["replay"]) + int(stats["failed"])
+        else:
+            entry["out_packets"] += packets
+            entry["out_bytes"] += octets
+            entry["out_states"] += 1
+    return {spi: SpiCounters(spi=spi, **values) for spi, values in totals.items()}
+
+
+# --- The applier ----------------------------------------------------------------------------------
+
+
+class XfrmApplier:
+    """Keeps the kernel's xfrm policies and states in line with the GM engine's TEK events."""
+
+    def __init__(
+        self,
+        xfrm_address: str,
+        *,
+        runner: Runner = run_ip,
+        gdoi_port: int = GDOI_PORT,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.xfrm_address = xfrm_address
+        self._run = runner
+        self._gdoi_port = gdoi_port
+        self._log = log or (lambda message: None)
+        self._teks: dict[int, TekSA] = {}  # by SPI, in install order: the last one is current
+        self._peers: dict[str, str] = {}  # peer NBMA -> our source address for it
+        self._outbound: dict[str, int] = {}  # peer NBMA -> SPI of its outbound state
+        self._policies: set[tuple[TrafficSelector, str]] = set()
+        self._bypass = False
+
+    @property
+    def current_spi(self) -> int | None:
+        return next(reversed(self._teks)) if self._teks else None
+
+    @property
+    def peers(self) -> dict[str, int]:
+        return dict(self._outbound)
+
+    def _hard_lifetime(self, sa: TekSA, now: float) -> int:
+        return int(sa.expires_at() - now) + HARD_LIFETIME_GRACE_S
+
+    def install_tek(self, sa: TekSA, now: float) -> None:
+        """Policies for the TEK's selectors, its inbound state, and every known peer moved onto it."""
+        if sa.spi in self._teks:
+            return
+        if not self._bypass and any(s.protocol in (0, 17) for s in sa.selectors):
+            for command in bypass_policies(self._gdoi_port):
+                self._run(command)
+            self._bypass = True
+        for selector in sa.selectors:
+            for direction in ("out", "in"):
+                if (selector, direction) not in self._policies:
+                    self._run(policy_add(selector, direction))
+                    self._policies.add((selector, direction))
+        self._add_state(
+            state_add(
+                sa,
+                src="0.0.0.0",
+                dst=self.xfrm_address,
+                hard_lifetime_s=self._hard_lifetime(sa, now),
+                inbound=True,
+            )
+        )
+        self._teks[sa.spi] = sa
+        for peer, src in list(self._peers.items()):
+            self._point_peer(peer, src, sa, now)
+
+    def _add_state(self, command: list[str]) -> None:
+        try:
+            self._run(command)
+        except XfrmExists:
+            update = list(command)
+            update[2] = "update"
+            self._run(update)
+
+    def _point_peer(self, peer: str, src: str, sa: TekSA, now: float) -> None:
+        """Give ``peer`` an outbound state with ``sa``'s SPI, then drop its previous one."""
+        previous = self._outbound.get(peer)
+        if previous == sa.spi:
+            return
+        self._add_state(
+            state_add(sa, src=src, dst=peer, hard_lifetime_s=self._hard_lifetime(sa, now), inbound=False)
+        )
+        self._outbound[peer] = sa.spi
+        if previous is not None:
+            self._delete(state_delete(src=src, dst=peer, spi=previous))
+
+    def _delete(self, command: list[str]) -> None:
+        with contextlib.suppress(XfrmNotFound):  # the kernel's hard lifetime may have got there first
+            self._run(command)
+
+    def add_peer(self, peer: str, now: float, *, src: str | None = None) -> None:
+        """An outbound state to ``peer`` with the current TEK (ahead of traffic, or for an ACQUIRE)."""
+        source = src or self.xfrm_address
+        self._peers[peer] = source
+        spi = self.current_spi
+        if spi is None:
+            self._log(f"no TEK yet: outbound state to {peer} waits for registration")
+            return
+        self._point_peer(peer, source, self._teks[spi], now)
+
+    def handle_acquire(self, acquire: Acquire, now: float) -> None:
+        """Answer the kernel's ACQUIRE with a state using its own src/dst, replacing the larval state."""
+        if acquire.dst == self.xfrm_address:
+            return
+        self._outbound.pop(acquire.dst, None)  # the kernel lost our state (hard expiry): add it again
+        self.add_peer(acquire.dst, now, src=acquire.src)
+
+    def remove_tek(self, spi: int) -> None:
+        """The TEK's lifetime ended: remove its inbound state and any outbound state still on it."""
+        if spi not in self._teks:
+            return
+        self._delete(state_delete(src="0.0.0.0", dst=self.xfrm_address, spi=spi))
+        for peer, peer_spi in list(self._outbound.items()):
+            if peer_spi == spi:
+                self._delete(state_delete(src=self._peers[peer], dst=peer, spi=spi))
+                del self._outbound[peer]
+        del self._teks[spi]
+
+    def stop(self) -> None:
+        """Remove every state and policy this applier added (best effort: keep going on errors)."""
+        failures: list[str] = []
+        for spi in list(self._teks):
+            try:
+                self.remove_tek(spi)
+            except XfrmError as exc:
+                failures.append(str(exc))
+                self._teks.pop(spi, None)
+        for selector, direction in sorted(self._policies, key=repr):
+            try:
+                self._delete(policy_delete(selector, direction))
+            except XfrmError as exc:
+                failures.append(str(exc))
+        self._policies.clear()
+        if self._bypass:
+            for command in bypass_policies(self._gdoi_port):
+                delete = [w for w in command if w not in ("priority", str(BYPASS_PRIORITY))]
+                delete[2] = "delete"
+                try:
+                    self._delete(delete)
+                except XfrmError as exc:
+                    failures.append(str(exc))
+            self._bypass = False
+        self._peers.clear()
+        self._outbound.clear()
+        for failure in failures:
+            self._log(f"cleanup: {failure}")
+
+    def counters(self) -> dict[int, SpiCounters]:
+        """Packet/byte counters of our TEKs' states, by SPI."""
+        if not self._teks:
+            return {}
+        text = self._run(["-s", "xfrm", "state", "list"])
+        found = parse_state_counters(text, self.xfrm_address)
+        return {spi: found.get(spi, SpiCounters(spi=spi)) for spi in self._teks}
+
+
+# --- The ACQUIRE watcher --------------------------------------------------------------------------
+
+
+class AcquireWatcher:
+    """Runs ``ip -o xfrm monitor acquire`` and hands each parsed ACQUIRE to a callback."""
+
+    def __init__(
+        self,
+        on_acquire: Callable[[Acquire], Awaitable[None] | None],
+        command: Sequence[str] = ("ip", "-o", "xfrm", "monitor", "acquire"),
+    ) -> None:
+        self._on_acquire = on_acquire
+        self._command = list(command)
+        self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            *self._command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        while True:
+            raw = await self._process.stdout.readline()
+            if not raw:
+                return
+            acquire = parse_acquire(raw.decode(errors="replace"))
+            if acquire is not None:
+                result = self._on_acquire(acquire)
+                if result is not None:
+                    await result
+
+    async def stop(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                await self._process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

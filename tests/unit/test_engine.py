@@ -1,0 +1,370 @@
+"""KeyServer and GroupMember wired back to back (engine_harness) with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from engine_harness import (
+    FAST_POLICY,
+    KS_ADDR,
+    LEGACY_POLICY,
+    PSK,
+    Network,
+    group_policy,
+    make_lab,
+    rsa_key,
+    seeded_random,
+)
+
+from dmvpn_lab.gdoi.constants import ExchangeType
+from dmvpn_lab.gdoi.gm import GroupMember
+from dmvpn_lab.gdoi.model import (
+    GroupMemberConfig,
+    MemberDropped,
+    MemberRegistered,
+    MessageRejected,
+    Phase1Cipher,
+    Phase1Established,
+    Registered,
+    RegistrationFailed,
+    RekeyReceived,
+    RekeySent,
+    RekeyTransport,
+    TekExpired,
+    TekInstalled,
+    TekTransform,
+)
+from dmvpn_lab.gdoi.phase1 import MainModeInitiator
+
+GMS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+
+
+def installed(net: Network, gm: str) -> list[TekInstalled]:
+    return [e for e in net.of_type(gm, TekInstalled) if isinstance(e, TekInstalled)]
+
+
+def pushes(net: Network) -> list[bytes]:
+    return [c.data for c in net.captured if c.data[18] == ExchangeType.GROUPKEY_PUSH]
+
+
+def test_registration_gives_every_member_the_same_tek() -> None:
+    net = make_lab(3)
+    ks = net.ks()
+    assert len(net.of_type(KS_ADDR, MemberRegistered)) == 3
+    teks = []
+    for gm in GMS:
+        assert len(net.of_type(gm, Registered)) == 1
+        (ev,) = installed(net, gm)
+        teks.append((ev.sa.spi, ev.sa.encryption_key, ev.sa.integrity_key))
+        assert ev.sa.transform is TekTransform.ESP_GCM256 and len(ev.sa.encryption_key) == 36
+        assert ev.sa.selectors[0].protocol == 47
+    assert len(set(teks)) == 1
+    status = ks.status(net.now)
+    assert status.groups[0].teks[0].spi == teks[0][0]
+    assert [(s.dst, s.state) for s in status.isakmp_sas] == [(KS_ADDR, "GDOI_IDLE")] * 3
+    assert sorted(s.src for s in status.isakmp_sas) == GMS
+    assert sorted(s.conn_id for s in status.isakmp_sas) == [1001, 1002, 1003]
+    gm_status = net.gm(GMS[0]).status(net.now)
+    assert gm_status.registered and gm_status.active_server == KS_ADDR
+    assert [(s.state, s.conn_id) for s in sorted(gm_status.isakmp_sas, key=lambda s: s.conn_id)] == [
+        ("GDOI_IDLE", 1001),
+        ("GDOI_REKEY", 1002),
+    ]
+    assert gm_status.kek is not None and gm_status.kek.transport is RekeyTransport.UNICAST
+    # both ends of each phase 1 computed the same Wireshark key
+    ks_keys = {e.icookie: e.encryption_key for e in net.of_type(KS_ADDR, Phase1Established)}  # type: ignore[attr-defined]
+    for gm in GMS:
+        (p1,) = net.of_type(gm, Phase1Established)
+        assert isinstance(p1, Phase1Established) and ks_keys[p1.icookie] == p1.encryption_key
+
+
+def test_force_rekey_reaches_everyone_and_is_acknowledged() -> None:
+    net = make_lab(3)
+    old_spi = installed(net, GMS[0])[0].sa.spi
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    (sent,) = net.of_type(KS_ADDR, RekeySent)
+    assert isinstance(sent, RekeySent) and sent.sequence == 1 and sent.members == 3
+    new = set()
+    for gm in GMS:
+        assert [e.sequence for e in net.of_type(gm, RekeyReceived)] == [1]  # type: ignore[attr-defined]
+        evs = installed(net, gm)
+        assert len(evs) == 2 and evs[1].sa.spi != old_spi
+        new.add((evs[1].sa.spi, evs[1].sa.encryption_key))
+        st = net.gm(gm).status(net.now)
+        assert st.rekey_acks_sent == 1 and st.rekeys_cumulative == 1 and len(st.teks) == 2
+    assert len(new) == 1
+    members = net.ks().status(net.now).groups[0].members
+    assert all(m.rekey_acks == 1 and m.last_ack_sequence == 1 and m.missed_acks == 0 for m in members)
+    net.advance(60)  # acknowledged: no retransmission
+    assert len(pushes(net)) == 3
+
+
+def test_lifetime_rekey_keeps_old_tek_until_it_expires() -> None:
+    net = make_lab(2, group=group_policy(tek_lifetime_s=300, rekey_ahead_s=90))
+    first = installed(net, GMS[0])[0].sa
+    net.run_until(209)
+    assert not net.of_type(KS_ADDR, RekeySent)
+    net.run_until(211)
+    assert len(net.of_type(KS_ADDR, RekeySent)) == 1
+    second = installed(net, GMS[0])[1].sa
+    assert second.installed_at == pytest.approx(210)
+    net.run_until(299)
+    assert not net.of_type(GMS[0], TekExpired)  # both TEKs installed across the rollover
+    net.run_until(301)
+    assert [e.spi for e in net.of_type(GMS[0], TekExpired)] == [first.spi]  # type: ignore[attr-defined]
+    assert [t.spi for t in net.gm(GMS[0]).status(net.now).teks] == [second.spi]
+    net.run_until(1000)
+    assert len(net.of_type(KS_ADDR, RekeySent)) == 4  # at 210, 420, 630, 840
+    assert not net.of_type(GMS[1], MessageRejected)
+
+
+def test_member_missing_acks_is_dropped_and_reregisters_on_its_own() -> None:
+    net = make_lab(3, group=group_policy(tek_lifetime_s=300, rekey_ahead_s=90))
+    silent = GMS[2]
+    net.gm(silent).set_send_acks(False)
+    net.run_until(700)
+    (dropped,) = net.of_type(KS_ADDR, MemberDropped)
+    assert isinstance(dropped, MemberDropped) and dropped.address == silent
+    ks = net.ks().status(net.now)
+    assert silent not in [m.address for m in ks.groups[0].members]
+    assert len(ks.isakmp_sas) == 2
+    net.run_until(850)
+    last = net.of_type(KS_ADDR, RekeySent)[-1]
+    assert isinstance(last, RekeySent) and last.members == 2  # no more rekeys for the dropped member
+    regs_before = len(net.of_type(silent, Registered))
+    net.run_until(935)
+    regs = net.of_type(silent, Registered)
+    assert len(regs) == regs_before + 1  # "GM Reregisters in": before its newest TEK (630 + 300) ends
+    assert silent in [m.address for m in net.ks().status(net.now).groups[0].members]
+    for gm in GMS[:2]:
+        members = {m.address: m for m in net.ks().status(net.now).groups[0].members}
+        assert members[gm].missed_acks == 0 and members[gm].rekey_acks == 4
+
+
+def test_retransmits_until_acknowledged() -> None:
+    net = make_lab(1)
+    lost = {"n": 0}
+
+    def drop_first_ack(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+        if data[18] == ExchangeType.GDOI_REKEY_ACK and lost["n"] == 0:
+            lost["n"] += 1
+            return True
+        return False
+
+    net.drop = drop_first_ack
+    net.ks().force_rekey(net.now)
+    net.advance(15)
+    assert len(pushes(net)) == 2  # the original and one retransmission
+    (member,) = net.ks().status(net.now).groups[0].members
+    assert member.rekey_acks == 1 and member.missed_acks == 0
+    assert len(net.of_type(GMS[0], RekeyReceived)) == 1  # the retransmission was not applied twice
+    assert net.gm(GMS[0]).status(net.now).rekey_acks_sent == 2
+    net.advance(60)
+    assert len(pushes(net)) == 2
+
+
+def test_reregisters_when_no_rekey_arrives() -> None:
+    net = make_lab(1, group=group_policy(tek_lifetime_s=300, rekey_ahead_s=90))
+    net.drop = lambda src, dst, data: data[18] == ExchangeType.GROUPKEY_PUSH
+    first = installed(net, GMS[0])[0].sa
+    net.run_until(280)
+    assert len(net.of_type(GMS[0], Registered)) == 1
+    net.run_until(299)
+    assert len(net.of_type(GMS[0], Registered)) == 2
+    spis = [e.sa.spi for e in installed(net, GMS[0])]
+    assert len(spis) == 2 and spis[0] == first.spi  # the TEK made at 210 came with the new PULL
+    net.run_until(301)
+    assert [e.spi for e in net.of_type(GMS[0], TekExpired)] == [first.spi]  # type: ignore[attr-defined]
+    assert len(net.gm(GMS[0]).status(net.now).teks) == 1
+
+
+def test_wrong_psk_never_registers() -> None:
+    net = make_lab(1, gm_psk=b"not-cisco")
+    net.run_until(200)
+    assert not net.of_type(GMS[0], Registered)
+    assert net.of_type(GMS[0], RegistrationFailed)
+    assert net.ks().status(net.now).rejected.get("bad-hash", 0) >= 1
+    assert not net.of_type(KS_ADDR, MemberRegistered)
+
+
+def test_unknown_address_is_refused() -> None:
+    net = make_lab(1, ks_psk_for=[])
+    net.run_until(30)
+    rejects = [e for e in net.of_type(KS_ADDR, MessageRejected) if isinstance(e, MessageRejected)]
+    assert rejects and all(e.reason == "no-psk" and GMS[0] in e.detail for e in rejects)
+    assert net.of_type(GMS[0], RegistrationFailed)
+    assert net.ks().status(net.now).rejected["no-psk"] == len(rejects)
+
+
+def test_wrong_group_identity_is_refused() -> None:
+    net = make_lab(1, gm_identity=999)
+    net.run_until(5)
+    assert net.ks().status(net.now).rejected == {"wrong-group": 1}
+    (fail,) = net.of_type(GMS[0], RegistrationFailed)
+    assert isinstance(fail, RegistrationFailed) and "INVALID-ID-INFORMATION" in fail.reason
+    assert not net.of_type(KS_ADDR, MemberRegistered) and not net.of_type(GMS[0], Registered)
+
+
+def test_rekey_signed_by_another_key_is_rejected_and_changes_nothing() -> None:
+    net = make_lab(1)
+    ks = net.ks()
+    group = ks._groups["GDOI_GROUP"]
+    real_key = group.signing_key
+    group.signing_key = rsa_key(seed=1, bits=1024 + 64)
+    group.sequence += 1
+    forged = ks._build_push(group, group.kek, net.now)
+    group.sequence -= 1
+    group.signing_key = real_key
+    gm = net.gm(GMS[0])
+    before = gm.status(net.now)
+    n_events = len(net.events[GMS[0]])
+    net.inject(forged, (KS_ADDR, 848), GMS[0])
+    new_events = net.events[GMS[0]][n_events:]
+    assert len(new_events) == 1
+    assert isinstance(new_events[0], MessageRejected) and new_events[0].reason == "bad-signature"
+    after = gm.status(net.now)
+    assert after.teks == before.teks and after.rekeys_cumulative == 0
+    assert after.rejected == {"bad-signature": 1}
+    assert not net.gm(GMS[0]).datagrams_to_send(net.now)  # no acknowledgement for a forgery
+
+
+def test_replayed_rekey_is_rejected() -> None:
+    net = make_lab(1)
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    old = pushes(net)[0]
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    latest = pushes(net)[-1]
+    gm = net.gm(GMS[0])
+    before = gm.status(net.now)
+    net.inject(old, (KS_ADDR, 848), GMS[0])
+    ev = net.events[GMS[0]][-1]
+    assert isinstance(ev, MessageRejected) and ev.reason == "replayed"
+    assert gm.status(net.now).teks == before.teks
+    n = len(net.events[GMS[0]])
+    net.inject(latest, (KS_ADDR, 848), GMS[0])  # a duplicate of the newest: acknowledged again, not applied
+    assert len(net.events[GMS[0]]) == n
+    assert gm.status(net.now).rekey_acks_sent == before.rekey_acks_sent + 1
+
+
+def test_half_open_flood_is_bounded_and_a_member_still_registers() -> None:
+    attacker = "127.0.0.99"
+    net = make_lab(1, start=False, max_half_open=5, ks_psk_for=[GMS[0], attacker])
+    rnd = seeded_random(77)
+    for _ in range(20):
+        msg1 = MainModeInitiator((FAST_POLICY,), PSK, attacker, KS_ADDR, rnd).first_message()
+        net.inject(msg1, (attacker, 848), KS_ADDR)
+    net.ks().datagrams_to_send(net.now)  # the attacker never answers
+    assert net.ks().status(net.now).rejected == {"half-open-limit": 15}
+    net.gm(GMS[0]).start(net.now)
+    net.run_until(120)
+    assert len(net.of_type(GMS[0], Registered)) == 1
+    assert len(net.of_type(KS_ADDR, MemberRegistered)) == 1
+
+
+def test_legacy_3des_md5_modp1024_seed_config() -> None:
+    group = group_policy(
+        transform=TekTransform.ESP_3DES_MD5, kek_cipher=Phase1Cipher.TRIPLE_DES, replay_time_window_s=5
+    )
+    net = make_lab(2, group=group, ks_policies=(LEGACY_POLICY,), gm_policies=(LEGACY_POLICY,))
+    (ev,) = installed(net, GMS[0])
+    assert ev.sa.transform is TekTransform.ESP_3DES_MD5
+    assert len(ev.sa.encryption_key) == 24 and len(ev.sa.integrity_key) == 16
+    assert ev.sa.replay_time_window_s == 5
+    kek = net.gm(GMS[0]).status(net.now).kek
+    assert kek is not None and kek.cipher is Phase1Cipher.TRIPLE_DES and kek.key_size_bits == 192
+    assert kek.sig_hash == "HMAC_AUTH_SHA" and kek.sig_key_bits == 1024
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    assert all(m.rekey_acks == 1 for m in net.ks().status(net.now).groups[0].members)
+
+
+def test_legacy_proposal_is_refused_unless_configured() -> None:
+    net = make_lab(1, gm_policies=(LEGACY_POLICY,))
+    net.run_until(5)
+    assert net.ks().status(net.now).rejected.get("no-proposal", 0) >= 1
+    assert not net.of_type(GMS[0], Registered)
+
+
+@pytest.mark.parametrize("transform", list(TekTransform))
+def test_every_tek_transform(transform: TekTransform) -> None:
+    net = make_lab(1, group=group_policy(transform=transform))
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    evs = installed(net, GMS[0])
+    assert len(evs) == 2
+    sizes = {
+        TekTransform.ESP_3DES_MD5: (24, 16),
+        TekTransform.ESP_AES128_SHA1: (16, 20),
+        TekTransform.ESP_AES256_SHA1: (32, 20),
+        TekTransform.ESP_AES128_SHA256: (16, 32),
+        TekTransform.ESP_AES256_SHA256: (32, 32),
+        TekTransform.ESP_GCM128: (20, 0),
+        TekTransform.ESP_GCM256: (36, 0),
+    }[transform]
+    for ev in evs:
+        assert ev.sa.transform is transform
+        assert (len(ev.sa.encryption_key), len(ev.sa.integrity_key)) == sizes
+
+
+def test_multicast_rekey_reaches_all_without_acks() -> None:
+    group = group_policy(rekey_transport=RekeyTransport.MULTICAST, rekey_multicast_address="239.192.1.1")
+    net = make_lab(2, group=group)
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    assert [c.dst[0] for c in net.captured if c.data[18] == ExchangeType.GROUPKEY_PUSH] == ["239.192.1.1"]
+    for gm in GMS[:2]:
+        assert len(installed(net, gm)) == 2
+        st = net.gm(gm).status(net.now)
+        assert st.rekey_acks_sent == 0 and st.kek is not None and st.kek.transport is RekeyTransport.MULTICAST
+    net.advance(100)
+    assert not net.of_type(KS_ADDR, MemberDropped)
+
+
+def test_kek_rollover() -> None:
+    net = make_lab(2, group=group_policy(kek_lifetime_s=600, tek_lifetime_s=3600, rekey_ahead_s=90))
+    kek1 = net.gm(GMS[0]).status(net.now).kek
+    net.run_until(520)
+    kek2 = net.gm(GMS[0]).status(net.now).kek
+    assert kek1 is not None and kek2 is not None and kek1.spi != kek2.spi
+    assert kek2.spi == net.ks().status(net.now).groups[0].kek.spi
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    assert len(net.of_type(GMS[0], RekeyReceived)) == 2
+    assert all(m.rekey_acks == 2 for m in net.ks().status(net.now).groups[0].members)
+
+
+@pytest.mark.parametrize("target", [KS_ADDR, GMS[0]])
+def test_garbage_is_rejected_once_and_changes_nothing(target: str) -> None:
+    net = make_lab(1)
+    node = net.nodes[target]
+    before = node.status(net.now)
+    for i, junk in enumerate([b"", b"\x00", b"x" * 27, b"\xff" * 28, bytes(range(256)) * 3]):
+        net.inject(junk, ("10.9.9.9", 848), target)
+        rejects = net.of_type(target, MessageRejected)
+        assert len(rejects) == i + 1
+    after = node.status(net.now)
+    assert after.rejected == {"malformed": 5}
+    assert after.isakmp_sas == before.isakmp_sas
+
+
+def test_gm_without_psk_for_its_server_reports_failure() -> None:
+    conf = GroupMemberConfig("127.0.0.50", "G", 123, (KS_ADDR,), {})
+    gm = GroupMember(conf, random=seeded_random(5))
+    gm.start(0.0)
+    ev = gm.next_event()
+    assert isinstance(ev, RegistrationFailed) and "pre-shared key" in ev.reason
+    assert gm.get_timer() == pytest.approx(conf.registration_retry_s)
+
+
+def test_stop_expires_every_tek() -> None:
+    net = make_lab(1)
+    net.ks().force_rekey(net.now)
+    net.advance(1)
+    gm = net.gm(GMS[0])
+    spis = {t.spi for t in gm.status(net.now).teks}
+    gm.stop(net.now)
+    net.flush()
+    assert {e.spi for e in net.of_type(GMS[0], TekExpired)} == spis  # type: ignore[attr-defined]
+    assert gm.get_timer() is None and not gm.status(net.now).registered

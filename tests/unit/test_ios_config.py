@@ -1,0 +1,366 @@
+"""The IOS ``crypto`` stanza parser, on the seed's configs (tests/fixtures) and on every command it knows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, load_config, load_config_with_report
+from dmvpn_lab.gdoi.ios_config import normalise_interface, parse_acl_entry, parse_ios_config
+from dmvpn_lab.gdoi.model import (
+    DhGroup,
+    GroupMemberConfig,
+    KeyServerConfig,
+    Phase1Cipher,
+    Phase1Hash,
+    RekeyTransport,
+    TekTransform,
+    TrafficSelector,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def parse(
+    text: str, *, local_address: str | None = None
+) -> tuple[KeyServerConfig | GroupMemberConfig, ConfigReport]:
+    report = ConfigReport("test.ios", "ios")
+    return parse_ios_config(text, report, local_address=local_address), report
+
+
+def ks(text: str) -> tuple[KeyServerConfig, ConfigReport]:
+    config, report = parse(text)
+    assert isinstance(config, KeyServerConfig)
+    return config, report
+
+
+KS_BASE = """\
+crypto isakmp key 0 cisco address 2.2.2.2
+crypto ipsec transform-set TS {transform}
+crypto ipsec profile P
+ set transform-set TS
+crypto gdoi group G
+ identity number 7
+ server local
+  sa ipsec 1
+  profile P
+  match address ipv4 ACL
+  address ipv4 1.1.1.1
+ip access-list extended ACL
+ permit gre any any
+"""
+
+
+# --- The seed -------------------------------------------------------------------------------------
+
+
+def test_seed_key_server_config_parses_to_the_documented_policy() -> None:
+    config, report = load_config_with_report(FIXTURES / "ks-seed.ios")
+    assert isinstance(config, KeyServerConfig)
+    assert report.role == "ks" and report.unsupported == []
+    assert config.local_address == "1.1.1.1"
+    assert config.psk_by_peer == {
+        "2.2.2.2": b"cisco",
+        "11.11.11.11": b"cisco",
+        "12.12.12.12": b"cisco",
+        "13.13.13.13": b"cisco",
+    }
+    (group,) = config.groups
+    assert (group.name, group.identity) == ("GDOI_GROUP", 123)
+    assert group.transform is TekTransform.ESP_3DES_MD5
+    assert group.selectors == (TrafficSelector(47, "0.0.0.0/0", "0.0.0.0/0"),)
+    assert group.rekey_transport is RekeyTransport.UNICAST
+    assert (group.rekey_retransmit_interval_s, group.rekey_retransmit_count) == (60, 2)
+    assert (group.rsa_key_label, group.rsa_modulus) == ("GDOI_KEYS", 1024)
+    assert group.replay_time_window_s == 5
+    assert (group.tek_lifetime_s, group.kek_lifetime_s) == (3600, 86400)
+    (policy,) = config.isakmp_policies
+    assert policy.priority == 10
+
+
+def test_seed_typo_edp_3des_is_refused_with_line_number_and_hint() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(FIXTURES / "ks-seed-typo.ios")
+    error = caught.value
+    assert error.line == 13
+    assert str(error).startswith(f"{FIXTURES / 'ks-seed-typo.ios'}:13: ")
+    assert "edp-3des" in str(error) and "did you mean 'esp-3des'" in str(error)
+    _, report = load_config_with_report(FIXTURES / "ks-seed-typo.ios")
+    (entry,) = report.unsupported
+    assert (entry.line, entry.action) == (13, "refused")
+    assert entry.text == "crypto ipsec transform-set GDOI_TS edp-3des esp-md5-hmac"
+
+
+def test_seed_group_member_config_needs_the_local_address_from_the_command_line() -> None:
+    with pytest.raises(ConfigError, match="Loopback0") as caught:
+        load_config(FIXTURES / "gm-seed.ios")
+    assert "--local-address" in str(caught.value)
+    config, report = load_config_with_report(FIXTURES / "gm-seed.ios", local_address="11.11.11.11")
+    assert isinstance(config, GroupMemberConfig)
+    assert report.role == "gm" and report.unsupported == []
+    assert config.local_address == "11.11.11.11"
+    assert (config.group_name, config.identity, config.servers) == ("GDOI_GM", 123, ("1.1.1.1",))
+    assert config.psk_by_peer == {"1.1.1.1": b"cisco"}
+    assert (config.crypto_map, config.interface) == ("DMVPN", "Serial1/0")
+    assert report.lines_outside_crypto == 2  # `interface serial 1/0` and its `....`
+
+
+# --- Every supported command ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("esp-3des esp-md5-hmac", TekTransform.ESP_3DES_MD5),
+        ("esp-aes esp-sha-hmac", TekTransform.ESP_AES128_SHA1),
+        ("esp-aes 128 esp-sha-hmac", TekTransform.ESP_AES128_SHA1),
+        ("esp-aes 256 esp-sha-hmac", TekTransform.ESP_AES256_SHA1),
+        ("esp-aes esp-sha256-hmac", TekTransform.ESP_AES128_SHA256),
+        ("esp-aes 256 esp-sha256-hmac", TekTransform.ESP_AES256_SHA256),
+        ("esp-gcm", TekTransform.ESP_GCM128),
+        ("esp-gcm 256", TekTransform.ESP_GCM256),
+    ],
+)
+def test_supported_transform_sets(words: str, expected: TekTransform) -> None:
+    config, report = ks(KS_BASE.format(transform=words))
+    assert config.groups[0].transform is expected
+    assert report.refused == []
+
+
+@pytest.mark.parametrize(
+    ("words", "reason"),
+    [
+        ("esp-des esp-md5-hmac", "not supported"),
+        ("esp-aes 192 esp-sha-hmac", "192"),
+        ("esp-gcm 256 esp-sha-hmac", "own integrity"),
+        ("esp-3des esp-sha-hmac", "only with esp-md5-hmac"),
+        ("esp-aes", "needs an integrity"),
+        ("esp-sha-hmac", "no ESP cipher"),
+        ("esp-aes esp-shaa-hmac", "did you mean 'esp-sha-hmac'"),
+    ],
+)
+def test_unsupported_transform_sets_are_refused(words: str, reason: str) -> None:
+    _, report = ks(KS_BASE.format(transform=words))
+    (entry,) = report.refused
+    assert entry.line == 2 and reason in entry.reason
+
+
+def test_isakmp_policy_options() -> None:
+    text = KS_BASE.format(transform="esp-gcm 256") + (
+        "crypto isakmp policy 20\n encryption aes 128\n hash sha\n group 14\n lifetime 3600\n"
+        "crypto isakmp policy 10\n authentication pre-share\n encryption 3des\n hash md5\n group 2\n"
+        "crypto isakmp policy 30\n encryption aes 256\n hash sha256\n group 19\n"
+    )
+    config, report = ks(text)
+    assert report.unsupported == []
+    assert [p.priority for p in config.isakmp_policies] == [10, 20, 30]
+    first, second, third = config.isakmp_policies
+    assert (first.cipher, first.hash, first.group) == (
+        Phase1Cipher.TRIPLE_DES,
+        Phase1Hash.MD5,
+        DhGroup.MODP_1024,
+    )
+    assert (second.cipher, second.hash, second.group, second.lifetime_s) == (
+        Phase1Cipher.AES_CBC_128,
+        Phase1Hash.SHA1,
+        DhGroup.MODP_2048,
+        3600,
+    )
+    assert (third.cipher, third.hash, third.group) == (
+        Phase1Cipher.AES_CBC_256,
+        Phase1Hash.SHA256,
+        DhGroup.ECP_256,
+    )
+
+
+@pytest.mark.parametrize(
+    "line", [" authentication rsa-sig", " encryption des", " hash sha512", " group 5", " encryption aes 192"]
+)
+def test_unsupported_isakmp_policy_lines_are_refused(line: str) -> None:
+    text = KS_BASE.format(transform="esp-gcm") + "crypto isakmp policy 10\n" + line + "\n"
+    _, report = ks(text)
+    (entry,) = report.refused
+    assert entry.line == 15 and entry.text == line.strip()
+
+
+def test_key_server_options_under_server_local() -> None:
+    text = """\
+crypto key generate rsa general-keys label KS_KEY modulus 4096
+crypto ipsec security-association lifetime seconds 1800
+crypto ipsec transform-set TS esp-aes 256 esp-sha256-hmac
+crypto ipsec profile P
+ set transform-set TS
+crypto gdoi group G1
+ identity number 1
+ server local
+  rekey algorithm aes 128
+  rekey transport multicast
+  rekey address ipv4 REKEY_ACL
+  rekey lifetime seconds 7200
+  rekey authentication mypubkey rsa KS_KEY
+  rekey retransmit 10 number 3
+  sa ipsec 1
+   profile P
+   match address ipv4 ACL
+   replay time window-size 10
+  address ipv4 10.0.0.1
+ip access-list extended ACL
+ 10 permit gre host 192.0.2.1 10.0.0.0 0.0.255.255
+ permit ip any any
+ remark the rest
+ip access-list extended REKEY_ACL
+ permit udp host 10.0.0.1 host 239.192.1.1
+"""
+    config, report = ks(text)
+    assert report.unsupported == []
+    (group,) = config.groups
+    assert group.kek_cipher is Phase1Cipher.AES_CBC_128
+    assert group.rekey_transport is RekeyTransport.MULTICAST
+    assert group.rekey_multicast_address == "239.192.1.1"
+    assert (group.kek_lifetime_s, group.tek_lifetime_s) == (7200, 1800)
+    assert (group.rsa_key_label, group.rsa_modulus) == ("KS_KEY", 4096)
+    assert (group.rekey_retransmit_interval_s, group.rekey_retransmit_count) == (10, 3)
+    assert group.replay_time_window_s == 10
+    assert group.selectors == (
+        TrafficSelector(47, "192.0.2.1/32", "10.0.0.0/16"),
+        TrafficSelector(0, "0.0.0.0/0", "0.0.0.0/0"),
+    )
+    assert config.local_address == "10.0.0.1"
+
+
+def test_profile_lifetime_wins_over_the_global_one() -> None:
+    text = KS_BASE.format(transform="esp-gcm").replace(
+        " set transform-set TS\n", " set transform-set TS\n set security-association lifetime seconds 900\n"
+    )
+    config, _ = ks("crypto ipsec security-association lifetime seconds 1800\n" + text)
+    assert config.groups[0].tek_lifetime_s == 900
+
+
+def test_group_member_with_several_servers_and_numbered_acl_elsewhere() -> None:
+    text = """\
+crypto isakmp key cisco address 1.1.1.1
+crypto isakmp key 0 other address 1.1.1.2
+crypto gdoi group GM
+ identity number 5
+ server address ipv4 1.1.1.1
+ server address ipv4 1.1.1.2
+ client registration interface Loopback0
+crypto map MAP 10 gdoi
+ set group GM
+interface GigabitEthernet0/1
+ ip address 10.0.0.1 255.255.255.0
+ crypto map MAP
+router ospf 1
+ network 10.0.0.0 0.0.0.255 area 0
+"""
+    config, report = parse(text, local_address="10.0.0.1")
+    assert isinstance(config, GroupMemberConfig)
+    assert config.servers == ("1.1.1.1", "1.1.1.2")
+    assert config.psk_by_peer == {"1.1.1.1": b"cisco", "1.1.1.2": b"other"}
+    assert (config.crypto_map, config.interface) == ("MAP", "GigabitEthernet0/1")
+    assert [(e.line, e.action) for e in report.unsupported] == [(7, "ignored")]
+    assert report.lines_outside_crypto == 4
+
+
+# --- Unsupported lines and errors -----------------------------------------------------------------
+
+
+def test_unsupported_lines_are_reported_with_numbers_and_actions() -> None:
+    text = KS_BASE.format(transform="esp-gcm 256") + (
+        "crypto isakmp keepalive 10\n"  # 14: ignored
+        "crypto pki trustpoint TP\n"  # 15: ignored
+        " enrollment terminal\n"  # 16: quietly part of the ignored stanza
+        "crypto ipsec transform-set TS2 esp-gcm\n"  # 17
+        " mode tunnel\n"  # 18: ignored
+        "crypto isakmp key 6 SECRET address 3.3.3.3\n"  # 19: refused
+        "crypto map OLD 10 ipsec-isakmp\n"  # 20: refused
+        "ip access-list extended OTHER\n"  # 21
+        " deny ip any any\n"  # 22: refused
+        " permit tcp any any eq 22\n"  # 23: refused (ports)
+    )
+    _, report = ks(text)
+    got = [(e.line, e.action) for e in report.unsupported]
+    assert got == [
+        (14, "ignored"),
+        (15, "ignored"),
+        (18, "ignored"),
+        (19, "refused"),
+        (20, "refused"),
+        (22, "refused"),
+        (23, "refused"),
+    ]
+    rendered = report.render()
+    assert rendered[0].startswith("[IGNORED ] test.ios:14: crypto isakmp keepalive 10")
+    assert "4 refused, 3 ignored" in rendered[-1]
+
+
+def test_unknown_server_local_option_is_refused_and_client_option_ignored() -> None:
+    text = KS_BASE.replace("  address ipv4 1.1.1.1\n", "  address ipv4 1.1.1.1\n  gdoi-magic on\n").format(
+        transform="esp-gcm"
+    )
+    _, report = ks(text)
+    assert [(e.line, e.action) for e in report.unsupported] == [(12, "refused")]
+
+
+def test_inline_comments_are_dropped_but_keys_keep_their_characters() -> None:
+    config, _ = ks(KS_BASE.format(transform="esp-gcm ! comment").replace("cisco", "ci!sco"))
+    assert config.psk_by_peer == {"2.2.2.2": b"ci!sco"}
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "message", "line"),
+    [
+        ("  match address ipv4 ACL\n", "  match address ipv4 NOPE\n", "'NOPE' is not defined", 10),
+        ("  profile P\n", "  profile Q\n", "profile 'Q' is not defined", 9),
+        (" identity number 7\n", "", "no `identity number N`", 5),
+        ("  address ipv4 1.1.1.1\n", "", "no `address ipv4 A`", 7),
+        (
+            "crypto isakmp key 0 cisco address 2.2.2.2\n",
+            "crypto isakmp key 0 cisco address 2.2.2\n",
+            "IPv4",
+            1,
+        ),
+        ("  sa ipsec 1\n", "", "belongs under `sa ipsec N`", 8),
+    ],
+)
+def test_configuration_errors_name_the_line(replace: str, by: str, message: str, line: int) -> None:
+    text = KS_BASE.format(transform="esp-gcm").replace(replace, by)
+    with pytest.raises(ConfigError, match=message) as caught:
+        ks(text)
+    assert caught.value.line == line
+
+
+def test_a_file_with_both_roles_or_none_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="no `crypto gdoi group`"):
+        parse("interface Tunnel10\n ip address 10.0.0.1 255.255.255.0\n")
+    both = (
+        KS_BASE.format(transform="esp-gcm")
+        + "crypto gdoi group GM\n identity number 1\n server address ipv4 1.1.1.1\n"
+    )
+    with pytest.raises(ConfigError, match="one daemon is either"):
+        parse(both)
+
+
+def test_rsa_modulus_out_of_range_is_refused() -> None:
+    _, report = ks(
+        "crypto key generate rsa general-keys label K modulus 512\n" + KS_BASE.format(transform="esp-gcm")
+    )
+    assert [(e.line, e.action) for e in report.unsupported] == [(1, "refused")]
+
+
+def test_acl_entries() -> None:
+    assert parse_acl_entry(["permit", "gre", "any", "any"]) == TrafficSelector()
+    assert parse_acl_entry(["20", "permit", "47", "host", "1.2.3.4", "any"]) == TrafficSelector(
+        47, "1.2.3.4/32", "0.0.0.0/0"
+    )
+    assert parse_acl_entry(["permit", "ip", "10.0.0.0", "0.255.255.255", "any"]) == TrafficSelector(
+        0, "10.0.0.0/8", "0.0.0.0/0"
+    )
+    with pytest.raises(ConfigError, match="wildcard"):
+        parse_acl_entry(["permit", "ip", "10.0.0.0", "any"])
+
+
+def test_interface_names_are_shown_as_ios_shows_them() -> None:
+    assert normalise_interface("serial 1/0") == "Serial1/0"
+    assert normalise_interface("Loopback0") == "Loopback0"
