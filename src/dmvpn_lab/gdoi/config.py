@@ -64,6 +64,15 @@ Group member::
     crypto_map: DMVPN                # optional, display only
     interface: Serial1/0             # optional, display only
     registration_retry: 10           # optional, seconds
+    fail_close: true                 # optional (default false: IOS's "fail-open"); true holds
+                                     # `permit gre any any` closed, or name the selectors:
+    # fail_close: {acl: [permit gre any any]}   # same ACL forms as a KS group's `acl`
+
+``fail_close`` is IOS's ``crypto map M N gdoi fail-close`` with ``activate``: before the first
+registration the daemon demands ESP for these selectors in the kernel, so that traffic is dropped (the
+kernel raises ACQUIRE and holds it back) rather than sent in clear while the GM has no key.  IOS holds
+everything closed but the fail-close ACL's ``deny`` exceptions; here only the listed selectors are held,
+by default the ACL every seed KS downloads, so the underlay stays reachable.
 
 Unknown keys are errors (with the list of known ones), never silently dropped.
 """
@@ -306,6 +315,7 @@ _GM_KEYS = {
     "crypto_map",
     "interface",
     "registration_retry",
+    "fail_close",
 }
 _GROUP_KEYS = {
     "name",
@@ -642,4 +652,18 @@ def _yaml_gm(reader: _YamlReader, data: Mapping[str, Any], address: str) -> Grou
         crypto_map=reader.string(data.get("crypto_map", "DMVPN"), ("crypto_map",)),
         interface=reader.string(data.get("interface", "eth1"), ("interface",)),
         registration_retry_s=float(retry),
+        fail_close_selectors=_yaml_fail_close(reader, data.get("fail_close")),
     )
+
+
+def _yaml_fail_close(reader: _YamlReader, value: Any) -> tuple[TrafficSelector, ...]:
+    """``fail_close: true|false`` or ``fail_close: {acl: [...]}`` -> the selectors held closed."""
+    path: tuple[str | int, ...] = ("fail_close",)
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return (TrafficSelector(),)  # what the KS will download: permit gre any any
+    if not isinstance(value, dict):
+        raise reader.error(path, f"expected true, false or a mapping with `acl`, got {value!r}")
+    data = reader.mapping(value, path, {"acl"})
+    return reader.selectors(data.get("acl"), (*path, "acl"))

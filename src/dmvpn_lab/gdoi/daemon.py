@@ -12,6 +12,9 @@ turns their events into side effects, so it stays small enough to read in one si
   flushed at once, for Wireshark), and xfrm calls on a GM (unless ``--no-xfrm``);
 * a control socket ``<run-dir>/gdoi-<role>.sock`` that takes one JSON request per connection
   (``status``, ``rekey``, ``acks``, ``add-peer``, ``stop``) and a pid file beside it;
+* fail-close on a GM (``fail_close_selectors``): its ESP-required policies go into the kernel before the
+  engine starts registering, so the traffic they cover is held back, never sent in clear, until a TEK
+  arrives; a GM that cannot install them does not start;
 * SIGTERM/SIGINT stop cleanly: a GM removes every xfrm state and policy it added.
 
 Startup problems (address not on this host, port in use, no xfrm in the kernel, unreadable key) raise
@@ -33,7 +36,7 @@ import sys
 import time
 import traceback
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,8 +58,18 @@ from dmvpn_lab.gdoi.model import (
     RekeySent,
     TekExpired,
     TekInstalled,
+    TrafficSelector,
 )
-from dmvpn_lab.gdoi.xfrm import AcquireWatcher, SpiCounters, XfrmApplier, XfrmError, run_ip, spi_text
+from dmvpn_lab.gdoi.xfrm import (
+    Acquire,
+    AcquireWatcher,
+    Runner,
+    SpiCounters,
+    XfrmApplier,
+    XfrmError,
+    run_ip,
+    spi_text,
+)
 
 DEFAULT_RUN_DIR = Path("/run/gdoi")
 DEFAULT_KEY_DIR = Path("/var/lib/dmvpn-lab/gdoi-keys")
@@ -201,8 +214,14 @@ class GdoiDaemon:
         *,
         status_view: Callable[[float], show.View] | None = None,
         log: logging.Logger | None = None,
+        fail_close: Sequence[TrafficSelector] = (),
+        xfrm_runner: Runner = run_ip,
+        acquire_command: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
+        self._fail_close = tuple(fail_close)
+        self._xfrm_runner = xfrm_runner  # tests hand in a recorder instead of iproute2
+        self._acquire_command = acquire_command
         self.name = f"gdoi-{settings.role}"
         self.log = log or logging.getLogger("dmvpn_lab.gdoi")
         self._engine_factory = engine_factory
@@ -268,10 +287,21 @@ class GdoiDaemon:
         if settings.xfrm:
             self.applier = XfrmApplier(
                 settings.xfrm_address or settings.local_address,
+                runner=self._xfrm_runner,
                 log=lambda m: self.log.warning("%s: xfrm: %s", self.name, m),
             )
-            self._watcher = AcquireWatcher(self._on_acquire)
+            if self._acquire_command is None:
+                self._watcher = AcquireWatcher(self._on_acquire)
+            else:
+                self._watcher = AcquireWatcher(self._on_acquire, self._acquire_command)
+            # The watcher runs before the fail-close policies exist, so not one ACQUIRE they raise is missed.
             await self._watcher.start()
+            self._close_before_registration()
+        elif self._fail_close:
+            self.log.warning(
+                "%s: fail-close is configured but --no-xfrm leaves the kernel alone: nothing is held closed",
+                self.name,
+            )
         path = socket_path(settings.run_dir, settings.role)
         self._server = await asyncio.start_unix_server(self._on_control, path=str(path))
         os.chmod(path, 0o600)
@@ -305,9 +335,30 @@ class GdoiDaemon:
                 )
             path.unlink()
 
+    def _close_before_registration(self) -> None:
+        """Fail-close: demand ESP for the configured traffic before the engine registers.
+
+        Until a TEK arrives the policies have no state behind them, so the kernel holds matching
+        packets back (ACQUIRE) instead of sending them in clear.  A daemon that cannot close must not
+        start open: that is the whole point of the setting.
+        """
+        if not self._fail_close or self.applier is None:
+            return
+        try:
+            self.applier.install_policies(self._fail_close)
+        except XfrmError as exc:
+            raise StartupError(
+                f"fail-close: cannot install the xfrm policies ({exc}); refusing to start fail-open"
+            ) from None
+        self.log.info(
+            "%s: fail-close: %s held closed until a TEK is installed",
+            self.name,
+            ", ".join(s.acl_text().replace("access-list  ", "") for s in self._fail_close),
+        )
+
     def _preflight_xfrm(self) -> None:
         try:
-            run_ip(["xfrm", "state", "list", "spi", "0x1"])
+            self._xfrm_runner(["xfrm", "state", "list", "spi", "0x1"])
         except XfrmError as exc:
             raise StartupError(
                 f"this kernel's xfrm cannot be used ({exc}); run with --no-xfrm, or in a "
@@ -506,12 +557,16 @@ class GdoiDaemon:
 
     # -- kernel --
 
-    def _on_acquire(self, acquire: Any) -> None:
+    def _on_acquire(self, acquire: Acquire) -> None:
         if self.applier is None or self._loop is None:
             return
         try:
             self.applier.handle_acquire(acquire, self._loop.time())
-            self.log.info("%s: outbound state to %s (ACQUIRE)", self.name, acquire.dst)
+            if self.applier.current_spi is None:
+                # fail-close before registration: the peer is remembered and served with the first TEK
+                self.log.info("%s: ACQUIRE for %s held until a TEK is installed", self.name, acquire.dst)
+            else:
+                self.log.info("%s: outbound state to %s (ACQUIRE)", self.name, acquire.dst)
         except XfrmError as exc:
             self.log.error("%s: xfrm: %s", self.name, exc)
 
@@ -750,9 +805,12 @@ def gm_daemon(config: GroupMemberConfig, settings: DaemonSettings, log: logging.
             send_acks=daemon.send_acks,
             xfrm_enabled=settings.xfrm,
             server_port=config.server_port,
+            fail_close=bool(config.fail_close_selectors),
         )
 
-    daemon = GdoiDaemon(settings, factory, status_view=view, log=log)
+    daemon = GdoiDaemon(
+        settings, factory, status_view=view, log=log, fail_close=config.fail_close_selectors
+    )
     return daemon
 
 

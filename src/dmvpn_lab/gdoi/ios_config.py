@@ -15,6 +15,11 @@ server's and group members' configs from there unchanged.  Only what GDOI needs 
   ``address ipv4 A``; on a GM one or more ``server address ipv4 A``
 * ``crypto map M local-address IF``, ``crypto map M N gdoi`` / ``set group G``, and the ``interface`` that
   carries ``crypto map M`` (kept for display, as IOS shows it)
+* on a GM, ``crypto map M N gdoi fail-close`` / ``match address ACL`` / ``activate``: the ACL's ``permit``
+  lines are held closed until registration (none, or no ``match address``: ``permit gre any any``, what
+  the KS downloads); its ``deny`` lines are IOS's clear-text exceptions to an implicit ``permit ip any
+  any``, which this Linux GM does not close, so they are reported as ignored.  Without ``activate`` IOS
+  does not enforce fail-close and neither do we.
 * ``ip access-list extended NAME`` (or numbered ``access-list N``) ``permit`` lines: ``permit gre any any``,
   ``permit ip ...``, ``host A`` and ``A wildcard`` forms.
 
@@ -122,6 +127,18 @@ class _Acl:
     line: int
     selectors: list[TrafficSelector] = field(default_factory=list)
     refused: bool = False
+    # ``deny`` entries, judged once it is known what names the ACL: a fail-close ACL's exceptions, or a
+    # refused line anywhere else.
+    denies: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class _FailClose:
+    """``crypto map M N gdoi fail-close`` and what is beneath it."""
+
+    line: int
+    acl: tuple[str, int] | None = None
+    activated: bool = False
 
 
 @dataclass
@@ -158,6 +175,7 @@ class _IosConfig:
     map_local_interface: dict[str, str] = field(default_factory=dict)
     map_groups: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # map -> [(group, line)]
     map_interfaces: dict[str, str] = field(default_factory=dict)
+    map_fail_close: dict[str, _FailClose] = field(default_factory=dict)
 
 
 # --- Small word parsers ---------------------------------------------------------------------------
@@ -316,6 +334,7 @@ class _Parser:
         self.profile: _Profile | None = None
         self.acl: _Acl | None = None
         self.crypto_map: str | None = None
+        self.fail_close: _FailClose | None = None
         self.interface: str | None = None
 
     # -- driver --
@@ -371,6 +390,7 @@ class _Parser:
         self.profile = None
         self.acl = None
         self.crypto_map = None
+        self.fail_close = None
         self.interface = None
 
     # -- top level --
@@ -500,6 +520,12 @@ class _Parser:
                 raise _Refused(
                     f"crypto map entries of type {words[4]!r} are not GDOI; only `gdoi` is supported"
                 )
+            if lowered[5:] == ["fail-close"]:
+                self.fail_close = self.ios.map_fail_close.setdefault(name, _FailClose(number))
+                self._start(self._fail_close_line, crypto=True)
+                return
+            if len(words) > 5:
+                raise _Refused("only `crypto map M N gdoi` and `crypto map M N gdoi fail-close` are supported")
             self.crypto_map = name
             self.ios.map_groups.setdefault(name, [])
             self._start(self._crypto_map_line, crypto=True)
@@ -656,10 +682,23 @@ class _Parser:
         else:
             raise _Refused("unsupported GDOI crypto map option (only `set group G`)")
 
+    def _fail_close_line(self, words: list[str], number: int, text: str) -> None:
+        assert self.fail_close is not None
+        lowered = [w.lower() for w in words]
+        if lowered[:2] == ["match", "address"] and len(words) == 3:
+            self.fail_close.acl = (words[2], number)
+        elif lowered == ["activate"]:
+            self.fail_close.activated = True
+        else:
+            raise _Refused("unsupported fail-close option (only `match address ACL` and `activate`)")
+
     def _acl_line(self, words: list[str], number: int, text: str) -> None:
         assert self.acl is not None
         body = words[1:] if words and words[0].isdigit() else words
         if body and body[0].lower() == "remark":
+            return
+        if body and body[0].lower() == "deny":
+            self.acl.denies.append((number, text))  # judged in parse_ios_config, once its use is known
             return
         try:
             self.acl.selectors.append(parse_acl_entry(words))
@@ -700,11 +739,38 @@ def parse_ios_config(
             line=gm_groups[0].line,
             hint="one daemon is either a key server or a group member",
         )
+    config: KeyServerConfig | GroupMemberConfig
     if ks_groups:
         report.role = "ks"
-        return _build_ks(ios, ks_groups, report, local_address)
-    report.role = "gm"
-    return _build_gm(ios, gm_groups, local_address, checking)
+        config = _build_ks(ios, ks_groups, report, local_address)
+    else:
+        report.role = "gm"
+        config = _build_gm(ios, gm_groups, local_address, checking, report)
+    _judge_denies(ios, report, config)
+    report.unsupported.sort(key=lambda entry: entry.line)  # deny lines were judged last
+    return config
+
+
+def _judge_denies(ios: _IosConfig, report: ConfigReport, config: KeyServerConfig | GroupMemberConfig) -> None:
+    """``deny`` ACEs: clear-text exceptions in the GM's fail-close ACL, refused anywhere else."""
+    fail_close_acls: set[str] = set()
+    if isinstance(config, GroupMemberConfig):
+        entry = ios.map_fail_close.get(config.crypto_map)
+        if entry is not None and entry.acl is not None:
+            fail_close_acls.add(entry.acl[0])
+    for acl in ios.acls.values():
+        for number, text in acl.denies:
+            if acl.name in fail_close_acls:
+                report.ignore(
+                    number,
+                    text,
+                    "fail-close holds only the permit lines closed here; other traffic already passes in clear",
+                )
+            else:
+                acl.refused = True
+                report.refuse(
+                    number, text, "deny entries are not supported: GDOI policy here is a list of what to encrypt"
+                )
 
 
 def _resolve_selectors(
@@ -723,7 +789,7 @@ def _resolve_selectors(
             line=line,
             hint=f"add `ip access-list extended {name}` with a `permit gre any any` line",
         )
-    if not acl.selectors and not acl.refused:
+    if not acl.selectors and not acl.refused and not acl.denies:  # its deny lines are refused later
         raise ConfigError(f"access list {name!r} has no permit entries", line=acl.line)
     return tuple(acl.selectors)
 
@@ -839,7 +905,11 @@ def _policies(ios: _IosConfig) -> tuple[IsakmpPolicy, ...]:
 
 
 def _build_gm(
-    ios: _IosConfig, groups: list[_GdoiGroup], local_address: str | None, checking: bool
+    ios: _IosConfig,
+    groups: list[_GdoiGroup],
+    local_address: str | None,
+    checking: bool,
+    report: ConfigReport,
 ) -> GroupMemberConfig:
     mapped = [(m, g, line) for m, entries in ios.map_groups.items() for g, line in entries]
     used = {g for _, g, _ in mapped}
@@ -881,4 +951,31 @@ def _build_gm(
         isakmp_policies=_policies(ios),
         crypto_map=crypto_map,
         interface=interface,
+        fail_close_selectors=_fail_close_selectors(ios, crypto_map, report),
     )
+
+
+def _fail_close_selectors(ios: _IosConfig, crypto_map: str, report: ConfigReport) -> tuple[TrafficSelector, ...]:
+    """What ``crypto map M N gdoi fail-close`` holds closed until registration (empty: fail-open)."""
+    entry = ios.map_fail_close.get(crypto_map)
+    if entry is None:
+        return ()
+    if not entry.activated:
+        report.ignore(
+            entry.line,
+            f"crypto map {crypto_map} gdoi fail-close",
+            "fail-close is not enforced until `activate` is configured beneath it (as on IOS)",
+        )
+        return ()
+    if entry.acl is None:
+        return (TrafficSelector(),)
+    name, line = entry.acl
+    acl = ios.acls.get(name)
+    if acl is None:
+        raise ConfigError(
+            f"access list {name!r} is not defined",
+            line=line,
+            hint=f"add `ip access-list extended {name}`, or drop `match address` to hold GRE closed",
+        )
+    # Only deny lines (the usual IOS form): the ACL names exceptions, and what stays closed is GRE.
+    return tuple(acl.selectors) or (TrafficSelector(),)

@@ -142,6 +142,10 @@ class GroupMemberConfig:
     crypto_map: str = "DMVPN"  # only for display
     interface: str = "eth1"  # only for display
     registration_retry_s: float = 10.0
+    # IOS ``crypto map M N gdoi fail-close`` + ``activate``: traffic matching these selectors must
+    # never leave in clear, so the daemon demands ESP for it before the first registration (empty: off,
+    # the IOS default "fail-open").
+    fail_close_selectors: tuple[TrafficSelector, ...] = ()
 
 
 # --- Keys the engine hands to the kernel applier --------------------------------------------------
@@ -287,6 +291,9 @@ class KekInfo:
     sig_hash: str  # e.g. HMAC_AUTH_SHA (as IOS names it)
     sig_key_bits: int
     spi: bytes  # 16 bytes: the ISAKMP cookies of the rekey SA
+    # RFC 6407 section 5.3: the SA KEK's destination ID names the group rekeys are sent to; None for
+    # unicast rekeys (the KS puts 0.0.0.0 there).
+    multicast_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class GmView:
     send_acks: bool = True
     xfrm_enabled: bool = True
     server_port: int = GDOI_PORT
+    fail_close: bool = False  # ``crypto map M N gdoi fail-close`` activated
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ def gdoi_gm_json(view: GmView) -> dict[str, Any]:
         "rekeys_after_registration": status.rekeys_after_registration,
         "rekey_acks_sent": status.rekey_acks_sent,
         "send_acks": view.send_acks,
+        "fail_close": view.fail_close,
         "acl_downloaded_from": status.active_server if status.selectors else None,
         "acl": [_selector_json(s) for s in status.selectors],
         "kek": _kek_json(status.kek),
@@ -322,6 +324,9 @@ def format_gdoi_gm(view: GmView) -> str:
         _field("After registration", status.rekeys_after_registration, indent=9),
         _field("Rekey Acks sent", status.rekey_acks_sent),
     ]
+    if view.fail_close:
+        # Only when configured: the seed's IOS output (fail-open, the default) has no such line.
+        lines.append(_field("Fail-Close", "Enabled"))
     if status.selectors:
         lines.append(f" ACL Downloaded From KS {status.active_server}:")
         lines.extend(f"   {s.acl_text()}" for s in status.selectors)

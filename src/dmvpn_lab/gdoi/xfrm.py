@@ -15,6 +15,10 @@ Why it looks like this (see LAB-FACTS.md, "Group SA in plain Linux xfrm"):
 * Across a rekey both TEKs are present: the new inbound state is added, every peer's outbound state moves
   to the new SPI at once (add new, then delete old, so there is no gap), and the old inbound state stays
   until the engine says the old TEK expired (members that have not switched yet still send with it).
+* Fail-close: the policies can go in before any TEK (:meth:`XfrmApplier.install_policies`).  A policy
+  with no state behind it makes the kernel raise ACQUIRE and hold the packet back, so GRE is dropped,
+  never sent in clear, until registration; the peers those ACQUIREs name are remembered and get their
+  outbound states as soon as the first TEK is installed.
 * Each state carries a kernel hard lifetime a little past the TEK's, so keys never outlive a crashed
   daemon by much.
 
@@ -375,15 +379,7 @@ class XfrmApplier:
         """Policies for the TEK's selectors, its inbound state, and every known peer moved onto it."""
         if sa.spi in self._teks:
             return
-        if not self._bypass and any(s.protocol in (0, 17) for s in sa.selectors):
-            for command in bypass_policies(self._gdoi_port):
-                self._run(command)
-            self._bypass = True
-        for selector in sa.selectors:
-            for direction in ("out", "in"):
-                if (selector, direction) not in self._policies:
-                    self._run(policy_add(selector, direction))
-                    self._policies.add((selector, direction))
+        self.install_policies(sa.selectors)
         self._add_state(
             state_add(
                 sa,
@@ -396,6 +392,25 @@ class XfrmApplier:
         self._teks[sa.spi] = sa
         for peer, src in list(self._peers.items()):
             self._point_peer(peer, src, sa, now)
+
+    def install_policies(self, selectors: Sequence[TrafficSelector]) -> None:
+        """ESP-required ``dir out``/``dir in`` policies for ``selectors``, with no state behind them yet.
+
+        Fail-close (IOS ``crypto map M N gdoi fail-close``): installed before the first registration,
+        these make the kernel hold matching traffic back (ACQUIRE, then drop, or queue while
+        ``net.core.xfrm_larval_drop=0``) instead of sending it in clear.  A TEK with the same
+        selectors later finds them in place: each policy is added once, so this and :meth:`install_tek`
+        may run in any order and any number of times.
+        """
+        if not self._bypass and any(s.protocol in (0, 17) for s in selectors):
+            for command in bypass_policies(self._gdoi_port):
+                self._run(command)
+            self._bypass = True
+        for selector in selectors:
+            for direction in ("out", "in"):
+                if (selector, direction) not in self._policies:
+                    self._run(policy_add(selector, direction))
+                    self._policies.add((selector, direction))
 
     def _add_state(self, command: list[str]) -> None:
         try:

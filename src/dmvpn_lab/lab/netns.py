@@ -27,6 +27,7 @@ from dmvpn_lab.lab.topology import FRR_CONF_PATH, GDOI_CONF_PATH, SETUP_PATH, No
 Progress = Callable[[str], None]
 FRR_DIR = Path("/usr/lib/frr")
 FRR_RUN = Path("/var/run/frr")
+KEY_ROOT = Path("/var/lib/dmvpn-lab/keys")  # the KS's RSA keys outlive a lab (and a sandbox run)
 # FRR 9+ routes configuration through mgmtd, which must run before the other daemons.
 FRR_ORDER = ("zebra", "mgmtd", "staticd", "bgpd", "ospfd", "nhrpd")
 
@@ -141,7 +142,7 @@ class NetnsRuntime:
             argv += ["--xfrm-address", xfrm]
         if role == "ks":
             # Kept across runs (the seed's `crypto key generate rsa` happens once), apart from the logs.
-            argv += ["--key-dir", str(state_root() / "keys" / self.topology.name / node.name)]
+            argv += ["--key-dir", str(KEY_ROOT / self.topology.name / node.name)]
         argv += ["--keylog", str(self.state_dir / "ike-keylog.txt")]
         self.progress(f"  {node.name}: gdoi {role}")
         log = self._log(node.name, f"gdoi-{role}").open("ab")
@@ -163,10 +164,13 @@ class NetnsRuntime:
                 break
             time.sleep(0.05)
 
-    def restart_gdoi(self, name: str, config: Path | None = None) -> None:
-        """Stop and start a node's GDOI daemon, optionally with another configuration file."""
-        self.stop_gdoi(name)
+    def start_gdoi(self, name: str, config: Path | None = None) -> None:
+        """Start a node's GDOI daemon, optionally with another configuration file than the topology's."""
         self._start_gdoi(self.topology.nodes[name], config=config)
+
+    def restart_gdoi(self, name: str, config: Path | None = None) -> None:
+        self.stop_gdoi(name)
+        self.start_gdoi(name, config=config)
 
     def _wait_healthy(self, node: Node) -> None:
         self.progress(f"  {node.name}: waiting for the key server to answer")

@@ -9,6 +9,7 @@ FRR's and the sidecar's sockets live.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -138,5 +139,9 @@ def _text(value: bytes | str | None) -> str:
 
 
 def state_root() -> Path:
-    """Host-visible folder for lab state and logs (also visible from the sandbox kernel via hostfs)."""
-    return Path("/var/tmp/dmvpn-lab")
+    """Host-visible folder for lab state and logs (also visible from the sandbox kernel via hostfs).
+
+    Each sandbox kernel gets its own (``DMVPN_LAB_STATE_DIR``): two sandboxes running the same lab
+    have separate namespaces, so they must not share pid files and logs either.
+    """
+    return Path(os.environ.get("DMVPN_LAB_STATE_DIR", "/var/tmp/dmvpn-lab"))

@@ -29,9 +29,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from dmvpn_lab.lab.node import state_root
 
 UML_BINARY = "linux.uml"
+SANDBOX_ROOT = Path("/var/tmp/dmvpn-lab/sandbox")
 UML_MODULES = Path("/usr/lib/uml/modules")
 DEFAULT_MEMORY = os.environ.get("DMVPN_LAB_SANDBOX_MEMORY", "3G")
 # Variables carried into the sandbox: enough to find the same Python, tools and settings.
@@ -117,6 +117,7 @@ halt -f
 def _write_init(workdir: Path, command: str, cwd: Path) -> Path:
     env_lines = [f"{k}={shlex.quote(os.environ[k])}" for k in ENV_KEEP if k in os.environ]
     env_lines.append("PYTHONUNBUFFERED=1")
+    env_lines.append(f"DMVPN_LAB_STATE_DIR={shlex.quote(str(workdir / 'state'))}")
     envfile = workdir / "env"
     envfile.write_text("\n".join(env_lines) + "\n")
     init = workdir / "init"
@@ -178,7 +179,7 @@ def run(
 
 
 def _sandbox_root() -> Path:
-    root = state_root() / "sandbox"
+    root = SANDBOX_ROOT
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -1,0 +1,128 @@
+"""Negative checks: a member with the wrong pre-shared key never registers and never leaks GRE in clear;
+a replayed or tampered GROUPKEY-PUSH changes nothing on the member that receives it."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.utils import rdpcap
+
+from dmvpn_lab.lab import checks
+from dmvpn_lab.lab.capture import capture, read_packets
+from dmvpn_lab.lab.converge import wait_for_json
+from labtests.wire import judge
+
+pytestmark = [pytest.mark.lab, pytest.mark.negative]
+
+GDOI_PUSH = 33  # RFC 6407 section 4: GROUPKEY-PUSH exchange type
+
+
+def _rejected(lab, node: str) -> dict[str, int]:
+    return dict(lab.shell.gdoi_json(node, "show", "crypto", "gdoi").get("rejected", {}))
+
+
+def test_wrong_psk_never_registers_and_never_sends_in_clear(lab, request, tmp_path):
+    ks = checks.key_server(lab.shell)
+    spoke2 = lab.topology.nodes["spoke2"]
+    good = spoke2.binds["/etc/gdoi/gdoi.cfg"]
+    bad = tmp_path / "gdoi-wrong-psk.cfg"
+    bad.write_text(good.read_text().replace("crypto isakmp key 0 cisco ", "crypto isakmp key 0 wrongkey "))
+    assert bad.read_text() != good.read_text()
+    rejected_before = sum(_rejected(lab, ks.name).values())
+    pcap = lab.artifact(request.node.name, "wrong-psk.pcap")
+    try:
+        with capture(lab.shell, "internet", "any", pcap):
+            lab.runtime.restart_gdoi(spoke2.name, config=bad)
+            wait_for_json(
+                lambda: sum(_rejected(lab, ks.name).values()),
+                lambda n: None if n > rejected_before else "the KS has not refused anything yet",
+                what=f"{ks.name}: gdoi show crypto gdoi --json (rejected counters)",
+                timeout=60,
+            )
+            status = lab.shell.gdoi_json(spoke2.name, "show", "crypto", "gdoi")
+            lab.save(request.node.name, "spoke2-show-crypto-gdoi.json", status)
+            assert not status["registered"], status
+            # spoke2's LAN cannot reach another spoke's LAN: dropped, not sent in clear.
+            dst = lab.address_of_host(lab.host_of("spoke1"))
+            result = lab.shell.run(
+                lab.host_of(spoke2.name), ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "1", dst], check=False
+            )
+            lab.save(request.node.name, "ping.txt", result.stdout)
+            assert result.returncode != 0, "a member without keys reached another member"
+        ks_state = lab.shell.gdoi(ks.name, "show", "crypto", "gdoi", "ks", "members")
+        assert spoke2.env["GDOI_LOCAL_ADDRESS"] not in _member_addresses(lab, ks.name), ks_state
+        nbmas = {r.labels["dmvpn-lab.nbma"] for r in checks.routers(lab.shell)}
+        verdict = judge(read_packets(pcap, "ip"), nbmas, {ks.env["GDOI_LOCAL_ADDRESS"]}, checks.group_spis(lab.shell))
+        leaked = [p for p in verdict.cleartext if p.src == spoke2.labels["dmvpn-lab.nbma"]]
+        assert leaked == [], f"spoke2 sent {len(leaked)} packets in clear ({pcap})"
+    finally:
+        lab.runtime.restart_gdoi(spoke2.name)
+        checks.wait_converged(lab.shell, timeout=180, progress=lambda _line: None)
+
+
+def _member_addresses(lab, ks: str) -> set[str]:
+    return {m["address"] for m in lab.shell.gdoi_json(ks, "show", "crypto", "gdoi", "ks", "members")["members"]}
+
+
+def _captured_push(lab, request, target_address: str) -> bytes:
+    """Force a rekey while capturing at the KS; return the GROUPKEY-PUSH datagram sent to ``target``."""
+    ks = checks.key_server(lab.shell)
+    pcap = lab.artifact(request.node.name, "push.pcap")
+    before = checks.group_spis(lab.shell)
+    with capture(lab.shell, ks.name, "eth1", pcap, bpf="udp port 848"):
+        lab.shell.gdoi(ks.name, "rekey")
+        wait_for_json(
+            lambda: checks.group_spis(lab.shell),
+            lambda s: None if s - before else "no new TEK",
+            what=f"{ks.name}: new TEK after rekey",
+            timeout=60,
+        )
+        gm = next(g for g in checks.group_members(lab.shell) if g.env["GDOI_LOCAL_ADDRESS"] == target_address)
+        wait_for_json(
+            lambda: lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi"),
+            lambda s: None if set(int(t["spi"]) for t in s["teks"]) - before else "rekey not received",
+            what=f"{gm.name}: rekey received",
+            timeout=60,
+        )
+    for pkt in rdpcap(str(pcap)):
+        if IP in pkt and UDP in pkt and pkt[IP].dst == target_address:
+            payload = bytes(pkt[UDP].payload)
+            if len(payload) > 28 and payload[18] == GDOI_PUSH:  # ISAKMP header: exchange type at offset 18
+                return payload
+    raise AssertionError(f"no GROUPKEY-PUSH to {target_address} in {pcap}")
+
+
+def _send_from_ks(lab, payload: bytes, target: str) -> None:
+    ks = checks.key_server(lab.shell)
+    src = ks.env["GDOI_LOCAL_ADDRESS"]
+    script = (
+        "import sys; from scapy.all import IP, UDP, Raw, send; "
+        f"send(IP(src='{src}', dst='{target}')/UDP(sport=848, dport=848)/Raw(bytes.fromhex(sys.argv[1])), verbose=0)"
+    )
+    lab.shell.run(ks.name, ["python3", "-c", script, payload.hex()])
+
+
+@pytest.mark.parametrize("attack", ["replayed", "tampered-signature"])
+def test_forged_or_replayed_rekey_changes_nothing(lab, request, attack):
+    spoke1 = lab.topology.nodes["spoke1"]
+    target = spoke1.env["GDOI_LOCAL_ADDRESS"]
+    push = _captured_push(lab, request, target)
+    if attack == "tampered-signature":
+        # PUSH bodies are CBC-encrypted under the KEK and end with the SIG payload: flipping a byte of the
+        # third-last cipher block garbles two plaintext blocks inside the signature, nothing else.
+        forged = bytearray(push)
+        forged[-40] ^= 0x01
+        push = bytes(forged)
+    before = lab.shell.gdoi_json(spoke1.name, "show", "crypto", "gdoi")
+    rejected_before = sum(before.get("rejected", {}).values())
+    _send_from_ks(lab, push, target)
+    after = wait_for_json(
+        lambda: lab.shell.gdoi_json(spoke1.name, "show", "crypto", "gdoi"),
+        lambda s: None if sum(s.get("rejected", {}).values()) > rejected_before else "not rejected (yet)",
+        what=f"{spoke1.name}: gdoi show crypto gdoi --json (rejected counters)",
+        timeout=30,
+    )
+    lab.save(request.node.name, "spoke1-after.json", after)
+    assert [t["spi"] for t in after["teks"]] == [t["spi"] for t in before["teks"]], "the TEKs changed"
+    assert after["rekeys_cumulative"] == before["rekeys_cumulative"], "the forged rekey was counted"
+    assert after["registered"]
