@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-
 UML_BINARY = "linux.uml"
 SANDBOX_ROOT = Path("/var/tmp/dmvpn-lab/sandbox")
 UML_MODULES = Path("/usr/lib/uml/modules")
