@@ -322,6 +322,19 @@ def test_multicast_rekey_reaches_all_without_acks() -> None:
     assert not net.of_type(KS_ADDR, MemberDropped)
 
 
+def test_the_kek_names_the_multicast_rekey_group() -> None:
+    # RFC 6407 section 5.3: the SA KEK's destination ID is the rekey group; the GM daemon joins it.
+    group = group_policy(rekey_transport=RekeyTransport.MULTICAST, rekey_multicast_address="239.192.1.1")
+    net = make_lab(1, group=group)
+    gm_kek = net.gm(GMS[0]).status(net.now).kek
+    assert gm_kek is not None and gm_kek.multicast_address == "239.192.1.1"
+    assert net.ks().status(net.now).groups[0].kek.multicast_address == "239.192.1.1"
+    unicast = make_lab(1)
+    gm_kek = unicast.gm(GMS[0]).status(unicast.now).kek
+    assert gm_kek is not None and gm_kek.multicast_address is None
+    assert unicast.ks().status(unicast.now).groups[0].kek.multicast_address is None
+
+
 def test_kek_rollover() -> None:
     net = make_lab(2, group=group_policy(kek_lifetime_s=600, tek_lifetime_s=3600, rekey_ahead_s=90))
     kek1 = net.gm(GMS[0]).status(net.now).kek
@@ -368,3 +381,78 @@ def test_stop_expires_every_tek() -> None:
     net.flush()
     assert {e.spi for e in net.of_type(GMS[0], TekExpired)} == spis  # type: ignore[attr-defined]
     assert gm.get_timer() is None and not gm.status(net.now).registered
+
+
+# --- The key server's indexes (scaling) -----------------------------------------------------------
+
+
+def _check_ks_indexes(net: Network) -> None:
+    """The KS's deadline heaps, per-address SA index and half-open counter agree with full scans."""
+    ks = net.ks()
+    assert ks._half_open() == len(ks._phase1) + sum(not p.done for p in ks._pulls.values())
+    by_ip: dict[str, set[bytes]] = {}
+    for cookies, ike in ks._ikes.items():
+        by_ip.setdefault(ike.addr[0], set()).add(cookies)
+    assert ks._ikes_by_ip == by_ip
+    p1_times = [p.started_at + 30.0 for p in ks._phase1.values()]
+    pull_times = [p.started_at + 30.0 for p in ks._pulls.values()]
+    ike_times = [i.sa.expires_at() for i in ks._ikes.values()]
+    assert ks._phase1_deadlines.next() == min(p1_times, default=None)
+    assert ks._pull_deadlines.next() == min(pull_times, default=None)
+    assert ks._ike_deadlines.next() == min(ike_times, default=None)
+
+
+def test_key_server_indexes_follow_reregistration_expiry_and_half_open_timeouts() -> None:
+    short = FAST_POLICY.__class__(priority=10, group=FAST_POLICY.group, lifetime_s=600)
+    net = make_lab(3, group=group_policy(tek_lifetime_s=300, rekey_ahead_s=30), ks_policies=(short,))
+    window = {"deaf": (0.0, 0.0)}
+
+    def drop(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+        if dst[0] == GMS[0] and data[18] == ExchangeType.GROUPKEY_PUSH and net.now < 1200:
+            return True  # GM 0 misses rekeys, so it registers again under a new ISAKMP SA
+        start, end = window["deaf"]
+        return dst[0] == GMS[1] and start <= net.now < end  # GM 1 hears nothing: half-open registrations
+
+    net.drop = drop
+    _check_ks_indexes(net)
+    for step in range(60):
+        if step == 30:
+            window["deaf"] = (net.now, net.now + 45)
+            net.gm(GMS[1]).stop(net.now)
+            net.gm(GMS[1]).start(net.now)
+        net.advance(50)
+        _check_ks_indexes(net)
+    ks = net.ks()
+    assert len(net.of_type(KS_ADDR, MemberRegistered)) > 4  # re-registrations happened
+    assert len(net.of_type(GMS[1], RegistrationFailed)) >= 1  # a registration was left half-open
+    assert ks._half_open() == 0 and not ks._phase1
+    assert set(ks._ikes_by_ip) <= set(GMS) and all(len(c) == 1 for c in ks._ikes_by_ip.values())
+
+
+def test_deadline_heap_skips_stale_entries_and_stays_small() -> None:
+    from dataclasses import dataclass
+
+    from dmvpn_lab.gdoi.ks import _Deadlines
+
+    @dataclass
+    class Rec:
+        at: float
+
+    table: dict[int, Rec] = {}
+    deadlines = _Deadlines(table, lambda r: r.at)
+    for key in range(10):
+        table[key] = Rec(100.0 + key)
+        deadlines.push(key, table[key])
+    for moves in range(1000):  # deadlines that keep moving leave stale entries behind
+        rec = table[moves % 10]
+        rec.at += 10.0
+        deadlines.push(moves % 10, rec)
+    assert len(deadlines._heap) <= 2 * len(table) + 64 + 1
+    del table[3]
+    assert deadlines.next() == min(r.at for r in table.values())
+    cutoff = min(r.at for r in table.values()) + 4.5
+    due = sorted((r.at, k) for k, r in table.items() if r.at <= cutoff)
+    gone = deadlines.expire(cutoff)
+    assert [k for k, _ in gone] == [k for _, k in due] and len(due) >= 2  # earliest first, 3 not among them
+    assert all(k not in table for k, _ in gone)
+    assert deadlines.next() == min(r.at for r in table.values())

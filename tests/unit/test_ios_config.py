@@ -364,3 +364,58 @@ def test_acl_entries() -> None:
 def test_interface_names_are_shown_as_ios_shows_them() -> None:
     assert normalise_interface("serial 1/0") == "Serial1/0"
     assert normalise_interface("Loopback0") == "Loopback0"
+
+
+# --- Fail-close on a GM ---------------------------------------------------------------------------
+
+GM_FAIL_CLOSE = """\
+crypto isakmp key cisco address 1.1.1.1
+crypto gdoi group GM
+ identity number 5
+ server address ipv4 1.1.1.1
+crypto map MAP 10 gdoi
+ set group GM
+crypto map MAP 5 gdoi fail-close
+{beneath}ip access-list extended FC
+ deny ip host 10.0.0.9 any
+ permit gre any host 10.0.0.2
+"""
+
+
+def gm(text: str) -> tuple[GroupMemberConfig, ConfigReport]:
+    config, report = parse(text, local_address="10.0.0.1")
+    assert isinstance(config, GroupMemberConfig)
+    return config, report
+
+
+def test_fail_close_holds_the_acl_permit_lines_and_ignores_its_exceptions() -> None:
+    config, report = gm(GM_FAIL_CLOSE.format(beneath=" match address FC\n activate\n"))
+    assert config.fail_close_selectors == (TrafficSelector(47, "0.0.0.0/0", "10.0.0.2/32"),)
+    assert [(e.line, e.action) for e in report.unsupported] == [(11, "ignored")]
+    assert "clear" in report.unsupported[0].reason
+
+
+def test_fail_close_without_match_address_or_with_only_exceptions_holds_gre() -> None:
+    config, _ = gm(GM_FAIL_CLOSE.format(beneath=" activate\n"))
+    assert config.fail_close_selectors == (TrafficSelector(),)
+    only_denies = GM_FAIL_CLOSE.replace(" permit gre any host 10.0.0.2\n", "")
+    config, report = gm(only_denies.format(beneath=" match address FC\n activate\n"))
+    assert config.fail_close_selectors == (TrafficSelector(),)
+    assert [e.action for e in report.unsupported] == ["ignored"]
+
+
+def test_fail_close_is_off_until_activated_and_deny_elsewhere_is_still_refused() -> None:
+    text = GM_FAIL_CLOSE.format(beneath=" match address FC\n") + "ip access-list extended OTHER\n deny ip any any\n"
+    config, report = gm(text)
+    assert config.fail_close_selectors == ()
+    # FC is still the fail-close ACL (its exception is ignored); OTHER's deny is refused as before
+    assert [(e.line, e.action) for e in report.unsupported] == [(7, "ignored"), (10, "ignored"), (13, "refused")]
+    assert "activate" in report.unsupported[0].reason
+
+
+def test_fail_close_errors() -> None:
+    with pytest.raises(ConfigError, match="'NOPE' is not defined") as caught:
+        gm(GM_FAIL_CLOSE.format(beneath=" match address NOPE\n activate\n"))
+    assert caught.value.line == 8
+    _, report = gm(GM_FAIL_CLOSE.format(beneath=" activate\n set peer 1.2.3.4\n"))
+    assert ("refused", 9) in [(e.action, e.line) for e in report.unsupported]

@@ -254,6 +254,7 @@ def test_json_twins_have_stable_keys() -> None:
             "rekeys_after_registration",
             "rekey_acks_sent",
             "send_acks",
+            "fail_close",
             "acl_downloaded_from",
             "acl",
             "kek",
@@ -309,3 +310,16 @@ def test_show_command_table_matches_abbreviations_and_roles() -> None:
     with pytest.raises(ValueError, match="not available on a group member"):
         show.render(members, gm_view(), as_json=False)
     assert isinstance(show.render(members, ks_view(), as_json=True), dict)
+
+
+def test_fail_close_shows_only_when_configured() -> None:
+    from dataclasses import replace
+
+    assert "Fail-Close" not in show.format_gdoi_gm(gm_view())  # the seed's fail-open GM
+    assert show.gdoi_gm_json(gm_view())["fail_close"] is False
+    view = replace(gm_view(), fail_close=True)
+    assert "    Rekey Acks sent          : 1\n    Fail-Close               : Enabled\n" in (
+        show.format_gdoi_gm(view)
+    )
+    assert show.gdoi_gm_json(view)["fail_close"] is True
+    assert show.view_from_json(show.view_to_json(view)) == view

@@ -273,3 +273,60 @@ def test_counters_are_summed_per_spi_and_direction() -> None:
     applier.install_tek(tek(0x100), now=0.0)
     assert set(applier.counters()) == {0x100}  # only our SPIs
     assert ip.commands[-1] == "-s xfrm state list"
+
+
+# --- Fail-close ------------------------------------------------------------------------------------
+
+POLICY_OUT = (
+    "xfrm policy update src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir out priority 2000 "
+    "tmpl proto esp mode transport level required"
+)
+POLICY_IN = POLICY_OUT.replace("dir out", "dir in")
+
+
+def test_fail_close_policies_go_in_before_any_tek_and_only_once() -> None:
+    ip = FakeIp()
+    applier = XfrmApplier(OWN, runner=ip)
+    applier.install_policies((GRE_ANY,))
+    assert ip.take() == [POLICY_OUT, POLICY_IN]  # ESP required, no state: GRE is held, never clear
+    applier.install_policies((GRE_ANY,))
+    assert ip.take() == []
+    applier.install_tek(tek(0x100), now=0.0)  # the KS downloads the same ACL: no policy twice
+    assert [short(c) for c in ip.take()] == [
+        f"xfrm state add src 0.0.0.0 dst {OWN} proto esp spi 0x00000100 mode transport replay-window 0 "
+        "flag wildrecv <alg> limit time-hard 3630",
+    ]
+
+
+def test_acquire_before_registration_is_answered_when_the_first_tek_arrives() -> None:
+    ip = FakeIp()
+    applier = XfrmApplier(OWN, runner=ip)
+    applier.install_policies((GRE_ANY,))
+    ip.take()
+    applier.handle_acquire(Acquire(src=OWN, dst="172.27.1.1", protocol="gre"), now=1.0)
+    applier.handle_acquire(Acquire(src=OWN, dst="172.37.1.1", protocol="gre"), now=2.0)
+    assert ip.take() == [] and applier.peers == {}  # nothing to install yet: the packets stay held
+    applier.install_tek(tek(0x100, installed_at=40.0), now=40.0)
+    assert [short(c) for c in ip.take()][1:] == [
+        f"xfrm state add src {OWN} dst 172.27.1.1 proto esp spi 0x00000100 mode transport replay-window 0 "
+        "<alg> limit time-hard 3630",
+        f"xfrm state add src {OWN} dst 172.37.1.1 proto esp spi 0x00000100 mode transport replay-window 0 "
+        "<alg> limit time-hard 3630",
+    ]
+    assert applier.peers == {"172.27.1.1": 0x100, "172.37.1.1": 0x100}
+
+
+def test_fail_close_on_ip_selectors_keeps_gdoi_itself_in_the_clear() -> None:
+    ip = FakeIp()
+    applier = XfrmApplier(OWN, runner=ip)
+    applier.install_policies((TrafficSelector(protocol=0, destination="10.0.0.0/8"),))
+    added = ip.take()
+    assert sum("udp dport 848" in c or "udp sport 848" in c for c in added) == 4
+    assert added[-2:] == [
+        "xfrm policy update src 0.0.0.0/0 dst 10.0.0.0/8 dir out priority 2000 "
+        "tmpl proto esp mode transport level required",
+        "xfrm policy update src 10.0.0.0/8 dst 0.0.0.0/0 dir in priority 2000 "
+        "tmpl proto esp mode transport level required",
+    ]
+    applier.stop()
+    assert sum(c.startswith("xfrm policy delete") for c in ip.take()) == 6

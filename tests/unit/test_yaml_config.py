@@ -133,3 +133,34 @@ def test_missing_and_bad_files(tmp_path: Path) -> None:
         load_config(write(tmp_path, "role: gm\ngroup: G\nidentity: 1\nservers: [1.1.1.1]\n"))
     with pytest.raises(ConfigError, match="needs `servers`"):
         load_config(write(tmp_path, "role: gm\nlocal_address: 1.1.1.1\ngroup: G\nidentity: 1\n"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, ()),
+        ("false", ()),
+        ("true", (TrafficSelector(),)),
+        ("{acl: [permit gre host 10.0.0.1 any]}", (TrafficSelector(47, "10.0.0.1/32", "0.0.0.0/0"),)),
+        ("{}", (TrafficSelector(),)),
+    ],
+)
+def test_group_member_fail_close(tmp_path: Path, value: str | None, expected: tuple[TrafficSelector, ...]) -> None:
+    text = GM_YAML if value is None else GM_YAML + f"fail_close: {value}\n"
+    config = load_config(write(tmp_path, text))
+    assert isinstance(config, GroupMemberConfig)
+    assert config.fail_close_selectors == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yes please", "expected true, false or a mapping"),
+        ("{acl: [deny gre any any]}", "deny"),
+        ("{acls: []}", "unknown key 'acls'"),
+    ],
+)
+def test_group_member_fail_close_errors(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(write(tmp_path, GM_YAML + f"fail_close: {value}\n"))
+    assert ":9:" in str(caught.value)

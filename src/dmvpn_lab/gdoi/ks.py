@@ -35,14 +35,16 @@ changes nothing else; no exception escapes :meth:`KeyServer.receive_datagram`.
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import ipaddress
+import itertools
 import os
 import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -109,6 +111,56 @@ from .phase1 import NONCE_LEN, IkeSa, MainModeResponder, Phase1Error
 HALF_OPEN_TIMEOUT_S = 30.0  # a registration not finished within this is forgotten
 FINISHED_PULL_KEEP_S = 30.0  # answer retransmitted HASH(3) with the same message 4 this long
 Addr = tuple[str, int]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Deadlines(Generic[_K, _V]):
+    """When the entries of one table end, as a heap with lazy deletion.
+
+    Why: with thousands of members, scanning every ISAKMP SA and registration for each ``get_timer``
+    or ``_expire`` made the KS quadratic in the number of members.  Entries are pushed when a record
+    is added or its deadline moves; nothing is removed from the heap when a record goes away or moves.
+    Instead an entry counts only while the table still holds that very record and the record's
+    current deadline is the entry's time, so stale entries are skipped (and dropped) when they reach
+    the top.  The heap is rebuilt from the table when stale entries outnumber live ones.
+    """
+
+    def __init__(self, table: dict[_K, _V], deadline: Callable[[_V], float]) -> None:
+        self._table = table
+        self._deadline = deadline
+        self._heap: list[tuple[float, int, _K, _V]] = []
+        self._order = itertools.count()  # ties never compare keys or records
+
+    def push(self, key: _K, value: _V) -> None:
+        """``table[key]`` is ``value`` already (new, or its deadline just moved): note its deadline."""
+        if len(self._heap) > 2 * len(self._table) + 64:
+            self._heap = [(self._deadline(v), next(self._order), k, v) for k, v in self._table.items()]
+            heapq.heapify(self._heap)  # ``value`` is in the table, so the rebuilt heap has it
+            return
+        heapq.heappush(self._heap, (self._deadline(value), next(self._order), key, value))
+
+    def _live(self, entry: tuple[float, int, _K, _V]) -> bool:
+        when, _order, key, value = entry
+        return self._table.get(key) is value and self._deadline(value) == when
+
+    def next(self) -> float | None:
+        """The earliest deadline of a record still in the table (it may be in the past)."""
+        heap = self._heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def expire(self, now: float) -> list[tuple[_K, _V]]:
+        """Remove from the table every record whose deadline is ``now`` or earlier; return them."""
+        heap = self._heap
+        gone: list[tuple[_K, _V]] = []
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._live(entry):
+                del self._table[entry[2]]
+                gone.append((entry[2], entry[3]))
+        return gone
 
 
 class _Reject(Exception):
@@ -235,6 +287,12 @@ class KeyServer:
         self._phase1: dict[tuple[str, bytes], _Phase1] = {}
         self._ikes: dict[bytes, _Ike] = {}
         self._pulls: dict[tuple[bytes, int], _Pull] = {}
+        # Indexes kept in step with the three tables above, so no message or timer scans them all.
+        self._phase1_deadlines = _Deadlines(self._phase1, _phase1_deadline)
+        self._pull_deadlines = _Deadlines(self._pulls, _pull_deadline)
+        self._ike_deadlines = _Deadlines(self._ikes, _ike_deadline)
+        self._ikes_by_ip: dict[str, set[bytes]] = {}  # ISAKMP SA cookies by the member's address
+        self._pulls_open = 0  # GROUPKEY-PULLs in _pulls that are not done (half-open)
         self._next_conn_id = 1001
         for policy in config.groups:
             key = signing_keys.get(policy.rsa_key_label)
@@ -268,13 +326,11 @@ class KeyServer:
 
     def get_timer(self) -> float | None:
         times: list[float] = []
-        for p1 in self._phase1.values():
-            times.append(p1.started_at + HALF_OPEN_TIMEOUT_S)
-        for pull in self._pulls.values():
-            times.append(pull.started_at + (FINISHED_PULL_KEEP_S if pull.done else HALF_OPEN_TIMEOUT_S))
-        for ike in self._ikes.values():
-            times.append(ike.sa.expires_at())
-        for group in self._groups.values():
+        for deadlines in (self._phase1_deadlines, self._pull_deadlines, self._ike_deadlines):
+            when = deadlines.next()
+            if when is not None:
+                times.append(when)
+        for group in self._groups.values():  # a handful of groups: scanning them is cheap
             times.append(self._next_rekey_at(group))
             times.extend(t.expires_at() for t in group.teks)
             if group.prev_kek is not None:
@@ -424,6 +480,7 @@ class KeyServer:
             SIG_HASH_IOS_NAMES[self._sig_hash(pol)],
             group.signing_key.key_size,
             group.kek.spi,
+            pol.rekey_multicast_address if pol.rekey_transport is RekeyTransport.MULTICAST else None,
         )
 
     @staticmethod
@@ -543,7 +600,7 @@ class KeyServer:
             )
 
     def _half_open(self) -> int:
-        return len(self._phase1) + sum(1 for p in self._pulls.values() if not p.done)
+        return len(self._phase1) + self._pulls_open
 
     def _main_mode(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
         ip = addr[0]
@@ -571,7 +628,8 @@ class KeyServer:
                 self._random,
                 now,
             )
-            self._phase1[key] = _Phase1(responder, addr, now, data, reply, data, reply)
+            p1 = self._phase1[key] = _Phase1(responder, addr, now, data, reply, data, reply)
+            self._phase1_deadlines.push(key, p1)
             self._out.append((reply, addr))
             return
         if p1 is None or p1.responder.rcookie != header.rcookie:
@@ -588,8 +646,8 @@ class KeyServer:
         self._out.append((reply, addr))
         sa = p1.responder.established
         if sa is not None:
-            del self._phase1[key]
-            self._ikes[sa.cookies] = _Ike(sa, addr, data, reply)
+            del self._phase1[key]  # its heap entry goes stale and is skipped
+            self._add_ike(_Ike(sa, addr, data, reply))
             self._events.append(Phase1Established(ip, sa.icookie, sa.rcookie, sa.keys.enc_key))
 
     def _group_by_identity(self, identity: int) -> _Group | None:
@@ -625,6 +683,8 @@ class KeyServer:
             pull.ni_b + pull.nr_b,
         )
         pull.done, pull.last_in, pull.last_out, pull.started_at = True, data, reply, now
+        self._pulls_open -= 1
+        self._pull_deadlines.push(key, pull)  # now kept FINISHED_PULL_KEEP_S for retransmitted HASH(3)
         self._out.append((reply, addr))
         self._register(group, addr, now, sa, pull)
 
@@ -660,7 +720,9 @@ class KeyServer:
             [NoncePayload(nr), sa_payload(kek, teks)],
             nonce.data,
         )
-        self._pulls[key] = _Pull(group.policy.name, nonce.data, nr, teks, kek, now, data, reply)
+        pull = self._pulls[key] = _Pull(group.policy.name, nonce.data, nr, teks, kek, now, data, reply)
+        self._pulls_open += 1
+        self._pull_deadlines.push(key, pull)
         self._out.append((reply, addr))
 
     def _notify(self, sa: IkeSa, addr: Addr, notify_type: NotifyType) -> tuple[bytes, Addr]:
@@ -692,8 +754,8 @@ class KeyServer:
         )
         if group.pending is not None:
             group.pending.unacked.discard(ip)  # the PULL just gave it the current keys
-        for cookies in [c for c, i in self._ikes.items() if i.addr[0] == ip and c != sa.cookies]:
-            del self._ikes[cookies]  # one ISAKMP SA per member, as "show crypto isakmp sa" lists them
+        for cookies in [c for c in self._ikes_by_ip.get(ip, ()) if c != sa.cookies]:
+            self._forget_ike(cookies)  # one ISAKMP SA per member, as "show crypto isakmp sa" lists them
         self._events.append(MemberRegistered(ip, group.policy.name))
 
     def _ack(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
@@ -746,16 +808,43 @@ class KeyServer:
     # --- housekeeping --------------------------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
-        for key in [k for k, p in self._phase1.items() if p.started_at + HALF_OPEN_TIMEOUT_S <= now]:
-            del self._phase1[key]
-        for pkey in [
-            k
-            for k, p in self._pulls.items()
-            if p.started_at + (FINISHED_PULL_KEEP_S if p.done else HALF_OPEN_TIMEOUT_S) <= now
-        ]:
-            del self._pulls[pkey]
-        for cookies in [c for c, i in self._ikes.items() if i.sa.expires_at() <= now]:
-            del self._ikes[cookies]
+        """Forget half-open registrations, finished PULLs and ISAKMP SAs whose time is up."""
+        self._phase1_deadlines.expire(now)
+        for _key, pull in self._pull_deadlines.expire(now):
+            if not pull.done:
+                self._pulls_open -= 1
+        for cookies, ike in self._ike_deadlines.expire(now):
+            self._unindex_ike(cookies, ike)
+
+    def _add_ike(self, ike: _Ike) -> None:
+        cookies = ike.sa.cookies
+        if cookies in self._ikes:  # random cookies do not repeat, but the index must never go stale
+            self._forget_ike(cookies)
+        self._ikes[cookies] = ike
+        self._ikes_by_ip.setdefault(ike.addr[0], set()).add(cookies)
+        self._ike_deadlines.push(cookies, ike)
+
+    def _forget_ike(self, cookies: bytes) -> None:
+        self._unindex_ike(cookies, self._ikes.pop(cookies))
+
+    def _unindex_ike(self, cookies: bytes, ike: _Ike) -> None:
+        same_ip = self._ikes_by_ip.get(ike.addr[0])
+        if same_ip is not None:
+            same_ip.discard(cookies)
+            if not same_ip:
+                del self._ikes_by_ip[ike.addr[0]]
+
+
+def _phase1_deadline(p1: _Phase1) -> float:
+    return p1.started_at + HALF_OPEN_TIMEOUT_S
+
+
+def _pull_deadline(pull: _Pull) -> float:
+    return pull.started_at + (FINISHED_PULL_KEEP_S if pull.done else HALF_OPEN_TIMEOUT_S)
+
+
+def _ike_deadline(ike: _Ike) -> float:
+    return ike.sa.expires_at()
 
 
 _T = TypeVar("_T")

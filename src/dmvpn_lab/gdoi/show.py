@@ -230,6 +230,7 @@ def _kek_json(kek: KekInfo | None) -> dict[str, Any] | None:
         "sig_hash_algorithm": kek.sig_hash,
         "sig_key_bits": kek.sig_key_bits,
         "spi": kek.spi.hex(),
+        "multicast_address": kek.multicast_address,
     }
 
 

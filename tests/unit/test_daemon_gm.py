@@ -1,0 +1,177 @@
+"""The GM daemon's kernel and socket side effects, with a scripted engine and a recording xfrm runner.
+
+No kernel is touched: the applier's commands go to a recorder (as in test_xfrm_commands), the ACQUIRE
+watcher runs a harmless process, and multicast joins are recorded instead of made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from dmvpn_lab.gdoi import daemon as daemon_module
+from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon, StartupError
+from dmvpn_lab.gdoi.model import Event, TekInstalled, TekSA, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.xfrm import Acquire, XfrmError
+
+GM = "127.0.0.1"
+PEER = "127.0.0.77"
+TEK = TekSA(0x100, TekTransform.ESP_GCM256, bytes(36), b"", (TrafficSelector(),), 3600, 0.0)
+
+
+class ScriptedGm:
+    """Just enough of a GroupMember: the test queues its events and sets its KEK."""
+
+    def __init__(self, journal: list[str]) -> None:
+        self.journal = journal
+        self.events: deque[Event] = deque()
+        self.kek: Any = None
+
+    def start(self, now: float) -> None:
+        self.journal.append("engine start")
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        pass
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        return []
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def next_event(self) -> Event | None:
+        return self.events.popleft() if self.events else None
+
+    def status(self, now: float) -> SimpleNamespace:
+        return SimpleNamespace(kek=self.kek)
+
+
+class Recorder:
+    def __init__(self, journal: list[str], fail: str | None = None) -> None:
+        self.journal = journal
+        self.fail = fail
+
+    def __call__(self, args: Sequence[str]) -> str:
+        line = " ".join(args)
+        if self.fail and self.fail in line:
+            raise XfrmError(f"`ip {line}` failed: Operation not permitted")
+        self.journal.append(line)
+        return ""
+
+
+def run_gm(
+    tmp_path: Path,
+    journal: list[str],
+    script: Any,
+    *,
+    xfrm: bool,
+    fail_close: tuple[TrafficSelector, ...] = (),
+    runner: Recorder | None = None,
+) -> GdoiDaemon:
+    engine = ScriptedGm(journal)
+    settings = DaemonSettings(role="gm", local_address=GM, port=0, run_dir=tmp_path, xfrm=xfrm)
+    daemon = GdoiDaemon(
+        settings,
+        lambda now: engine,
+        log=logging.getLogger("test.gdoi"),
+        fail_close=fail_close,
+        xfrm_runner=runner or Recorder(journal),
+        acquire_command=("sleep", "60"),
+    )
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(daemon.run(ready=ready.set))
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task in done:
+            task.result()  # a startup error surfaces here
+            return
+        try:
+            script(daemon, engine)
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    return daemon
+
+
+def test_fail_close_policies_go_in_before_registration_and_held_acquires_are_served(tmp_path: Path) -> None:
+    journal: list[str] = []
+
+    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+        assert daemon.applier is not None
+        daemon._on_acquire(Acquire(src=GM, dst=PEER, protocol="gre"))  # GRE to PEER before any key
+        assert not any("state add" in line for line in journal)
+        engine.events.append(TekInstalled(TEK))
+        daemon._pump()
+
+    run_gm(tmp_path, journal, script, xfrm=True, fail_close=(TrafficSelector(),))
+    start = journal.index("engine start")
+    assert [line.split(" priority")[0] for line in journal[1:start]] == [
+        "xfrm policy update src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir out",
+        "xfrm policy update src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir in",
+    ]
+    added = [line for line in journal[start:] if " add " in line or "policy update" in line]
+    assert [line.split(" proto esp")[0] for line in added] == [
+        f"xfrm state add src 0.0.0.0 dst {GM}",  # the TEK's inbound state; no second set of policies
+        f"xfrm state add src {GM} dst {PEER}",  # the held ACQUIRE, answered with its own addresses
+    ]
+
+
+def test_without_fail_close_nothing_is_installed_before_the_first_tek(tmp_path: Path) -> None:
+    journal: list[str] = []
+    run_gm(tmp_path, journal, lambda daemon, engine: None, xfrm=True)
+    assert journal[1] == "engine start"
+
+
+def test_a_gm_that_cannot_close_does_not_start(tmp_path: Path) -> None:
+    journal: list[str] = []
+    with pytest.raises(StartupError, match="refusing to start fail-open"):
+        run_gm(
+            tmp_path,
+            journal,
+            lambda daemon, engine: None,
+            xfrm=True,
+            fail_close=(TrafficSelector(),),
+            runner=Recorder(journal, fail="policy update"),
+        )
+    assert "engine start" not in journal
+
+
+def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    joined: list[tuple[str, int, str]] = []
+
+    def fake_join(group: str, port: int, interface_address: str) -> socket.socket:
+        joined.append((group, port, interface_address))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((GM, 0))
+        sock.setblocking(False)
+        return sock
+
+    monkeypatch.setattr(daemon_module, "join_multicast", fake_join)
+
+    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+        engine.kek = SimpleNamespace(multicast_address=None)  # unicast rekeys: nothing to join
+        engine.events.append(TekInstalled(TEK))
+        daemon._pump()
+        assert joined == []
+        engine.kek = SimpleNamespace(multicast_address="239.192.1.1")
+        engine.events.extend([TekInstalled(TEK), TekInstalled(TEK)])
+        daemon._pump()
+
+    run_gm(tmp_path, journal=[], script=script, xfrm=False)
+    assert joined == [("239.192.1.1", 0, GM)]  # once, on the GM's own address and port
