@@ -330,3 +330,56 @@ def test_fail_close_on_ip_selectors_keeps_gdoi_itself_in_the_clear() -> None:
     ]
     applier.stop()
     assert sum(c.startswith("xfrm policy delete") for c in ip.take()) == 6
+
+
+def test_stop_keeps_fail_close_policies_but_removes_states():
+    from dmvpn_lab.gdoi.model import TrafficSelector
+    from dmvpn_lab.gdoi.xfrm import XfrmApplier
+
+    commands: list[list[str]] = []
+    applier = XfrmApplier("172.27.1.1", runner=lambda args: commands.append(list(args)) or "")
+    gre = TrafficSelector()
+    applier.install_policies([gre])
+    commands.clear()
+    applier.stop(keep=[gre])
+    assert not any(c[:3] == ["xfrm", "policy", "delete"] for c in commands), commands
+    commands.clear()
+    applier.install_policies([gre])
+    applier.stop()
+    assert sum(c[:3] == ["xfrm", "policy", "delete"] for c in commands) == 2, commands
+
+
+def test_after_a_rekey_outbound_moves_only_when_switched():
+    """Inbound first everywhere, then outbound: a rekeyed member keeps sending with the old SPI until told."""
+    from dmvpn_lab.gdoi.model import TekSA, TekTransform, TrafficSelector
+    from dmvpn_lab.gdoi.xfrm import XfrmApplier
+
+    def tek(spi: int) -> TekSA:
+        return TekSA(spi, TekTransform.ESP_GCM128, bytes(20), b"", (TrafficSelector(),), 3600, 0.0)
+
+    commands: list[list[str]] = []
+    applier = XfrmApplier("172.27.1.1", runner=lambda args: commands.append(list(args)) or "")
+    applier.install_tek(tek(0x100), 0.0)
+    applier.add_peer("172.47.1.1", 0.0)
+    assert applier.peers == {"172.47.1.1": 0x100}
+    applier.install_tek(tek(0x200), 10.0, send=False)
+    assert applier.current_spi == 0x100 and applier.peers == {"172.47.1.1": 0x100}
+    applier.switch_outbound(0x200, 15.0)
+    assert applier.current_spi == 0x200 and applier.peers == {"172.47.1.1": 0x200}
+    applier.remove_tek(0x100)
+    assert applier.peers == {"172.47.1.1": 0x200}
+
+
+def test_expiry_of_the_sending_tek_moves_outbound_to_the_newer_one():
+    from dmvpn_lab.gdoi.model import TekSA, TekTransform, TrafficSelector
+    from dmvpn_lab.gdoi.xfrm import XfrmApplier
+
+    def tek(spi: int) -> TekSA:
+        return TekSA(spi, TekTransform.ESP_GCM128, bytes(20), b"", (TrafficSelector(),), 3600, 0.0)
+
+    applier = XfrmApplier("172.27.1.1", runner=lambda args: "")
+    applier.install_tek(tek(0x100), 0.0)
+    applier.add_peer("172.47.1.1", 0.0)
+    applier.install_tek(tek(0x200), 10.0, send=False)
+    applier.remove_tek(0x100)
+    assert applier.current_spi == 0x200 and applier.peers == {"172.47.1.1": 0x200}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -72,6 +73,9 @@ from dmvpn_lab.gdoi.xfrm import (
 )
 
 DEFAULT_RUN_DIR = Path("/run/gdoi")
+# After a rekey, wait this long before sending with the new TEK: the KS's pushes reach all members
+# within milliseconds, so by then every peer accepts the new SPI inbound (the old TEK stays valid).
+OUTBOUND_SWITCH_DELAY_S = 5.0
 DEFAULT_KEY_DIR = Path("/var/lib/dmvpn-lab/gdoi-keys")
 CONTROL_TIMEOUT_S = 10.0
 READ_BATCH = 256
@@ -381,8 +385,11 @@ class GdoiDaemon:
         if self._watcher is not None:
             await self._watcher.stop()
         if self.applier is not None:
-            await loop.run_in_executor(None, self.applier.stop)
-            self.log.info("%s: removed xfrm states and policies", self.name)
+            await loop.run_in_executor(None, functools.partial(self.applier.stop, keep=self._fail_close))
+            if self._fail_close:
+                self.log.info("%s: removed xfrm states; fail-close policies stay (GRE stays blocked)", self.name)
+            else:
+                self.log.info("%s: removed xfrm states and policies", self.name)
         if self._server is not None:
             self._server.close()
         for sock in [self._socket, *self._multicast.values()]:
@@ -509,7 +516,12 @@ class GdoiDaemon:
             else:
                 self.log.info("%s: installed %s", name, _describe_tek(event))
             if self.applier is not None:
-                self.applier.install_tek(event.sa, now)
+                rekey = self.applier.current_spi is not None
+                self.applier.install_tek(event.sa, now, send=not rekey)
+                if rekey:
+                    asyncio.get_running_loop().call_later(
+                        OUTBOUND_SWITCH_DELAY_S, self._switch_outbound, event.sa.spi
+                    )
             self._join_rekey_group()
         elif isinstance(event, TekExpired):
             self.log.info("%s: TEK spi %s expired, removed", name, spi_text(event.spi))
@@ -535,6 +547,15 @@ class GdoiDaemon:
             self.log.warning(
                 "%s: rejected a datagram from %s: %s (%s)", name, event.peer, event.reason, event.detail
             )
+
+    def _switch_outbound(self, spi: int) -> None:
+        if self.applier is None:
+            return
+        try:
+            self.applier.switch_outbound(spi, asyncio.get_running_loop().time())
+            self.log.info("%s: sending with TEK spi %s", self.name, spi_text(spi))
+        except XfrmError as exc:
+            self.log.error("%s: could not switch outbound to %s: %s", self.name, spi_text(spi), exc)
 
     def _join_rekey_group(self) -> None:
         """A GM whose KEK names a multicast rekey group listens there too (RFC 6407 section 4)."""

@@ -363,10 +363,12 @@ class XfrmApplier:
         self._outbound: dict[str, int] = {}  # peer NBMA -> SPI of its outbound state
         self._policies: set[tuple[TrafficSelector, str]] = set()
         self._bypass = False
+        self._sending_spi: int | None = None  # the TEK outbound states use; may lag the newest one
 
     @property
     def current_spi(self) -> int | None:
-        return next(reversed(self._teks)) if self._teks else None
+        """The SPI this member sends with (inbound accepts every installed TEK)."""
+        return self._sending_spi
 
     @property
     def peers(self) -> dict[str, int]:
@@ -375,8 +377,14 @@ class XfrmApplier:
     def _hard_lifetime(self, sa: TekSA, now: float) -> int:
         return int(sa.expires_at() - now) + HARD_LIFETIME_GRACE_S
 
-    def install_tek(self, sa: TekSA, now: float) -> None:
-        """Policies for the TEK's selectors, its inbound state, and every known peer moved onto it."""
+    def install_tek(self, sa: TekSA, now: float, *, send: bool = True) -> None:
+        """Policies for the TEK's selectors and its inbound state; with ``send``, every known peer moved
+        onto it at once.
+
+        After a rekey the caller passes ``send=False`` and calls :meth:`switch_outbound` a little later:
+        members receive the push at slightly different moments, and a member that sent with the new SPI
+        before its peer had installed it would lose packets.  Inbound first everywhere, then outbound.
+        """
         if sa.spi in self._teks:
             return
         self.install_policies(sa.selectors)
@@ -390,6 +398,15 @@ class XfrmApplier:
             )
         )
         self._teks[sa.spi] = sa
+        if send or self._sending_spi is None:
+            self.switch_outbound(sa.spi, now)
+
+    def switch_outbound(self, spi: int, now: float) -> None:
+        """Send with TEK ``spi`` from now on: every known peer's outbound state moves onto it."""
+        sa = self._teks.get(spi)
+        if sa is None or spi == self._sending_spi:
+            return
+        self._sending_spi = spi
         for peer, src in list(self._peers.items()):
             self._point_peer(peer, src, sa, now)
 
@@ -457,6 +474,12 @@ class XfrmApplier:
         """The TEK's lifetime ended: remove its inbound state and any outbound state still on it."""
         if spi not in self._teks:
             return
+        if spi == self._sending_spi:
+            # Still sending with it (the switch had not happened yet): move onto the newest other TEK first.
+            others = [other for other in self._teks if other != spi]
+            self._sending_spi = None
+            if others:
+                self.switch_outbound(others[-1], now=self._teks[others[-1]].installed_at)
         self._delete(state_delete(src="0.0.0.0", dst=self.xfrm_address, spi=spi))
         for peer, peer_spi in list(self._outbound.items()):
             if peer_spi == spi:
@@ -464,16 +487,21 @@ class XfrmApplier:
                 del self._outbound[peer]
         del self._teks[spi]
 
-    def stop(self) -> None:
-        """Remove every state and policy this applier added (best effort: keep going on errors)."""
+    def stop(self, *, keep: Sequence[TrafficSelector] = ()) -> None:
+        """Remove every state and policy this applier added (best effort: keep going on errors).
+
+        Policies of the selectors in ``keep`` stay: a fail-close GM that stops (or restarts) must leave
+        GRE blocked rather than open it in clear until the next registration.
+        """
         failures: list[str] = []
+        kept = {(selector, direction) for selector in keep for direction in ("out", "in")}
         for spi in list(self._teks):
             try:
                 self.remove_tek(spi)
             except XfrmError as exc:
                 failures.append(str(exc))
                 self._teks.pop(spi, None)
-        for selector, direction in sorted(self._policies, key=repr):
+        for selector, direction in sorted(self._policies - kept, key=repr):
             try:
                 self._delete(policy_delete(selector, direction))
             except XfrmError as exc:
@@ -490,6 +518,7 @@ class XfrmApplier:
             self._bypass = False
         self._peers.clear()
         self._outbound.clear()
+        self._sending_spi = None
         for failure in failures:
             self._log(f"cleanup: {failure}")
 
