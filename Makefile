@@ -12,7 +12,7 @@ setup:            ## install system packages and the Python package (Debian/Ubun
 lab-up:           ## bring the seed's lab up and show it working
 	$(LAB) up
 	$(LAB) status
-	$(LAB) exec host4 -- ping -n -c 3 192.168.2.10
+	$(LAB) exec host4 -- ping -n -c 5 -i 0.5 -W 2 192.168.2.10
 
 lab-down:         ## remove everything the lab made
 	$(LAB) down
@@ -33,9 +33,11 @@ lint:
 	$(PYTHON) -m ruff check src tests labtests bench conftest.py
 	$(PYTHON) -m mypy src
 
-bench:            ## GDOI engine benchmark and the GDOI-vs-IKEv2 side-by-side
+bench:            ## GDOI engine benchmark and the GDOI-vs-IKEv2 side-by-side (labs in the sandbox kernel where needed)
 	$(PYTHON) bench/gdoi_bench.py
+	$(PYTHON) bench/side_by_side.py
 
 topologies:       ## regenerate the topology folders from src/dmvpn_lab/lab/generate.py
 	$(PYTHON) -m dmvpn_lab.lab.generate --protection gdoi
 	$(PYTHON) -m dmvpn_lab.lab.generate --protection plain
+	$(PYTHON) -m dmvpn_lab.lab.generate --protection ipsec

@@ -14,7 +14,7 @@ from dmvpn_lab.lab.topology import TopologyError, load_topology
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("protection", [Protection.GDOI, Protection.PLAIN])
+@pytest.mark.parametrize("protection", [Protection.GDOI, Protection.PLAIN, Protection.IPSEC])
 def test_committed_topologies_match_the_generator(protection):
     spec = LabSpec(3, protection)
     folder = ROOT / "topologies" / spec.lab_name

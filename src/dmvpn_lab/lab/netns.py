@@ -1,9 +1,10 @@
 """The embedded runtime: every node a Linux network namespace named as containerlab names it.
 
 ``up`` builds the namespaces and veth links, runs each node's ``setup.sh``, starts the KS, the GM
-sidecars and FRR (zebra first, then the routing daemons, then the node's ``frr.conf`` through vtysh)
-and waits until the lab has converged.  ``down`` removes every namespace, process and file the lab
-made, and works after an interrupted ``up`` because it finds what to remove by name, not from memory.
+sidecars (or, in the per-peer IPsec baseline, strongSwan's ``charon``) and FRR (zebra first, then the
+routing daemons, then the node's ``frr.conf`` through vtysh) and waits until the lab has converged.
+``down`` removes every namespace, process and file the lab made, and works after an interrupted ``up``
+because it finds what to remove by name, not from memory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dmvpn_lab.lab.converge import wait_for_json
+from dmvpn_lab.lab.generate import STRONGSWAN_CONF_PATH, SWANCTL_CONF_PATH
 from dmvpn_lab.lab.node import NodeShell, gdoi_command, state_root
 from dmvpn_lab.lab.topology import FRR_CONF_PATH, GDOI_CONF_PATH, SETUP_PATH, Node, Topology
 
@@ -30,6 +33,7 @@ FRR_RUN = Path("/var/run/frr")
 KEY_ROOT = Path("/var/lib/dmvpn-lab/keys")  # the KS's RSA keys outlive a lab (and a sandbox run)
 # FRR 9+ routes configuration through mgmtd, which must run before the other daemons.
 FRR_ORDER = ("zebra", "mgmtd", "staticd", "bgpd", "ospfd", "nhrpd")
+CHARON_PATHS = ("/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon", "/usr/libexec/strongswan/charon")
 
 
 class LabError(RuntimeError):
@@ -100,6 +104,11 @@ class NetnsRuntime:
         for node in self.topology.ordered_nodes():
             if node.gdoi_role == "gm":
                 self._start_gdoi(node)
+        ike_nodes = [n for n in self.topology.ordered_nodes() if n.env.get("IKE_DAEMON") == "strongswan"]
+        for node in sorted(ike_nodes, key=lambda n: n.role != "hub"):  # the hub answers before spokes ask
+            self._start_charon(node)
+        for node in ike_nodes:
+            self._wait_hub_tunnel(node)
         for node in self.topology.ordered_nodes():
             if node.frr_daemons:
                 self._start_frr(node)
@@ -171,6 +180,61 @@ class NetnsRuntime:
     def restart_gdoi(self, name: str, config: Path | None = None) -> None:
         self.stop_gdoi(name)
         self.start_gdoi(name, config=config)
+
+    def _start_charon(self, node: Node) -> None:
+        """strongSwan's IKE daemon in the node, with a private /run (its pid file and vici socket).
+
+        charon insists on one ``/var/run/charon.pid`` per machine; namespaces share the host's /run, so
+        each charon gets its own mount namespace whose /run is ``ipsec_run_dir`` on the host.
+        """
+        swanctl_conf = node.file(SWANCTL_CONF_PATH)
+        if swanctl_conf is None:
+            raise LabError(f"{node.name}: IKE_DAEMON=strongswan but no file is bound to {SWANCTL_CONF_PATH}")
+        charon = next((p for p in CHARON_PATHS if Path(p).exists()), None)
+        if charon is None:
+            raise LabError(f"{node.name}: strongSwan's charon is missing (apt-get install strongswan-charon)")
+        run = ipsec_run_dir(self.topology, node.name)
+        run.mkdir(parents=True, exist_ok=True)
+        conf = self.state_dir / node.name / "strongswan.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["include /etc/strongswan.conf"]
+        if dropin := node.file(STRONGSWAN_CONF_PATH):
+            lines.append(f"include {dropin}")
+        conf.write_text("\n".join(lines) + "\n")
+        script = f"mount --bind {run} /run && exec env STRONGSWAN_CONF={conf} {charon}"
+        self.progress(f"  {node.name}: strongSwan charon")
+        log = self._log(node.name, "charon").open("ab")
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        proc = self.shell.spawn(node.name, argv, log=log)
+        log.close()
+        self._remember_pid(node.name, "charon", proc.pid)
+        _wait_path(run / "charon.vici", f"{node.name}: charon's vici socket")
+        result = self.shell.run(
+            node.name,
+            ["swanctl", "--load-all", "--file", str(swanctl_conf), *swanctl_uri(self.topology, node.name)],
+            check=False,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise LabError(
+                f"{node.name}: swanctl refused {swanctl_conf}: {result.stdout.strip()} {result.stderr.strip()}"
+            )
+
+    def _wait_hub_tunnel(self, node: Node) -> None:
+        """A spoke's CHILD_SA to the hub is installed (so FRR's first GRE packet is already protected)."""
+        if node.role != "spoke":
+            return
+        wait_for_json(
+            lambda: swanctl_sas(self.shell, node.name),
+            lambda sas: (
+                None
+                if any(sa["conn"] == "hub" and any(c["state"] == "INSTALLED" for c in sa["children"]) for sa in sas)
+                else "no installed CHILD_SA toward the hub"
+            ),
+            what=f"{node.name}: swanctl --list-sas",
+            timeout=60,
+            interval=0.2,
+        )
 
     def _wait_healthy(self, node: Node) -> None:
         self.progress(f"  {node.name}: waiting for the key server to answer")
@@ -276,6 +340,43 @@ class NetnsRuntime:
         state = self._read_state()
         state.setdefault("pids", {}).setdefault(node, {})[daemon] = pid
         self._write_state(state)
+
+
+def ipsec_run_dir(topology: Topology, node: str) -> Path:
+    """The host folder that is ``/run`` for the node's charon (pid file, vici socket)."""
+    return Path("/run/dmvpn-lab") / topology.name / node / "ipsec"
+
+
+def swanctl_uri(topology: Topology, node: str) -> list[str]:
+    """swanctl arguments that reach the node's own charon."""
+    return ["--uri", f"unix://{ipsec_run_dir(topology, node) / 'charon.vici'}"]
+
+
+_IKE_SA_LINE = re.compile(r"^(\S+): #(\d+), (\w+), IKEv(\d)")
+_CHILD_SA_LINE = re.compile(r"^\s+(\S+): #(\d+), reqid (\d+), (\w+), (\w+)")
+_ENDPOINT_LINE = re.compile(r"^\s+(local|remote)\s+'[^']*' @ ([0-9.]+)\[")
+_SPI_LINE = re.compile(r"^\s+(in|out)\s+([0-9a-f]{8})")
+
+
+def parse_swanctl_sas(text: str) -> list[dict[str, Any]]:
+    """``swanctl --list-sas`` text as a list of IKE SAs, each with its CHILD_SAs and SPIs."""
+    sas: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if m := _IKE_SA_LINE.match(line):
+            sas.append({"conn": m[1], "id": int(m[2]), "state": m[3], "version": int(m[4]), "children": []})
+        elif sas and (m := _CHILD_SA_LINE.match(line)):
+            sas[-1]["children"].append({"name": m[1], "id": int(m[2]), "state": m[4], "mode": m[5], "spis": {}})
+        elif sas and (m := _ENDPOINT_LINE.match(line)):
+            sas[-1][m[1]] = m[2]
+        elif sas and sas[-1]["children"] and (m := _SPI_LINE.match(line)):
+            sas[-1]["children"][-1]["spis"][m[1]] = int(m[2], 16)
+    return sas
+
+
+def swanctl_sas(shell: NodeShell, node: str) -> list[dict[str, Any]]:
+    """The node's IKE SAs as strongSwan lists them (see ``parse_swanctl_sas``)."""
+    out = shell.run(node, ["swanctl", "--list-sas", *swanctl_uri(shell.topology, node)], timeout=30).stdout
+    return parse_swanctl_sas(out)
 
 
 def _run(argv: list[str]) -> None:

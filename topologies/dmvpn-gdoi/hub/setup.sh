@@ -14,4 +14,5 @@ ip tunnel add gre1 mode gre key 123 ttl 64 local 172.17.1.1 dev eth1
 ip addr add 192.168.100.1/32 dev gre1
 ip link set gre1 mtu 1400 up
 sysctl -qw net.core.xfrm_larval_drop=0
+sysctl -qw net.core.xfrm_acq_expires=3
 iptables -A FORWARD -i gre1 -o gre1 -m hashlimit --hashlimit-upto 4/minute --hashlimit-burst 1 --hashlimit-mode srcip,dstip --hashlimit-srcmask 24 --hashlimit-dstmask 24 --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128 2>/dev/null || iptables-legacy -A FORWARD -i gre1 -o gre1 -m hashlimit --hashlimit-upto 4/minute --hashlimit-burst 1 --hashlimit-mode srcip,dstip --hashlimit-srcmask 24 --hashlimit-dstmask 24 --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128

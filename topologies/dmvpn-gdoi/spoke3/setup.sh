@@ -14,3 +14,4 @@ ip tunnel add gre1 mode gre key 123 ttl 64 local 172.47.1.1 dev eth1
 ip addr add 192.168.100.4/32 dev gre1
 ip link set gre1 mtu 1400 up
 sysctl -qw net.core.xfrm_larval_drop=0
+sysctl -qw net.core.xfrm_acq_expires=3

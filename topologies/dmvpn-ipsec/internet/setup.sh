@@ -1,0 +1,16 @@
+#!/bin/sh
+# Kernel plumbing of this node; run once in the node's namespace. Generated.
+set -e
+sysctl -qw net.ipv4.ip_forward=1
+ip addr add 172.17.1.254/24 dev eth1
+ip link set eth1 up
+ip route add 2.2.2.2/32 via 172.17.1.1
+ip addr add 172.27.1.254/24 dev eth2
+ip link set eth2 up
+ip route add 11.11.11.11/32 via 172.27.1.1
+ip addr add 172.37.1.254/24 dev eth3
+ip link set eth3 up
+ip route add 12.12.12.12/32 via 172.37.1.1
+ip addr add 172.47.1.254/24 dev eth4
+ip link set eth4 up
+ip route add 13.13.13.13/32 via 172.47.1.1
