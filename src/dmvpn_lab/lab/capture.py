@@ -6,6 +6,7 @@ port decoded as ISAKMP), so the pcap stays behind as a test artifact a trainee c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
@@ -89,7 +90,12 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
     import pyshark  # imported here: it starts tshark processes and is only needed for analysis
 
     packets: list[PacketSummary] = []
-    cap = pyshark.FileCapture(str(pcap), display_filter=display_filter, decode_as=GDOI_DECODE_AS, keep_packets=False)
+    # pyshark drives tshark from an asyncio loop; give it its own, whatever state the caller's loop is in
+    # (an earlier asyncio.run() leaves none behind).
+    loop = asyncio.new_event_loop()
+    cap = pyshark.FileCapture(
+        str(pcap), display_filter=display_filter, decode_as=GDOI_DECODE_AS, keep_packets=False, eventloop=loop
+    )
     try:
         for pkt in cap:
             layers = tuple(layer.layer_name for layer in pkt.layers)
@@ -102,6 +108,7 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
             packets.append(PacketSummary(int(pkt.number), str(pkt.ip.src), str(pkt.ip.dst), layers, spi, exchange))
     finally:
         cap.close()
+        loop.close()
     return packets
 
 
