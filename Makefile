@@ -35,6 +35,7 @@ lint:
 
 bench:            ## GDOI engine benchmark and the GDOI-vs-IKEv2 side-by-side (labs in the sandbox kernel where needed)
 	$(PYTHON) bench/gdoi_bench.py
+	$(PYTHON) bench/lab_footprint.py
 	$(PYTHON) bench/side_by_side.py
 
 topologies:       ## regenerate the topology folders from src/dmvpn_lab/lab/generate.py
