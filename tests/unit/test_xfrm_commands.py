@@ -160,7 +160,7 @@ def test_rekey_keeps_old_inbound_and_moves_outbound_at_once() -> None:
         f"xfrm state delete src {OWN} dst 172.37.1.1 proto esp spi 0x00000100",
     ]
     assert applier.current_spi == 0x200
-    applier.remove_tek(0x100)  # the old TEK's lifetime ends: only its inbound state is left to remove
+    applier.remove_tek(0x100, 3600.0)  # the old TEK's lifetime ends: only its inbound state is left to remove
     assert ip.take() == [f"xfrm state delete src 0.0.0.0 dst {OWN} proto esp spi 0x00000100"]
 
 
@@ -170,7 +170,7 @@ def test_expired_current_tek_removes_outbound_states_too() -> None:
     applier.install_tek(tek(0x100), now=0.0)
     applier.add_peer("172.27.1.1", now=0.0)
     ip.take()
-    applier.remove_tek(0x100)
+    applier.remove_tek(0x100, 3600.0)
     assert ip.take() == [
         f"xfrm state delete src 0.0.0.0 dst {OWN} proto esp spi 0x00000100",
         f"xfrm state delete src {OWN} dst 172.27.1.1 proto esp spi 0x00000100",
@@ -186,7 +186,7 @@ def test_existing_state_is_updated_and_missing_state_on_delete_is_fine() -> None
     assert any(c.startswith("xfrm state update src 0.0.0.0") for c in ip.commands)
     ip.exists.clear()
     ip.missing.add("state delete")
-    applier.remove_tek(0x100)  # no exception
+    applier.remove_tek(0x100, 3600.0)  # no exception
 
 
 def test_stop_removes_everything_it_added_including_bypass() -> None:
@@ -366,7 +366,7 @@ def test_after_a_rekey_outbound_moves_only_when_switched():
     assert applier.current_spi == 0x100 and applier.peers == {"172.47.1.1": 0x100}
     applier.switch_outbound(0x200, 15.0)
     assert applier.current_spi == 0x200 and applier.peers == {"172.47.1.1": 0x200}
-    applier.remove_tek(0x100)
+    applier.remove_tek(0x100, 3600.0)
     assert applier.peers == {"172.47.1.1": 0x200}
 
 
@@ -381,5 +381,5 @@ def test_expiry_of_the_sending_tek_moves_outbound_to_the_newer_one():
     applier.install_tek(tek(0x100), 0.0)
     applier.add_peer("172.47.1.1", 0.0)
     applier.install_tek(tek(0x200), 10.0, send=False)
-    applier.remove_tek(0x100)
+    applier.remove_tek(0x100, 3600.0)
     assert applier.current_spi == 0x200 and applier.peers == {"172.47.1.1": 0x200}

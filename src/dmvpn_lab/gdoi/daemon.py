@@ -526,7 +526,7 @@ class GdoiDaemon:
         elif isinstance(event, TekExpired):
             self.log.info("%s: TEK spi %s expired, removed", name, spi_text(event.spi))
             if self.applier is not None:
-                self.applier.remove_tek(event.spi)
+                self.applier.remove_tek(event.spi, now)
         elif isinstance(event, RekeyReceived):
             self.log.info("%s: rekey #%d received from %s", name, event.sequence, event.server)
         elif isinstance(event, RegistrationFailed):

@@ -442,9 +442,7 @@ class XfrmApplier:
         previous = self._outbound.get(peer)
         if previous == sa.spi:
             return
-        self._add_state(
-            state_add(sa, src=src, dst=peer, hard_lifetime_s=self._hard_lifetime(sa, now), inbound=False)
-        )
+        self._add_state(state_add(sa, src=src, dst=peer, hard_lifetime_s=self._hard_lifetime(sa, now), inbound=False))
         self._outbound[peer] = sa.spi
         if previous is not None:
             self._delete(state_delete(src=src, dst=peer, spi=previous))
@@ -470,7 +468,7 @@ class XfrmApplier:
         self._outbound.pop(acquire.dst, None)  # the kernel lost our state (hard expiry): add it again
         self.add_peer(acquire.dst, now, src=acquire.src)
 
-    def remove_tek(self, spi: int) -> None:
+    def remove_tek(self, spi: int, now: float) -> None:
         """The TEK's lifetime ended: remove its inbound state and any outbound state still on it."""
         if spi not in self._teks:
             return
@@ -479,7 +477,11 @@ class XfrmApplier:
             others = [other for other in self._teks if other != spi]
             self._sending_spi = None
             if others:
-                self.switch_outbound(others[-1], now=self._teks[others[-1]].installed_at)
+                self.switch_outbound(others[-1], now)
+        self._drop_tek(spi)
+
+    def _drop_tek(self, spi: int) -> None:
+        """Delete the TEK's inbound state and the outbound states still on it."""
         self._delete(state_delete(src="0.0.0.0", dst=self.xfrm_address, spi=spi))
         for peer, peer_spi in list(self._outbound.items()):
             if peer_spi == spi:
@@ -495,9 +497,10 @@ class XfrmApplier:
         """
         failures: list[str] = []
         kept = {(selector, direction) for selector in keep for direction in ("out", "in")}
+        self._sending_spi = None  # everything goes: no point moving peers from one TEK to another first
         for spi in list(self._teks):
             try:
-                self.remove_tek(spi)
+                self._drop_tek(spi)
             except XfrmError as exc:
                 failures.append(str(exc))
                 self._teks.pop(spi, None)
@@ -518,7 +521,6 @@ class XfrmApplier:
             self._bypass = False
         self._peers.clear()
         self._outbound.clear()
-        self._sending_spi = None
         for failure in failures:
             self._log(f"cleanup: {failure}")
 
