@@ -79,15 +79,6 @@ class Lab:
     def label(self, node: str, name: str) -> str:
         return self.topology.nodes[node].labels[f"dmvpn-lab.{name}"]
 
-    def underlay_ports(self) -> dict[str, str]:
-        """Router name -> the underlay router's interface facing it."""
-        ports = {}
-        for link in self.topology.links:
-            for here, there in ((link.a, link.b), (link.b, link.a)):
-                if here.node == "internet" and there.node in self.topology.nodes:
-                    ports[there.node] = here.interface
-        return ports
-
 
 def bring_up(spec: LabSpec, root: Path, results: Path) -> tuple[Lab, dict[str, Any]]:
     """Generate and start the lab; time it, and capture its key management while it comes up."""
@@ -129,7 +120,7 @@ def bring_up(spec: LabSpec, root: Path, results: Path) -> tuple[Lab, dict[str, A
 
 
 def set_delay(lab: Lab, delay_ms: int) -> None:
-    for port in lab.underlay_ports().values():
+    for port in checks.underlay_ports(lab.shell).values():
         if delay_ms:
             lab.shell.run(
                 "internet", ["tc", "qdisc", "replace", "dev", port, "root", "netem", "delay", f"{delay_ms}ms"]

@@ -32,7 +32,7 @@ def test_wrong_psk_never_registers_and_never_sends_in_clear(lab, request, tmp_pa
     assert bad.read_text() != good.read_text()
     rejected_before = sum(_rejected(lab, ks.name).values())
     address = spoke2.env["GDOI_LOCAL_ADDRESS"]
-    member_before = _members(lab, ks.name).get(address)
+    member_before = checks.ks_members(lab.shell).get(address)
     pcap = lab.artifact(request.node.name, "wrong-psk.pcap")
     try:
         with capture(lab.shell, "internet", "any", pcap):
@@ -54,7 +54,7 @@ def test_wrong_psk_never_registers_and_never_sends_in_clear(lab, request, tmp_pa
             lab.save(request.node.name, "ping.txt", result.stdout)
             assert result.returncode != 0, "a member without keys reached another member"
         # The KS may still remember the earlier, legitimate registration; it must not have a new one.
-        member_after = _members(lab, ks.name).get(address)
+        member_after = checks.ks_members(lab.shell).get(address)
         if member_before is None:
             assert member_after is None, f"{address} registered with the wrong key: {member_after}"
         elif member_after is not None:
@@ -68,10 +68,6 @@ def test_wrong_psk_never_registers_and_never_sends_in_clear(lab, request, tmp_pa
     finally:
         lab.runtime.restart_gdoi(spoke2.name)
         checks.wait_converged(lab.shell, timeout=180, progress=lambda _line: None)
-
-
-def _members(lab, ks: str) -> dict[str, dict]:
-    return {m["address"]: m for m in lab.shell.gdoi_json(ks, "show", "crypto", "gdoi", "ks", "members")["members"]}
 
 
 def _captured_push(lab, request, target_address: str) -> bytes:
@@ -114,8 +110,7 @@ def _send_from_ks(lab, payload: bytes, target: str) -> None:
 @pytest.mark.parametrize(("attack", "reason"), [("replayed", "replayed"), ("tampered-signature", "bad-signature")])
 def test_forged_or_replayed_rekey_changes_nothing(lab, request, attack, reason):
     # Target a GM the KS currently pushes to (after a KS restart, members re-join only as their TEKs end).
-    ks = checks.key_server(lab.shell)
-    members = set(_members(lab, ks.name))
+    members = set(checks.ks_members(lab.shell))
     target_gm = next((g for g in checks.group_members(lab.shell) if g.env["GDOI_LOCAL_ADDRESS"] in members), None)
     assert target_gm is not None, f"the KS has no members to push to: {members}"
     target = target_gm.env["GDOI_LOCAL_ADDRESS"]

@@ -42,7 +42,7 @@ def test_spoke3_to_spoke1_resolves_and_goes_direct_encrypted(lab, request):
     dst = lab.address_of_host(lab.host_of(spoke1.name))
     pcap = lab.artifact(request.node.name, "spoke3-underlay.pcap")
     # Capture on the underlay port facing spoke3: every packet spoke3 sends, via the hub or direct.
-    port = _internet_port_of(lab, spoke3.name)
+    port = checks.underlay_ports(lab.shell)[spoke3.name]
     with capture(lab.shell, "internet", port, pcap):
         lab.ping(lab.host_of(spoke3.name), dst, count=10, interval=0.2)
         cache = wait_for_json(
@@ -87,11 +87,3 @@ def test_spoke3_to_spoke1_resolves_and_goes_direct_encrypted(lab, request):
     via_hub_late = [p for p in after_shortcut if p.dst == hub_nbma]
     assert len(direct) >= 20, f"only {len(direct)} packets went direct"
     assert len(via_hub_late) <= 3, f"after the shortcut the flow still crosses the hub: {via_hub_late}"
-
-
-def _internet_port_of(lab, router: str) -> str:
-    for link in lab.topology.links:
-        ends = {link.a.node: link.a.interface, link.b.node: link.b.interface}
-        if router in ends and "internet" in ends:
-            return ends["internet"]
-    raise AssertionError(f"{router} has no underlay link")

@@ -65,8 +65,8 @@ def test_forced_rekey_during_a_flow_loses_no_packet(lab, request):
     assert new_spi in spis_on_wire, f"new SPI 0x{new_spi:x} never on the wire ({pcap})"
     last = [p.esp_spi for p in packets[-20:]]
     assert set(last) == {new_spi}, f"the wire did not move to the new SPI: last SPIs {set(last)}"
-    ks_members = lab.shell.gdoi_json(ks.name, "show", "crypto", "gdoi", "ks", "members")["members"]
-    assert all(m["rekey_acks"] >= 1 for m in ks_members), ks_members
+    members = checks.ks_members(lab.shell)
+    assert all(m["rekey_acks"] >= 1 for m in members.values()), members
 
 
 def test_ks_restart_never_lets_traffic_out_in_clear(lab, request):
@@ -118,20 +118,9 @@ def fast_lab(pytestconfig, tmp_path_factory):
     yield from _bring_up(pytestconfig, str(folder))
 
 
-def _ks_teks(lab) -> list[dict]:
-    ks = checks.key_server(lab.shell)
-    return [t for g in lab.shell.gdoi_json(ks.name, "show", "crypto", "gdoi")["groups"] for t in g["teks"]]
-
-
-def _members(lab) -> dict[str, dict]:
-    ks = checks.key_server(lab.shell)
-    members = lab.shell.gdoi_json(ks.name, "show", "crypto", "gdoi", "ks", "members")["members"]
-    return {m["address"]: m for m in members}
-
-
 def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request):
     lab = fast_lab
-    old = max(_ks_teks(lab), key=lambda t: t["lifetime_remaining_s"])
+    old = max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"])
     flow_s = old["lifetime_remaining_s"] + 15  # past the rekey (30 s before expiry) and the old TEK's end
     dst = lab.address_of_host(lab.host_of("spoke1"))
     lab.ping(lab.host_of("spoke2"), dst, count=3)
@@ -164,25 +153,25 @@ def test_gm_whose_acks_stop_is_dropped_and_registers_again(fast_lab, request):
     lab.shell.gdoi(spoke1.name, "acks", "off")
     try:
         for _ in range(6):  # max missed ACKs is retransmit number + 1 = 3 rekeys; allow slack
-            if address not in _members(lab):
+            if address not in checks.ks_members(lab.shell):
                 break
-            missed = _members(lab)[address]["missed_acks"]
+            missed = checks.ks_members(lab.shell)[address]["missed_acks"]
             lab.shell.gdoi(ks.name, "rekey")
             wait_for_json(
-                lambda: _members(lab),
+                lambda: checks.ks_members(lab.shell),
                 lambda m, missed=missed: (
                     None if address not in m or m[address]["missed_acks"] > missed else "ACK not yet counted as missed"
                 ),
                 what=f"{ks.name}: members (missed ACKs of {address})",
                 timeout=60,
             )
-        lab.save(request.node.name, "members-after-drop.json", _members(lab))
-        assert address not in _members(lab), f"{address} was never dropped"
+        lab.save(request.node.name, "members-after-drop.json", checks.ks_members(lab.shell))
+        assert address not in checks.ks_members(lab.shell), f"{address} was never dropped"
     finally:
         lab.shell.gdoi(spoke1.name, "acks", "on")
     # Dropped members get no rekey: the GM registers again before its newest TEK ends.
     wait_for_json(
-        lambda: _members(lab),
+        lambda: checks.ks_members(lab.shell),
         lambda m: None if address in m else f"{address} not registered again",
         what=f"{ks.name}: members ({address} back)",
         timeout=FAST_TEK_LIFETIME_S + 60,
@@ -196,7 +185,7 @@ def test_ks_restart_members_register_again_and_nothing_leaves_in_clear(fast_lab,
     pcap = lab.artifact(request.node.name, "ks-restart.pcap")
     with capture(lab.shell, "internet", "any", pcap):
         lab.runtime.restart_gdoi(ks.name)
-        wait_for_json(lambda: _members(lab), {}, what=f"{ks.name}: answering after restart", timeout=60)
+        wait_for_json(lambda: checks.ks_members(lab.shell), {}, what=f"{ks.name}: answering after restart", timeout=60)
         flow = lab.shell.spawn(
             lab.host_of("spoke2"),
             ["ping", "-n", "-i", "0.2", "-w", str(FAST_TEK_LIFETIME_S + 30), dst],
@@ -204,7 +193,7 @@ def test_ks_restart_members_register_again_and_nothing_leaves_in_clear(fast_lab,
         )
         wanted = {gm.env["GDOI_LOCAL_ADDRESS"] for gm in checks.group_members(lab.shell)}
         wait_for_json(
-            lambda: set(_members(lab)),
+            lambda: set(checks.ks_members(lab.shell)),
             lambda m: None if m >= wanted else f"registered: {sorted(m)}",
             what=f"{ks.name}: every GM registered again",
             timeout=FAST_TEK_LIFETIME_S + 60,

@@ -185,6 +185,17 @@ def _only(decoded: Sequence[Decoded], ptype: type, what: str) -> Decoded:
     return found[0]
 
 
+def _ke_and_nonce(header: Header, data: bytes, what: str) -> tuple[KePayload, NoncePayload]:
+    """The clear KE and nonce of main mode messages 3 and 4 (RFC 2409 section 5: nonces of 8..256 bytes)."""
+    decoded = decode_payloads(header.next_payload, data[ISAKMP_HEADER_LEN:], gdoi_sa=False)
+    ke = _only(decoded, KePayload, what).payload
+    nonce = _only(decoded, NoncePayload, what).payload
+    assert isinstance(ke, KePayload) and isinstance(nonce, NoncePayload)
+    if not 8 <= len(nonce.data) <= 256:
+        raise Phase1Error("malformed", "nonce length outside 8..256")
+    return ke, nonce
+
+
 # --- The established ISAKMP SA ------------------------------------------------------------------------
 
 
@@ -268,17 +279,13 @@ class IkeSa:
 
 def _sa_payload(policies: Sequence[IsakmpPolicy]) -> SaPayload:
     transforms = tuple(transform_for(p, i + 1) for i, p in enumerate(_policies_in_order(policies)))
-    return SaPayload(
-        Doi.GDOI, Situation.IDENTITY_ONLY, (ProposalPayload(1, ProtocolId.ISAKMP, b"", transforms),)
-    )
+    return SaPayload(Doi.GDOI, Situation.IDENTITY_ONLY, (ProposalPayload(1, ProtocolId.ISAKMP, b"", transforms),))
 
 
 class MainModeInitiator:
     """The GM side of Main Mode.  ``first_message()`` then ``handle()`` each reply."""
 
-    def __init__(
-        self, policies: Sequence[IsakmpPolicy], psk: bytes, local: str, peer: str, random: RandomFn
-    ) -> None:
+    def __init__(self, policies: Sequence[IsakmpPolicy], psk: bytes, local: str, peer: str, random: RandomFn) -> None:
         if not policies:
             raise ValueError("at least one ISAKMP policy is needed")
         self.policies = tuple(policies)
@@ -329,8 +336,7 @@ class MainModeInitiator:
         suite = suite_of(sa.proposals[0].transforms[0])
         offered = [suite_of(t) for t in self.sa.proposals[0].transforms]
         if suite is None or not any(
-            o is not None and (o.cipher, o.hash, o.group) == (suite.cipher, suite.hash, suite.group)
-            for o in offered
+            o is not None and (o.cipher, o.hash, o.group) == (suite.cipher, suite.hash, suite.group) for o in offered
         ):
             raise Phase1Error("no-proposal", "responder chose a transform that was not offered")
         dh = dh_generate(suite.group, self.random)
@@ -344,12 +350,7 @@ class MainModeInitiator:
         assert self.suite is not None and self.dh is not None
         if header.encrypted:
             raise Phase1Error("malformed", "message 4 must be clear")
-        decoded = decode_payloads(header.next_payload, data[ISAKMP_HEADER_LEN:], gdoi_sa=False)
-        ke = _only(decoded, KePayload, "message 4").payload
-        nr = _only(decoded, NoncePayload, "message 4").payload
-        assert isinstance(ke, KePayload) and isinstance(nr, NoncePayload)
-        if not 8 <= len(nr.data) <= 256:
-            raise Phase1Error("malformed", "nonce length outside 8..256")
+        ke, nr = _ke_and_nonce(header, data, "message 4")
         try:
             g_xy = dh_shared(self.dh, ke.data)
         except CryptoError as exc:
@@ -519,12 +520,7 @@ class MainModeResponder:
     def _msg3(self, header: Header, data: bytes) -> bytes:
         if header.encrypted:
             raise Phase1Error("malformed", "message 3 must be clear")
-        decoded = decode_payloads(header.next_payload, data[ISAKMP_HEADER_LEN:], gdoi_sa=False)
-        ke = _only(decoded, KePayload, "message 3").payload
-        ni = _only(decoded, NoncePayload, "message 3").payload
-        assert isinstance(ke, KePayload) and isinstance(ni, NoncePayload)
-        if not 8 <= len(ni.data) <= 256:
-            raise Phase1Error("malformed", "nonce length outside 8..256")
+        ke, ni = _ke_and_nonce(header, data, "message 3")
         dh = dh_generate(self.suite.group, self.random)
         try:
             g_xy = dh_shared(dh, ke.data)
@@ -559,9 +555,7 @@ class MainModeResponder:
             idii = _only(decoded, IdPayload, "message 5")
             hsh = _only(decoded, HashPayload, "message 5").payload
         except (CryptoError, DecodeError, Phase1Error) as exc:
-            raise Phase1Error(
-                "bad-hash", f"message 5 did not decrypt (wrong pre-shared key?): {exc}"
-            ) from exc
+            raise Phase1Error("bad-hash", f"message 5 did not decrypt (wrong pre-shared key?): {exc}") from exc
         assert isinstance(hsh, HashPayload)
         expect = hash_i(
             self.suite.hash,

@@ -62,11 +62,7 @@ def hub_nhrp_expected(shell: NodeShell) -> dict[str, Any]:
 
 def routes_expected(shell: NodeShell, router: Node) -> dict[str, Any]:
     """Every other router's LAN in this router's BGP routes (an NHRP shortcut may outrank it later)."""
-    return {
-        r.labels["dmvpn-lab.lan"]: [{"protocol": "bgp"}]
-        for r in routers(shell)
-        if r.name != router.name
-    }
+    return {r.labels["dmvpn-lab.lan"]: [{"protocol": "bgp"}] for r in routers(shell) if r.name != router.name}
 
 
 def wait_converged(
@@ -130,13 +126,38 @@ def xfrm_policy_count(shell: NodeShell, node: str) -> int:
     return sum(1 for line in out.splitlines() if line.startswith("src "))
 
 
-def group_spis(shell: NodeShell) -> set[int]:
-    """Every TEK SPI the key server currently hands out."""
+def ks_teks(shell: NodeShell) -> list[dict[str, Any]]:
+    """The TEKs the key server currently hands out (``gdoi show crypto gdoi --json``), all groups."""
     ks = key_server(shell)
     if ks is None:
-        return set()
+        return []
     status = shell.gdoi_json(ks.name, "show", "crypto", "gdoi")
-    return {int(t["spi"]) for g in status.get("groups", []) for t in g.get("teks", [])}
+    return [t for g in status.get("groups", []) for t in g.get("teks", [])]
+
+
+def group_spis(shell: NodeShell) -> set[int]:
+    """Every TEK SPI the key server currently hands out."""
+    return {int(t["spi"]) for t in ks_teks(shell)}
+
+
+def ks_members(shell: NodeShell) -> dict[str, dict[str, Any]]:
+    """The key server's members by address (``gdoi show crypto gdoi ks members --json``)."""
+    ks = key_server(shell)
+    if ks is None:
+        return {}
+    members = shell.gdoi_json(ks.name, "show", "crypto", "gdoi", "ks", "members")["members"]
+    return {m["address"]: m for m in members}
+
+
+def underlay_ports(shell: NodeShell) -> dict[str, str]:
+    """Node name -> the underlay router's interface facing it (for captures of one node's traffic)."""
+    underlay = [n.name for n in shell.topology.nodes.values() if n.role == "underlay"]
+    ports = {}
+    for link in shell.topology.links:
+        for here, there in ((link.a, link.b), (link.b, link.a)):
+            if here.node in underlay:
+                ports[there.node] = here.interface
+    return ports
 
 
 def ks_sessions_problem(shell: NodeShell) -> str | None:
