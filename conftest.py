@@ -7,8 +7,10 @@ same on every machine.  Set DMVPN_LAB_NO_SANDBOX=1 to run here anyway (lab tests
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +76,32 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         previous = getattr(item.parent, "_previousfailed", None)
         if previous is not None:
             pytest.skip(f"an earlier step failed: {previous.name}")
+
+
+# --- time per suite: each lab module, and each folder of unit tests --------------------------------------
+
+_suite_seconds: dict[str, float] = {}
+
+
+def _suite_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return path if path.startswith("labtests/") else path.rsplit("/", 1)[0] + "/"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    suite = _suite_of(report.nodeid)
+    _suite_seconds[suite] = _suite_seconds.get(suite, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if not _suite_seconds:
+        return
+    # A lab is brought up in the setup of the first test that uses it and taken down in the teardown
+    # of the last one, so those seconds count to the suites where that happens.
+    terminalreporter.section("time per suite (setup, tests, teardown)")
+    for suite, seconds in _suite_seconds.items():
+        terminalreporter.write_line(f"{seconds:8.1f} s  {suite}")
+    results = Path(config.getoption("--results"))
+    results.mkdir(parents=True, exist_ok=True)
+    rounded = {suite: round(seconds, 1) for suite, seconds in _suite_seconds.items()}
+    (results / "suite-times.json").write_text(json.dumps(rounded, indent=1) + "\n")

@@ -114,6 +114,7 @@ SUITE_ORDER = (
     "test_validate",
     "test_rekey",
     "test_negative",
+    "test_nhrp_lifecycle",
 )
 
 

@@ -141,3 +141,48 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_topology(bad)
     with pytest.raises(TopologyError, match="no such topology file"):
         load_topology(tmp_path / "missing.clab.yml")
+
+
+def test_short_holdtime_authentication_and_frr_root_reach_every_router(tmp_path):
+    spec = LabSpec(2, Protection.GDOI, "nhrp-lab", nhrp_holdtime_s=30, nhrp_authentication="dmvpnlab", frr_root="/r")
+    topology = load_topology(generate.write(spec, tmp_path))
+    routers = [n for n in topology.nodes.values() if n.role in ("hub", "spoke")]
+    assert len(routers) == 3
+    for node in routers:
+        conf = node.file("/etc/frr/frr.conf").read_text()
+        assert " ip nhrp holdtime 30\n" in conf and " ip nhrp authentication dmvpnlab\n" in conf
+        assert node.frr_root == Path("/r")
+    assert topology.nodes["ks"].frr_root is None
+    seed = load_topology(ROOT / "topologies" / "dmvpn-gdoi")
+    assert all(n.frr_root is None for n in seed.nodes.values())
+    assert "ip nhrp authentication" not in seed.nodes["hub"].file("/etc/frr/frr.conf").read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"nhrp_holdtime_s": 0}, "NHRP holdtime must be 1..65000"),
+        ({"nhrp_authentication": "ninechars"}, "1..8 printable"),
+        ({"nhrp_authentication": "two words"}, "1..8 printable"),
+    ],
+)
+def test_bad_nhrp_settings_are_refused(tmp_path, change, needle):
+    with pytest.raises(ValueError, match=needle):
+        generate.write(LabSpec(2, Protection.GDOI, "bad", **change), tmp_path)
+
+
+def test_frr_commands_pick_the_node_pathspace_and_its_root(tmp_path):
+    from dmvpn_lab.lab.netns import _on_host
+    from dmvpn_lab.lab.node import NodeShell
+
+    spec = LabSpec(1, Protection.PLAIN, "frr-lab", frr_root="/srv/frr10")
+    topology = load_topology(generate.write(spec, tmp_path))
+    netns = NodeShell(topology, "netns")
+    assert netns.frr_argv("hub", "vtysh") == ["chroot", "/srv/frr10", "vtysh", "-N", "clab-frr-lab-hub"]
+    assert netns.frr_argv("hub", "zebra")[:3] == ["chroot", "/srv/frr10", "/usr/lib/frr/zebra"]
+    seed = NodeShell(load_topology(ROOT / "topologies" / "dmvpn-gdoi"), "netns")
+    assert seed.frr_argv("hub", "vtysh") == ["vtysh", "-N", "clab-dmvpn-gdoi-hub"]
+    assert NodeShell(topology, "containerlab").frr_argv("hub", "vtysh") == ["vtysh"]
+    # /var/run is an absolute symlink inside a Debian root: the host path must not follow it.
+    assert _on_host(Path("/srv/frr10"), Path("/var/run/frr/x")) == Path("/srv/frr10/run/frr/x")
+    assert _on_host(Path("/"), Path("/var/tmp/a")) == Path("/var/tmp/a")

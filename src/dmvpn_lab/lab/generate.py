@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ HOST_IMAGE = "ghcr.io/dmvpn-lab/router:0.1.0-frr10.3"
 TUNNEL_KEY = 123  # seed: tunnel key 123
 NHRP_NETWORK_ID = 123  # seed: ip nhrp network-id 123
 NHRP_HOLDTIME = 240  # seed: ip nhrp holdtime 240
+FRR10_ROOT = "/var/lib/dmvpn-lab/frr-trixie"  # what scripts/frr-root.sh builds by default
 GDOI_IDENTITY = 123  # seed: identity number 123
 PSK = "cisco"  # seed: crypto isakmp key 0 cisco
 TUNNEL_MTU = 1400  # room for GRE + ESP on a 1500-byte underlay
@@ -90,6 +92,9 @@ class LabSpec:
     name: str | None = None
     tek_lifetime_s: int | None = None  # None: IOS's default (3600 s); short ones make rekeys observable
     rekey_retransmit: tuple[int, int] = (60, 2)  # seed: rekey retransmit 60 number 2
+    nhrp_holdtime_s: int = NHRP_HOLDTIME  # short ones let unused shortcuts age out within a test
+    nhrp_authentication: str | None = None  # ``ip nhrp authentication`` (FRR 10 and later)
+    frr_root: str | None = None  # netns runtime: run the routers' FRR from this root (``FRR_ROOT``)
 
     @property
     def lab_name(self) -> str:
@@ -101,6 +106,10 @@ class LabSpec:
     def routers(self) -> list[Router]:
         if not 1 <= self.spokes <= MAX_SPOKES:
             raise ValueError(f"spokes must be 1..{MAX_SPOKES}, got {self.spokes}")
+        if not 1 <= self.nhrp_holdtime_s <= 65000:
+            raise ValueError(f"NHRP holdtime must be 1..65000 s (FRR's range), got {self.nhrp_holdtime_s}")
+        if self.nhrp_authentication is not None and not re.fullmatch(r"[!-~]{1,8}", self.nhrp_authentication):
+            raise ValueError("NHRP authentication must be 1..8 printable characters without spaces (FRR's limit)")
         hub = Router("hub", 0, "2.2.2.2", "172.17.1.1", "192.168.100.1", "192.168.1")
         spokes = [
             Router(
@@ -170,8 +179,10 @@ def render(spec: LabSpec) -> dict[str, str]:
         files[f"{r.name}/setup.sh"] = _router_setup(
             r, hub=routers[0], group_sa=spec.protection is Protection.GDOI, per_peer=spec.protection is Protection.IPSEC
         )
-        files[f"{r.name}/frr.conf"] = _frr_conf(r, hub=routers[0])
+        files[f"{r.name}/frr.conf"] = _frr_conf(r, hub=routers[0], spec=spec)
         env = {"FRR_DAEMONS": "zebra bgpd nhrpd"}
+        if spec.frr_root:
+            env["FRR_ROOT"] = spec.frr_root
         binds = [f"{r.name}/setup.sh:{SETUP_PATH}:ro", f"{r.name}/frr.conf:{FRR_CONF_PATH}"]
         node: dict[str, object] = {
             "labels": {
@@ -277,7 +288,7 @@ def _router_setup(r: Router, hub: Router, *, group_sa: bool = False, per_peer: b
     return "\n".join(lines) + "\n"
 
 
-def _frr_conf(r: Router, hub: Router) -> str:
+def _frr_conf(r: Router, hub: Router, spec: LabSpec) -> str:
     out = [
         "frr defaults traditional",
         f"hostname {r.name}",
@@ -289,9 +300,11 @@ def _frr_conf(r: Router, hub: Router) -> str:
     out += [
         "interface gre1",
         f" ip nhrp network-id {NHRP_NETWORK_ID}",
-        f" ip nhrp holdtime {NHRP_HOLDTIME}",
+        f" ip nhrp holdtime {spec.nhrp_holdtime_s}",
         " ip nhrp registration no-unique",
     ]
+    if spec.nhrp_authentication:
+        out += [f" ip nhrp authentication {spec.nhrp_authentication}"]
     if r.is_hub:
         out += [" ip nhrp redirect"]
     else:
@@ -545,9 +558,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protection", choices=[p.value for p in Protection], default="gdoi")
     parser.add_argument("--name", help="lab name (default dmvpn-<protection>[-<spokes>])")
     parser.add_argument("--out", type=Path, default=Path("topologies"), help="parent folder")
+    parser.add_argument("--nhrp-holdtime", type=int, default=NHRP_HOLDTIME, help="seconds (seed: 240)")
+    parser.add_argument("--nhrp-authentication", help="ip nhrp authentication password (FRR 10+, at most 8 chars)")
+    parser.add_argument("--frr-root", help="netns runtime: run FRR from this root (see scripts/frr-root.sh)")
     args = parser.parse_args(argv)
     try:
-        spec = LabSpec(args.spokes, Protection(args.protection), args.name)
+        spec = LabSpec(
+            args.spokes,
+            Protection(args.protection),
+            args.name,
+            nhrp_holdtime_s=args.nhrp_holdtime,
+            nhrp_authentication=args.nhrp_authentication,
+            frr_root=args.frr_root,
+        )
         folder = write(spec, args.out)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

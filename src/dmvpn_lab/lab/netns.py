@@ -31,8 +31,9 @@ Progress = Callable[[str], None]
 FRR_DIR = Path("/usr/lib/frr")
 FRR_RUN = Path("/var/run/frr")
 KEY_ROOT = Path("/var/lib/dmvpn-lab/keys")  # the KS's RSA keys outlive a lab (and a sandbox run)
-# FRR 9+ routes configuration through mgmtd, which must run before the other daemons.
-FRR_ORDER = ("zebra", "mgmtd", "staticd", "bgpd", "ospfd", "nhrpd")
+# FRR 9+ routes configuration through mgmtd, which must run before the other daemons (as frrinit.sh
+# starts them).
+FRR_ORDER = ("mgmtd", "zebra", "staticd", "bgpd", "ospfd", "nhrpd")
 CHARON_PATHS = ("/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon", "/usr/libexec/strongswan/charon")
 
 
@@ -248,37 +249,60 @@ class NetnsRuntime:
 
     def _start_frr(self, node: Node) -> None:
         ns = self.topology.namespace(node.name)
+        root = node.frr_root or Path("/")
+        if not (root / "usr/lib/frr/zebra").exists():
+            hint = f"build it with `scripts/frr-root.sh {root}`" if node.frr_root else "apt-get install frr"
+            raise LabError(f"{node.name}: no FRR under {root}: {hint}")
+        if node.frr_root:
+            _mount_root_filesystems(root)
+        # Paths as the daemons see them; in a chroot that is below FRR_ROOT on the host.
         space = FRR_RUN / ns
-        space.mkdir(parents=True, exist_ok=True)
-        shutil.chown(space, "frr", "frr")
+        logs = self.state_dir / node.name
+        for folder in (space, logs):
+            _run(["chroot", str(root), "install", "-d", "-o", "frr", "-g", "frr", str(folder)])
         wanted = set(node.frr_daemons)
-        daemons = [d for d in FRR_ORDER if d in wanted or (d == "mgmtd" and (FRR_DIR / d).exists())]
-        self.progress(f"  {node.name}: FRR {' '.join(daemons)}")
+        binaries = _on_host(root, FRR_DIR)
+        daemons = [d for d in FRR_ORDER if d in wanted or (d == "mgmtd" and (binaries / d).exists())]
+        self.progress(f"  {node.name}: FRR {' '.join(daemons)}{f' from {root}' if node.frr_root else ''}")
         for daemon in daemons:
-            binary = FRR_DIR / daemon
-            if not binary.exists():
-                raise LabError(f"{node.name}: FRR daemon {binary} is missing (apt-get install frr)")
-            log = self._log(node.name, daemon)
-            argv = [
-                str(binary),
-                "-d",
-                "-N",
-                ns,
-                "-i",
-                str(space / f"{daemon}.pid"),
-                "--log",
-                f"file:{log}",
-                "-f",
-                "/dev/null",
-            ]
-            self.shell.run(node.name, argv, timeout=30)
+            if not (binaries / daemon).exists():
+                raise LabError(f"{node.name}: FRR daemon {daemon} is missing under {binaries}")
+            log = logs / f"{daemon}.log"
+            argv = [*self.shell.frr_argv(node.name, daemon), "-d", "-i", str(space / f"{daemon}.pid")]
+            argv += ["--log", f"file:{log}"]
+            if daemon != "mgmtd":  # mgmtd holds the configuration and takes no file; the others start empty
+                argv += ["-f", "/dev/null"]
+            self._start_daemon(node.name, daemon, argv)
+            if node.frr_root:  # keep every log of the node in the folder the tests copy into their results
+                link = self._log(node.name, daemon)
+                link.unlink(missing_ok=True)
+                link.symlink_to(_on_host(root, log))
             if daemon == "zebra":
-                _wait_path(space / "zserv.api", f"{node.name}: zebra socket")
+                _wait_path(_on_host(root, space / "zserv.api"), f"{node.name}: zebra socket")
         conf = node.file(FRR_CONF_PATH)
         if conf is not None:
-            result = self.shell.run(node.name, ["vtysh", "-N", ns, "-f", str(conf)], check=False, timeout=60)
+            shutil.copyfile(conf, _on_host(root, space / "frr.conf"))
+            argv = [*self.shell.frr_argv(node.name, "vtysh"), "-f", str(space / "frr.conf")]
+            result = self.shell.run(node.name, argv, check=False, timeout=60)
             if result.returncode != 0:
                 raise LabError(f"{node.name}: FRR refused {conf}: {result.stdout.strip()} {result.stderr.strip()}")
+
+    def _start_daemon(self, node: str, daemon: str, argv: list[str]) -> None:
+        """Run a self-daemonizing program and wait for its parent to return.
+
+        Its output goes to a file, not a pipe: FRR 10's daemons keep the startup stdout open, so a
+        captured pipe would never reach end of file.
+        """
+        start_log = self._log(node, f"{daemon}-start")
+        with start_log.open("ab") as out:
+            proc = self.shell.spawn(node, argv, log=out)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise LabError(f"{node}: {daemon} did not start within 30s (see {start_log})") from None
+        if code != 0:
+            raise LabError(f"{node}: {daemon} exited {code}: {start_log.read_text(errors='replace')[-800:].strip()}")
 
     # --- convergence -------------------------------------------------------------------------------
 
@@ -308,8 +332,9 @@ class NetnsRuntime:
             _signal(pid, signal.SIGKILL)
         for ns in namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        for ns in [self.topology.namespace(n) for n in self.topology.nodes]:
-            shutil.rmtree(FRR_RUN / ns, ignore_errors=True)
+        for node in self.topology.nodes.values():
+            root = node.frr_root or Path("/")
+            shutil.rmtree(_on_host(root, FRR_RUN / self.topology.namespace(node.name)), ignore_errors=True)
         shutil.rmtree(self.run_root, ignore_errors=True)
         state = self.state_dir / "state.json"
         if state.exists():
@@ -400,6 +425,27 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def _on_host(root: Path, path: Path) -> Path:
+    """Where ``path`` inside the root file system ``root`` is on the host.
+
+    ``/var/run`` is a symlink to ``/run`` in Debian roots: resolved from the host it would point at the
+    host's ``/run``, so spell it out.
+    """
+    inside = Path("/run", *path.parts[3:]) if path.parts[1:3] == ("var", "run") else path
+    return root / inside.relative_to("/")
+
+
+def _mount_root_filesystems(root: Path) -> None:
+    """Give a chroot what FRR needs from the running system, once per boot.
+
+    FRR reads ``/proc`` (per-namespace sysctls among others) and keeps its sockets in ``/run``, which
+    must be a file system that can hand them to the ``frr`` user (the sandbox's hostfs cannot chown).
+    """
+    for fstype, folder in (("proc", "proc"), ("tmpfs", "run")):
+        if subprocess.run(["mountpoint", "-q", str(root / folder)], check=False).returncode != 0:
+            _run(["mount", "-t", fstype, fstype, str(root / folder)])
 
 
 def _wait_path(path: Path, what: str, timeout: float = 20.0) -> None:

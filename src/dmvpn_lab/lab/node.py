@@ -59,11 +59,18 @@ class NodeShell:
             return "/run/gdoi"
         return f"/run/dmvpn-lab/{self.topology.name}/{node}"
 
-    def frr_pathspace(self, node: str) -> list[str]:
-        """vtysh/daemon arguments that pick this node's FRR instance."""
+    def frr_argv(self, node: str, program: str) -> list[str]:
+        """argv that runs an FRR ``program`` (vtysh, zebra, ...) on this node's FRR instance.
+
+        In containerlab the container holds one FRR.  In the netns runtime every node's FRR is a
+        pathspace (``-N``) of the host's FRR, or of the one in the node's ``FRR_ROOT`` (via chroot).
+        """
         if self.runtime == "containerlab":
-            return []
-        return ["-N", self.topology.namespace(node)]
+            return [program]
+        binary = program if program == "vtysh" else f"/usr/lib/frr/{program}"
+        root = self.topology.nodes[node].frr_root
+        chroot = ["chroot", str(root)] if root else []
+        return [*chroot, binary, "-N", self.topology.namespace(node)]
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -103,7 +110,12 @@ class NodeShell:
         return self.run(node, ["sh", "-c", script], check=check, timeout=timeout).stdout
 
     def vtysh(self, node: str, command: str, *, timeout: float = 30.0) -> str:
-        return self.run(node, ["vtysh", *self.frr_pathspace(node), "-c", command], timeout=timeout).stdout
+        return self.run(node, [*self.frr_argv(node, "vtysh"), "-c", command], timeout=timeout).stdout
+
+    def vtysh_config(self, node: str, lines: Sequence[str], *, timeout: float = 30.0) -> str:
+        """Apply configuration lines (``interface gre1``, ``ip nhrp ...``) in one vtysh session."""
+        commands = [arg for line in ["configure terminal", *lines, "end"] for arg in ("-c", line)]
+        return self.run(node, [*self.frr_argv(node, "vtysh"), *commands], timeout=timeout).stdout
 
     def vtysh_json(self, node: str, command: str) -> Any:
         """Run a ``show ... json`` command; FRR prints ``{}`` or nothing when a daemon has no data."""

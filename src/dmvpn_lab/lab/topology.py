@@ -52,6 +52,16 @@ class Node:
     def frr_daemons(self) -> tuple[str, ...]:
         return tuple(self.env.get("FRR_DAEMONS", "").split())
 
+    @property
+    def frr_root(self) -> Path | None:
+        """Netns runtime only: the Debian root file system whose FRR this node runs (``FRR_ROOT``).
+
+        Lets one lab use a newer FRR than the host's (``scripts/frr-root.sh`` builds one); containerlab
+        ignores it, because there the image carries FRR.
+        """
+        root = self.env.get("FRR_ROOT")
+        return Path(root) if root else None
+
     def file(self, inside_path: str) -> Path | None:
         return self.binds.get(inside_path)
 
