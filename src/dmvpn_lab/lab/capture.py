@@ -90,6 +90,7 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
     import pyshark  # imported here: it starts tshark processes and is only needed for analysis
 
     packets: list[PacketSummary] = []
+    crashed: Exception | None = None
     # pyshark drives tshark from an asyncio loop; give it its own, whatever state the caller's loop is in
     # (an earlier asyncio.run() leaves none behind).
     loop = asyncio.new_event_loop()
@@ -107,8 +108,17 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
                 exchange = int(str(pkt.isakmp.exch_type), 0)
             packets.append(PacketSummary(int(pkt.number), str(pkt.ip.src), str(pkt.ip.dst), layers, spi, exchange))
     finally:
-        cap.close()
+        try:
+            cap.close()
+        except pyshark.capture.capture.TSharkCrashException as exc:
+            crashed = exc
         loop.close()
+    if crashed is not None:
+        # Seen under the sandbox kernel: tshark's exit status is 255 once pyshark has read every packet.
+        # The packets count only if a separate tshark run over the same file agrees on how many.
+        expected = len(tshark_fields(pcap, display_filter, "frame.number"))
+        if expected != len(packets):
+            raise CaptureError(f"tshark failed reading {pcap}: {len(packets)} of {expected} packets ({crashed})")
     return packets
 
 
