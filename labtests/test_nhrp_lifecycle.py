@@ -60,18 +60,23 @@ def _cache_entry(lab, router, peer):
     return next((e for e in cache.get("table", []) if e.get("protocol") == tunnel_ip), None)
 
 
+def _ping_until_shortcut(lab, spoke, peer, *, count, why):
+    """Ping from the spoke's LAN to the peer's, then wait for the spoke's NHRP route to the peer's LAN."""
+    lab.ping(lab.host_of(spoke.name), lab.address_of_host(lab.host_of(peer.name)), count=count)
+    wait_for_json(
+        lambda: lab.shell.vtysh_json(spoke.name, "show ip route nhrp json"),
+        {peer.labels["dmvpn-lab.lan"]: [{"protocol": "nhrp", "selected": True}]},
+        what=f"{spoke.name}: show ip route nhrp json ({why})",
+        timeout=60,
+    )
+
+
 def test_shortcut_stays_while_used_and_ages_out_unused(nhrp_lab, request):
     lab = nhrp_lab
     spoke2, spoke1 = lab.topology.nodes["spoke2"], lab.topology.nodes["spoke1"]
     dst = lab.address_of_host(lab.host_of(spoke1.name))
     lab.shell.vtysh(spoke2.name, "clear ip nhrp shortcut")
-    lab.ping(lab.host_of(spoke2.name), dst, count=5)
-    wait_for_json(
-        lambda: lab.shell.vtysh_json(spoke2.name, "show ip route nhrp json"),
-        {spoke1.labels["dmvpn-lab.lan"]: [{"protocol": "nhrp", "selected": True}]},
-        what=f"{spoke2.name}: show ip route nhrp json (shortcut to spoke1's LAN)",
-        timeout=60,
-    )
+    _ping_until_shortcut(lab, spoke2, spoke1, count=5, why="shortcut to spoke1's LAN")
 
     # In use: a flow longer than two holdtimes keeps spoke2 on the shortcut.  nhrpd resolves again
     # before expiry when it saw the entry used; when it did not, the entry lapses and the next packets'
@@ -96,13 +101,7 @@ def test_shortcut_stays_while_used_and_ages_out_unused(nhrp_lab, request):
 
     # Unused: once the last packet has gone direct, the shortcut (route and cache entry) goes when its
     # holdtime has passed.
-    lab.ping(lab.host_of(spoke2.name), dst, count=3)
-    wait_for_json(
-        lambda: lab.shell.vtysh_json(spoke2.name, "show ip route nhrp json"),
-        {spoke1.labels["dmvpn-lab.lan"]: [{"protocol": "nhrp", "selected": True}]},
-        what=f"{spoke2.name}: show ip route nhrp json (shortcut in place when the traffic stops)",
-        timeout=60,
-    )
+    _ping_until_shortcut(lab, spoke2, spoke1, count=3, why="shortcut in place when the traffic stops")
     idle_from = time.monotonic()
     wait_for_json(
         lambda: {"route": _shortcut(lab, spoke2, spoke1), "cache": _cache_entry(lab, spoke2, spoke1)},
