@@ -182,8 +182,12 @@ class Header:
         if version >> 4 != 1:
             raise DecodeError(f"ISAKMP header at offset 17: major version {version >> 4} is not 1")
         if length != len(data):
-            raise DecodeError(f"ISAKMP header at offset 24: length field {length} but datagram has {len(data)}")
-        return cls(bytes(data[0:8]), bytes(data[8:16]), next_payload, exchange, flags, message_id, length, version)
+            raise DecodeError(
+                f"ISAKMP header at offset 24: length field {length} but datagram has {len(data)}"
+            )
+        return cls(
+            bytes(data[0:8]), bytes(data[8:16]), next_payload, exchange, flags, message_id, length, version
+        )
 
 
 # --- Payloads --------------------------------------------------------------------------------------
@@ -471,7 +475,9 @@ def encode_body(payload: Payload) -> bytes:
         first: int = payload_type(payload.payloads[0]) if payload.payloads else PayloadType.NONE
         out = struct.pack("!IIHH", payload.doi, payload.situation, first, 0)
         for i, sub in enumerate(payload.payloads):
-            sub_next: int = payload_type(payload.payloads[i + 1]) if i + 1 < len(payload.payloads) else PayloadType.NONE
+            sub_next: int = (
+                payload_type(payload.payloads[i + 1]) if i + 1 < len(payload.payloads) else PayloadType.NONE
+            )
             out += _generic(sub_next, _encode_sa_attribute_payload(sub))
         return out
     if isinstance(payload, (KePayload, HashPayload, SigPayload, NoncePayload, VendorIdPayload)):
@@ -490,9 +496,9 @@ def encode_body(payload: Payload) -> bytes:
         for spi in payload.spis:
             if len(spi) != payload.spi_size:
                 raise ValueError("every SPI of a Delete payload has spi_size bytes")
-        return struct.pack("!IBBH", payload.doi, payload.protocol_id, payload.spi_size, len(payload.spis)) + b"".join(
-            payload.spis
-        )
+        return struct.pack(
+            "!IBBH", payload.doi, payload.protocol_id, payload.spi_size, len(payload.spis)
+        ) + b"".join(payload.spis)
     if isinstance(payload, KdPayload):
         out = struct.pack("!HH", len(payload.packets), 0)
         for pkt in payload.packets:
@@ -595,7 +601,9 @@ def _walk_chain(
             raise DecodeError(
                 f"{what} (type {ptype}) at offset {offset + pos}: length {plen} outside 4..{len(data) - pos}"
             )
-        out.append((ptype, bytes(data[pos + 4 : pos + plen]), bytes(data[pos : pos + plen]), offset + pos + 4))
+        out.append(
+            (ptype, bytes(data[pos + 4 : pos + plen]), bytes(data[pos : pos + plen]), offset + pos + 4)
+        )
         pos += plen
         ptype = nxt
     if pos != len(data):
@@ -629,7 +637,9 @@ def _decode_phase1_sa(body: bytes, offset: int) -> SaPayload:
         for _tt, tbody, _traw, toff in chain:
             _need(tbody, 0, 4, "transform", toff)
             tnum, tid = tbody[0], tbody[1]
-            transforms.append(TransformPayload(tnum, tid, decode_attributes(tbody[4:], toff + 4, "transform")))
+            transforms.append(
+                TransformPayload(tnum, tid, decode_attributes(tbody[4:], toff + 4, "transform"))
+            )
         proposals.append(ProposalPayload(number, protocol_id, bytes(spi), tuple(transforms)))
     return SaPayload(doi, situation, tuple(proposals))
 
@@ -666,7 +676,9 @@ def _decode_kd(body: bytes, offset: int) -> KdPayload:
         if klen < 5 + spi_size or klen > len(body) - pos:
             raise DecodeError(f"KD key packet at offset {offset + pos}: length {klen} is inconsistent")
         spi = bytes(body[pos + 5 : pos + 5 + spi_size])
-        attrs = decode_attributes(body[pos + 5 + spi_size : pos + klen], offset + pos + 5 + spi_size, "KD key packet")
+        attrs = decode_attributes(
+            body[pos + 5 + spi_size : pos + klen], offset + pos + 5 + spi_size, "KD key packet"
+        )
         packets.append(KeyPacket(kd_type, spi, attrs))
         pos += klen
     if pos != len(body):
@@ -747,7 +759,11 @@ def decode_payloads(
                 f"payload (type {ptype}) at offset {offset + pos}: length {plen} outside 4..{len(data) - pos}"
             )
         body = bytes(data[pos + 4 : pos + plen])
-        out.append(Decoded(decode_body(ptype, body, offset + pos + 4, gdoi_sa=gdoi_sa), bytes(data[pos : pos + plen])))
+        out.append(
+            Decoded(
+                decode_body(ptype, body, offset + pos + 4, gdoi_sa=gdoi_sa), bytes(data[pos : pos + plen])
+            )
+        )
         pos += plen
         ptype = nxt
     if pos != len(data) and not padded:

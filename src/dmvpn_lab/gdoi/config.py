@@ -441,14 +441,22 @@ class _YamlReader:
             default = IsakmpPolicy()
             group = self.integer(data.get("group", int(default.group)), (*here, "group"))
             if group not in {g.value for g in DhGroup}:
-                raise self.error((*here, "group"), f"DH group {group} is not supported", hint="choose 2, 14 or 19")
+                raise self.error(
+                    (*here, "group"), f"DH group {group} is not supported", hint="choose 2, 14 or 19"
+                )
             result.append(
                 IsakmpPolicy(
-                    priority=self.integer(data.get("priority", 10 * (index + 1)), (*here, "priority"), 1, 10000),
-                    cipher=self.choice(data.get("encryption", default.cipher.value), (*here, "encryption"), _CIPHERS),
+                    priority=self.integer(
+                        data.get("priority", 10 * (index + 1)), (*here, "priority"), 1, 10000
+                    ),
+                    cipher=self.choice(
+                        data.get("encryption", default.cipher.value), (*here, "encryption"), _CIPHERS
+                    ),
                     hash=self.choice(data.get("hash", default.hash.value), (*here, "hash"), _HASHES),
                     group=DhGroup(group),
-                    lifetime_s=self.integer(data.get("lifetime", default.lifetime_s), (*here, "lifetime"), 60, 86400),
+                    lifetime_s=self.integer(
+                        data.get("lifetime", default.lifetime_s), (*here, "lifetime"), 60, 86400
+                    ),
                 )
             )
         return tuple(sorted(result, key=lambda p: p.priority))
@@ -515,7 +523,9 @@ def parse_yaml_config(text: str, report: ConfigReport, *, local_address: str | N
     elif "local_address" in data:
         address = reader.address(data["local_address"], ("local_address",))
     else:
-        raise reader.error((), "local_address is missing", hint="add `local_address: A` or pass --local-address")
+        raise reader.error(
+            (), "local_address is missing", hint="add `local_address: A` or pass --local-address"
+        )
     if role == "ks":
         return _yaml_ks(reader, reader.mapping(data, (), _KS_KEYS), address)
     return _yaml_gm(reader, reader.mapping(data, (), _GM_KEYS), address)
@@ -612,7 +622,9 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str) -> KeyS
         isakmp_policies=reader.policies(data.get("isakmp_policies"), ("isakmp_policies",)),
         port=reader.integer(data.get("port", GDOI_PORT), ("port",), 1, 65535),
         max_half_open=reader.integer(data.get("max_half_open", 1000), ("max_half_open",), 1, 10**6),
-        max_missed_acks=None if max_missed is None else reader.integer(max_missed, ("max_missed_acks",), 1, 100),
+        max_missed_acks=None
+        if max_missed is None
+        else reader.integer(max_missed, ("max_missed_acks",), 1, 100),
     )
 
 

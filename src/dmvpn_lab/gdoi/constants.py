@@ -13,7 +13,9 @@ from __future__ import annotations
 import enum
 
 ISAKMP_VERSION = 0x10  # RFC 2408 section 3.1: major version 1, minor version 0
-ISAKMP_HEADER_LEN = 28  # RFC 2408 section 3.1: 2 cookies, next payload, version, exchange, flags, M-ID, length
+ISAKMP_HEADER_LEN = (
+    28  # RFC 2408 section 3.1: 2 cookies, next payload, version, exchange, flags, M-ID, length
+)
 GENERIC_HEADER_LEN = 4  # RFC 2408 section 3.2: next payload, reserved, payload length
 KEK_SPI_LEN = 16  # RFC 6407 section 5.3: the KEK SPI is an ISAKMP cookie pair
 REKEY_SIGNATURE_PREFIX = b"rekey"  # RFC 6407 section 4: prepended to the signed GROUPKEY-PUSH

@@ -155,7 +155,9 @@ def dh_generate(group: DhGroup, random: RandomFn) -> DhKeyPair:
 def dh_shared(pair: DhKeyPair, peer_public: bytes) -> bytes:
     """``g^xy`` as IKEv1 uses it; raises CryptoError on a bad peer value."""
     if len(peer_public) != ke_len(pair.group):
-        raise CryptoError(f"KE data is {len(peer_public)} bytes, group {int(pair.group)} needs {ke_len(pair.group)}")
+        raise CryptoError(
+            f"KE data is {len(peer_public)} bytes, group {int(pair.group)} needs {ke_len(pair.group)}"
+        )
     try:
         if pair.group is DhGroup.ECP_256:
             x = int.from_bytes(peer_public[:32], "big")

@@ -365,7 +365,8 @@ class GdoiDaemon:
             self._xfrm_runner(["xfrm", "state", "list", "spi", "0x1"])
         except XfrmError as exc:
             raise StartupError(
-                f"this kernel's xfrm cannot be used ({exc}); run with --no-xfrm, or in a kernel with xfrm_user and esp4"
+                f"this kernel's xfrm cannot be used ({exc}); run with --no-xfrm, or in a "
+                "kernel with xfrm_user and esp4"
             ) from None
 
     async def _shutdown(self) -> None:
@@ -419,7 +420,9 @@ class GdoiDaemon:
         try:
             self.engine.receive_datagram(data, addr, self._loop.time())
         except Exception:
-            self.log.error("%s: internal error on a datagram from %s:\n%s", self.name, addr[0], traceback.format_exc())
+            self.log.error(
+                "%s: internal error on a datagram from %s:\n%s", self.name, addr[0], traceback.format_exc()
+            )
 
     def _on_readable(self, sock: socket.socket) -> None:
         """Read what the socket holds (up to a batch), then pump once.
@@ -516,7 +519,9 @@ class GdoiDaemon:
                 rekey = self.applier.current_spi is not None
                 self.applier.install_tek(event.sa, now, send=not rekey)
                 if rekey:
-                    asyncio.get_running_loop().call_later(OUTBOUND_SWITCH_DELAY_S, self._switch_outbound, event.sa.spi)
+                    asyncio.get_running_loop().call_later(
+                        OUTBOUND_SWITCH_DELAY_S, self._switch_outbound, event.sa.spi
+                    )
             self._join_rekey_group()
         elif isinstance(event, TekExpired):
             self.log.info("%s: TEK spi %s expired, removed", name, spi_text(event.spi))
@@ -539,7 +544,9 @@ class GdoiDaemon:
                 event.members,
             )
         elif isinstance(event, MessageRejected):
-            self.log.warning("%s: rejected a datagram from %s: %s (%s)", name, event.peer, event.reason, event.detail)
+            self.log.warning(
+                "%s: rejected a datagram from %s: %s (%s)", name, event.peer, event.reason, event.detail
+            )
 
     def _switch_outbound(self, spi: int) -> None:
         if self.applier is None:
@@ -768,7 +775,9 @@ def join_multicast(group: str, port: int, interface_address: str) -> socket.sock
 # --- Building the two daemons ---------------------------------------------------------------------
 
 
-def ks_daemon(config: KeyServerConfig, settings: DaemonSettings, key_dir: Path, log: logging.Logger) -> GdoiDaemon:
+def ks_daemon(
+    config: KeyServerConfig, settings: DaemonSettings, key_dir: Path, log: logging.Logger
+) -> GdoiDaemon:
     from dmvpn_lab.gdoi.keys import SigningKeyError, load_signing_keys
 
     try:
@@ -820,7 +829,9 @@ def gm_daemon(config: GroupMemberConfig, settings: DaemonSettings, log: logging.
             fail_close=bool(config.fail_close_selectors),
         )
 
-    daemon = GdoiDaemon(settings, factory, status_view=view, log=log, fail_close=config.fail_close_selectors)
+    daemon = GdoiDaemon(
+        settings, factory, status_view=view, log=log, fail_close=config.fail_close_selectors
+    )
     return daemon
 
 

@@ -297,7 +297,8 @@ class GroupMember:
             selectors=selectors,
             kek=kek_info,
             teks=tuple(
-                TekInfo(t.spi, t.transform, max(0, int(t.expires_at() - now)), t.replay_time_window_s) for t in teks
+                TekInfo(t.spi, t.transform, max(0, int(t.expires_at() - now)), t.replay_time_window_s)
+                for t in teks
             ),
             isakmp_sas=tuple(sorted(sas, key=lambda s: -s.conn_id)),
             rejected=dict(self._rejected),
@@ -322,7 +323,9 @@ class GroupMember:
             self._events.append(RegistrationFailed(server, f"no pre-shared key configured for {server}"))
             self._next_server(now)
             return
-        self._p1 = MainModeInitiator(self.config.isakmp_policies, psk, self.config.local_address, server, self._random)
+        self._p1 = MainModeInitiator(
+            self.config.isakmp_policies, psk, self.config.local_address, server, self._random
+        )
         self._pull = None
         self._send_registration(self._p1.first_message(), now)
 
@@ -368,7 +371,9 @@ class GroupMember:
         elif header.exchange == ExchangeType.INFORMATIONAL:
             self._informational(header, data, now)
         else:
-            raise _Reject("unsupported-exchange", f"exchange type {header.exchange} is not handled by a member")
+            raise _Reject(
+                "unsupported-exchange", f"exchange type {header.exchange} is not handled by a member"
+            )
         self._last_in = data
 
     def _main_mode(self, header: Header, data: bytes, now: float) -> None:
@@ -447,7 +452,9 @@ class GroupMember:
     # --- rekeys -----------------------------------------------------------------------------------------
 
     def _push(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
-        kek = next((k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == header.spi), None)
+        kek = next(
+            (k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == header.spi), None
+        )
         if kek is None:
             raise _Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
         if not header.encrypted or header.message_id != 0:
@@ -458,7 +465,9 @@ class GroupMember:
             raise _Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
         signed = REKEY_SIGNATURE_PREFIX + data[:ISAKMP_HEADER_LEN] + b"".join(d.raw for d in decoded[:-1])
         if not rsa_verify(kek.public_key, kek.ann.sig_hash, decoded[-1].payload.data, signed):
-            raise _Reject("bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key")
+            raise _Reject(
+                "bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key"
+            )
         body = decoded[:-1]
         seq = _one(body, SeqPayload, "GROUPKEY-PUSH").seq
         digest = hashlib.sha256(signed).digest()
@@ -520,7 +529,9 @@ class GroupMember:
 
     # --- installing keys ----------------------------------------------------------------------------
 
-    def _install_kek(self, ann: KekAnnouncement, key: bytes, public_key: rsa.RSAPublicKey, now: float) -> None:
+    def _install_kek(
+        self, ann: KekAnnouncement, key: bytes, public_key: rsa.RSAPublicKey, now: float
+    ) -> None:
         if self._kek is not None and self._kek.ann.spi != ann.spi:
             self._old_keks.append(self._kek)
         elif self._kek is not None:

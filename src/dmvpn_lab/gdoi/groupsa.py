@@ -83,8 +83,12 @@ TRANSFORMS: dict[TekTransform, TransformSpec] = {
     TekTransform.ESP_3DES_MD5: TransformSpec(EspTransformId.ESP_3DES, None, AuthAlgorithm.HMAC_MD5, 24, 16),
     TekTransform.ESP_AES128_SHA1: TransformSpec(EspTransformId.ESP_AES, 128, AuthAlgorithm.HMAC_SHA, 16, 20),
     TekTransform.ESP_AES256_SHA1: TransformSpec(EspTransformId.ESP_AES, 256, AuthAlgorithm.HMAC_SHA, 32, 20),
-    TekTransform.ESP_AES128_SHA256: TransformSpec(EspTransformId.ESP_AES, 128, AuthAlgorithm.HMAC_SHA2_256, 16, 32),
-    TekTransform.ESP_AES256_SHA256: TransformSpec(EspTransformId.ESP_AES, 256, AuthAlgorithm.HMAC_SHA2_256, 32, 32),
+    TekTransform.ESP_AES128_SHA256: TransformSpec(
+        EspTransformId.ESP_AES, 128, AuthAlgorithm.HMAC_SHA2_256, 16, 32
+    ),
+    TekTransform.ESP_AES256_SHA256: TransformSpec(
+        EspTransformId.ESP_AES, 256, AuthAlgorithm.HMAC_SHA2_256, 32, 32
+    ),
     TekTransform.ESP_GCM128: TransformSpec(EspTransformId.ESP_AES_GCM_16, 128, None, 16 + 4, 0),
     TekTransform.ESP_GCM256: TransformSpec(EspTransformId.ESP_AES_GCM_16, 256, None, 32 + 4, 0),
 }
@@ -297,11 +301,17 @@ def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
         auth = auth_a.as_int() if auth_a is not None else None
         keylen = keylen_a.as_int() if keylen_a is not None else None
         transform = next(
-            (t for t, s in TRANSFORMS.items() if (s.esp_id, s.key_bits, s.auth) == (sat.transform_id, keylen, auth)),
+            (
+                t
+                for t, s in TRANSFORMS.items()
+                if (s.esp_id, s.key_bits, s.auth) == (sat.transform_id, keylen, auth)
+            ),
             None,
         )
         if transform is None:
-            raise PolicyError("bad-policy", f"{what}: transform {sat.transform_id}/{keylen}/{auth} not supported")
+            raise PolicyError(
+                "bad-policy", f"{what}: transform {sat.transform_id}/{keylen}/{auth} not supported"
+            )
         life_type = find_attribute(sat.attributes, IpsecAttr.SA_LIFE_TYPE)
         if life_type is None or life_type.as_int() != LifeType.SECONDS:
             raise PolicyError("bad-policy", f"{what}: lifetime in seconds missing")
@@ -365,5 +375,7 @@ def read_kd(
             raise PolicyError("bad-policy", f"key packet type {pkt.kd_type} is not supported")
     missing = set(wanted) - set(tek_keys)
     if missing:
-        raise PolicyError("bad-policy", f"no keys for TEK SPI(s) {', '.join(hex(s) for s in sorted(missing))}")
+        raise PolicyError(
+            "bad-policy", f"no keys for TEK SPI(s) {', '.join(hex(s) for s in sorted(missing))}"
+        )
     return tek_keys, kek_keys

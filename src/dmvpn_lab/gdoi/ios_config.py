@@ -222,10 +222,13 @@ def transform_from_words(words: list[str]) -> TekTransform:
                 raise _Refused(f"two integrity algorithms in one transform set ({integrity}, {word})")
             integrity = word
         elif word in _ALL_TRANSFORM_WORDS:
-            raise _Refused(f"transform {word!r} is not supported; supported: " + ", ".join(_ESP_TRANSFORM_WORDS))
+            raise _Refused(
+                f"transform {word!r} is not supported; supported: " + ", ".join(_ESP_TRANSFORM_WORDS)
+            )
         else:
             raise _Refused(
-                f"unknown transform {word!r}{_suggest(word, _ALL_TRANSFORM_WORDS)}; a key server does not guess crypto"
+                f"unknown transform {word!r}{_suggest(word, _ALL_TRANSFORM_WORDS)}; "
+                "a key server does not guess crypto"
             )
         index += 1
     if cipher is None:
@@ -300,7 +303,9 @@ def parse_acl_entry(words: list[str]) -> TrafficSelector:
     elif proto_word in PROTOCOL_NUMBERS:
         protocol = PROTOCOL_NUMBERS[proto_word]
     else:
-        raise _Refused(f"protocol {words[1]!r} is not supported{_suggest(proto_word, list(PROTOCOL_NUMBERS))}")
+        raise _Refused(
+            f"protocol {words[1]!r} is not supported{_suggest(proto_word, list(PROTOCOL_NUMBERS))}"
+        )
     source, index = _acl_address(words, 2)
     destination, index = _acl_address(words, index)
     if index != len(words):
@@ -419,7 +424,9 @@ class _Parser:
         if lowered[1:4] == ["key", "generate", "rsa"]:
             self._rsa_key(words, lowered)
         elif head == ["isakmp", "policy"]:
-            self.policy_priority = _int(words[3] if len(words) > 3 else "", "ISAKMP policy priority", 1, 10000)
+            self.policy_priority = _int(
+                words[3] if len(words) > 3 else "", "ISAKMP policy priority", 1, 10000
+            )
             self.policy_fields = {"line": number}
             self._start(self._isakmp_policy_line, crypto=True)
         elif head == ["isakmp", "key"]:
@@ -510,7 +517,9 @@ class _Parser:
             return
         if len(words) >= 5 and words[3].isdigit():
             if lowered[4] != "gdoi":
-                raise _Refused(f"crypto map entries of type {words[4]!r} are not GDOI; only `gdoi` is supported")
+                raise _Refused(
+                    f"crypto map entries of type {words[4]!r} are not GDOI; only `gdoi` is supported"
+                )
             if lowered[5:] == ["fail-close"]:
                 self.fail_close = self.ios.map_fail_close.setdefault(name, _FailClose(number))
                 self._start(self._fail_close_line, crypto=True)
@@ -611,7 +620,9 @@ class _Parser:
         else:
             self._server_local_line(group, words, lowered, number)
 
-    def _server_local_line(self, group: _GdoiGroup, words: list[str], lowered: list[str], number: int) -> None:
+    def _server_local_line(
+        self, group: _GdoiGroup, words: list[str], lowered: list[str], number: int
+    ) -> None:
         if lowered[:2] == ["rekey", "transport"] and len(words) == 3:
             if lowered[2] not in ("unicast", "multicast"):
                 raise _Refused(f"rekey transport {words[2]!r} is not supported (unicast, multicast)")
@@ -635,7 +646,9 @@ class _Parser:
                 ("aes", "256"): Phase1Cipher.AES_CBC_256,
             }
             if tuple(lowered[2:]) not in table:
-                raise _Refused(f"rekey algorithm {' '.join(words[2:])} is not supported (3des, aes 128, aes 256)")
+                raise _Refused(
+                    f"rekey algorithm {' '.join(words[2:])} is not supported (3des, aes 128, aes 256)"
+                )
             group.kek_cipher = table[tuple(lowered[2:])]
         elif lowered[:2] == ["sa", "ipsec"] and len(words) == 3:
             sa_number = _int(words[2], "sa ipsec number", 1, 65535)
@@ -717,7 +730,8 @@ def parse_ios_config(
     if not ios.groups:
         raise ConfigError(
             "no `crypto gdoi group` in this configuration",
-            hint="a KS needs `crypto gdoi group G` with `server local`, a GM one with `server address ipv4 A`",
+            hint="a KS needs `crypto gdoi group G` with `server local`, a GM one with "
+            "`server address ipv4 A`",
         )
     if ks_groups and gm_groups:
         raise ConfigError(

@@ -32,7 +32,9 @@ class SigningKeyError(Exception):
 
 def key_path(key_dir: Path, label: str) -> Path:
     if not _LABEL.match(label):
-        raise SigningKeyError(f"RSA key label {label!r} is not usable as a file name (letters, digits, _ . -)")
+        raise SigningKeyError(
+            f"RSA key label {label!r} is not usable as a file name (letters, digits, _ . -)"
+        )
     return key_dir / f"{label}.pem"
 
 
@@ -53,7 +55,9 @@ def load_or_generate_key(key_dir: str | Path, label: str, modulus: int) -> tuple
     except OSError as exc:
         raise SigningKeyError(f"cannot create the key directory {directory}: {exc.strerror}") from exc
     key = rsa.generate_private_key(public_exponent=65537, key_size=modulus)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -72,7 +76,8 @@ def _load(path: Path) -> rsa.RSAPrivateKey:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise SigningKeyError(
-                f"key file {path} is accessible by group or others (mode {stat.filemode(mode)}); run `chmod 600 {path}`"
+                f"key file {path} is accessible by group or others (mode {stat.filemode(mode)}); "
+                f"run `chmod 600 {path}`"
             )
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:

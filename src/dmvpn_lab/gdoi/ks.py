@@ -391,7 +391,9 @@ class KeyServer:
                     pol.identity,
                     self._kek_info(group, now),
                     tuple(
-                        TekInfo(t.spi, t.transform, max(0, int(t.expires_at() - now)), pol.replay_time_window_s)
+                        TekInfo(
+                            t.spi, t.transform, max(0, int(t.expires_at() - now)), pol.replay_time_window_s
+                        )
                         for t in group.teks
                         if t.expires_at() > now
                     ),
@@ -489,7 +491,9 @@ class KeyServer:
         pol = group.policy
         newest = group.teks[-1]
         tek_at = newest.created_at + newest.lifetime_s - self._ahead(newest.lifetime_s, pol.rekey_ahead_s)
-        kek_at = group.kek.created_at + group.kek.lifetime_s - self._ahead(group.kek.lifetime_s, pol.rekey_ahead_s)
+        kek_at = (
+            group.kek.created_at + group.kek.lifetime_s - self._ahead(group.kek.lifetime_s, pol.rekey_ahead_s)
+        )
         return min(tek_at, kek_at)
 
     # --- rekey (GROUPKEY-PUSH) ------------------------------------------------------------------------
@@ -547,7 +551,9 @@ class KeyServer:
             if m.missed_acks >= limit:
                 del group.members[address]
                 self._events.append(
-                    MemberDropped(address, f"missed the acknowledgement of {m.missed_acks} consecutive rekeys")
+                    MemberDropped(
+                        address, f"missed the acknowledgement of {m.missed_acks} consecutive rekeys"
+                    )
                 )
 
     def _build_push(self, group: _Group, protect: _Kek, now: float) -> bytes:
@@ -570,7 +576,9 @@ class KeyServer:
             total,
         )
         hdr = header.encode()
-        sig = rsa_sign(group.signing_key, self._sig_hash(group.policy), REKEY_SIGNATURE_PREFIX + hdr + signed_part)
+        sig = rsa_sign(
+            group.signing_key, self._sig_hash(group.policy), REKEY_SIGNATURE_PREFIX + hdr + signed_part
+        )
         plain = signed_part + struct.pack("!BBH", 0, 0, 4 + len(sig)) + sig
         datagram = hdr + kek_encrypt(protect.cipher, protect.key, self._random(block), plain)
         assert len(datagram) == total
@@ -587,7 +595,9 @@ class KeyServer:
         elif header.exchange == ExchangeType.GDOI_REKEY_ACK:
             self._ack(header, data, addr, now)
         else:
-            raise _Reject("unsupported-exchange", f"exchange type {header.exchange} is not handled by a key server")
+            raise _Reject(
+                "unsupported-exchange", f"exchange type {header.exchange} is not handled by a key server"
+            )
 
     def _half_open(self) -> int:
         return len(self._phase1) + self._pulls_open

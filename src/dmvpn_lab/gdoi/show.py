@@ -540,7 +540,9 @@ def ipsec_sa_json(view: View) -> dict[str, Any]:
                 "recv_errors": errors,
                 "current_outbound_spi": newest.spi if newest else 0,
                 "inbound_esp_sas": [sa_json(t, "in") for t in status.teks],
-                "outbound_esp_sas": [sa_json(t, "out") for t in status.teks if newest and t.spi == newest.spi],
+                "outbound_esp_sas": [
+                    sa_json(t, "out") for t in status.teks if newest and t.spi == newest.spi
+                ],
                 "xfrm_enabled": view.xfrm_enabled,
             }
         ],
@@ -554,7 +556,8 @@ def _esp_sa_lines(tek: TekInfo, conn_id: int, crypto_map: str) -> list[str]:
         f"      spi: {spi_ios(tek.spi)}",
         f"        transform: {tek.transform.value} ,",
         "        in use settings ={Transport, }",
-        f"        conn id: {conn_id}, flow_id: SW:{conn_id}, sibling_flags 80000040, crypto map: {crypto_map}",
+        f"        conn id: {conn_id}, flow_id: SW:{conn_id}, sibling_flags 80000040, "
+        f"crypto map: {crypto_map}",
         f"        sa timing: remaining key lifetime (sec): ({tek.lifetime_remaining_s})",
         f"        IV size: {_IV_BYTES.get(tek.transform, 16)} bytes",
         f"        replay detection support: {replay}",
@@ -568,7 +571,9 @@ def format_ipsec_sa(view: View) -> str:
     data = ipsec_sa_json(view)["interfaces"][0]
     status = view.status
     newest = _newest_tek(status.teks)
-    idents = data["idents"] or [{"local_ident": "(0.0.0.0/0.0.0.0/0/0)", "remote_ident": "(0.0.0.0/0.0.0.0/0/0)"}]
+    idents = data["idents"] or [
+        {"local_ident": "(0.0.0.0/0.0.0.0/0/0)", "remote_ident": "(0.0.0.0/0.0.0.0/0/0)"}
+    ]
     lines: list[str] = []
     for ident in idents:
         lines += [
@@ -621,8 +626,12 @@ class ShowCommand:
 SHOW_COMMANDS: tuple[ShowCommand, ...] = (
     ShowCommand(("crypto", "gdoi"), (format_gdoi_gm, gdoi_gm_json), (format_gdoi_ks, gdoi_ks_json)),
     ShowCommand(("crypto", "gdoi", "ks", "members"), None, (format_ks_members, ks_members_json)),
-    ShowCommand(("crypto", "isakmp", "sa"), (format_isakmp_sa, isakmp_sa_json), (format_isakmp_sa, isakmp_sa_json)),
-    ShowCommand(("crypto", "ipsec", "sa"), (format_ipsec_sa, ipsec_sa_json), (format_ipsec_sa, ipsec_sa_json)),
+    ShowCommand(
+        ("crypto", "isakmp", "sa"), (format_isakmp_sa, isakmp_sa_json), (format_isakmp_sa, isakmp_sa_json)
+    ),
+    ShowCommand(
+        ("crypto", "ipsec", "sa"), (format_ipsec_sa, ipsec_sa_json), (format_ipsec_sa, ipsec_sa_json)
+    ),
 )
 
 
