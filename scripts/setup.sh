@@ -17,7 +17,7 @@ fi
 systemctl disable --now frr >/dev/null 2>&1 || service frr stop >/dev/null 2>&1 || true
 # Likewise strongSwan's own service: the per-peer IPsec baseline runs one charon per router.
 systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
-# The NHRP-authentication lab needs FRR 10 (labtests/test_nhrp_timers.py): a chroot beside the host's FRR.
+# The NHRP-authentication lab needs FRR 10 (labtests/test_nhrp_lifecycle.py): a chroot beside the host's FRR.
 scripts/frr-root.sh
 echo ">> pip: dmvpn-lab and its test tools, in .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -24,11 +24,10 @@ from typing import Any
 
 from dmvpn_lab.lab.converge import wait_for_json
 from dmvpn_lab.lab.generate import STRONGSWAN_CONF_PATH, SWANCTL_CONF_PATH
-from dmvpn_lab.lab.node import NodeShell, gdoi_command, state_root
+from dmvpn_lab.lab.node import FRR_DIR, NodeShell, gdoi_command, state_root
 from dmvpn_lab.lab.topology import FRR_CONF_PATH, GDOI_CONF_PATH, SETUP_PATH, Node, Topology
 
 Progress = Callable[[str], None]
-FRR_DIR = Path("/usr/lib/frr")
 FRR_RUN = Path("/var/run/frr")
 KEY_ROOT = Path("/var/lib/dmvpn-lab/keys")  # the KS's RSA keys outlive a lab (and a sandbox run)
 # FRR 9+ routes configuration through mgmtd, which must run before the other daemons (as frrinit.sh
@@ -250,7 +249,8 @@ class NetnsRuntime:
     def _start_frr(self, node: Node) -> None:
         ns = self.topology.namespace(node.name)
         root = node.frr_root or Path("/")
-        if not (root / "usr/lib/frr/zebra").exists():
+        binaries = _on_host(root, FRR_DIR)
+        if not (binaries / "zebra").exists():
             hint = f"build it with `scripts/frr-root.sh {root}`" if node.frr_root else "apt-get install frr"
             raise LabError(f"{node.name}: no FRR under {root}: {hint}")
         if node.frr_root:
@@ -261,7 +261,6 @@ class NetnsRuntime:
         for folder in (space, logs):
             _run(["chroot", str(root), "install", "-d", "-o", "frr", "-g", "frr", str(folder)])
         wanted = set(node.frr_daemons)
-        binaries = _on_host(root, FRR_DIR)
         daemons = [d for d in FRR_ORDER if d in wanted or (d == "mgmtd" and (binaries / d).exists())]
         self.progress(f"  {node.name}: FRR {' '.join(daemons)}{f' from {root}' if node.frr_root else ''}")
         for daemon in daemons:

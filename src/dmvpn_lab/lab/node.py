@@ -20,6 +20,8 @@ from typing import IO, Any
 
 from dmvpn_lab.lab.topology import Topology
 
+FRR_DIR = Path("/usr/lib/frr")  # where Debian's FRR keeps its daemons, on the host and in an FRR_ROOT
+
 
 class NodeCommandError(RuntimeError):
     """A command in a node failed; the message carries node, command, exit code and output."""
@@ -67,7 +69,7 @@ class NodeShell:
         """
         if self.runtime == "containerlab":
             return [program]
-        binary = program if program == "vtysh" else f"/usr/lib/frr/{program}"
+        binary = program if program == "vtysh" else str(FRR_DIR / program)
         root = self.topology.nodes[node].frr_root
         chroot = ["chroot", str(root)] if root else []
         return [*chroot, binary, "-N", self.topology.namespace(node)]

@@ -8,10 +8,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from dmvpn_lab.lab.node import FRR_DIR
+
 KERNEL_MODULES = ("ip_gre", "esp4", "xfrm_user")
 # Loaded on demand too, but checked so a missing one fails early with a clear word.
 OPTIONAL_MODULES = ("xt_NFLOG", "nfnetlink_log", "sch_netem")
-FRR_DIR = Path("/usr/lib/frr")
 
 
 @dataclass(frozen=True)
