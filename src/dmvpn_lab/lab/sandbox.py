@@ -236,6 +236,14 @@ def start_agent(lab: str, up_argv: Sequence[str], *, memory: str = DEFAULT_MEMOR
         time.sleep(0.2)
     _echo_new(up_log, shown)
     rc = int((folder / "up.rc").read_text().strip() or "1")
+    # The agent starts serving only after bring-up has returned; a verb forwarded before that (make
+    # lab-up runs `status` next) would find no sandbox.  So "up" ends when the agent is ready.
+    while rc == 0 and not (folder / "ready").exists():
+        if proc.poll() is not None:
+            raise SandboxError(f"the sandbox kernel stopped after bring-up; see {folder}/console.log")
+        if time.monotonic() > deadline:
+            raise SandboxError(f"the sandbox agent did not start within {timeout:.0f}s; see {folder}/console.log")
+        time.sleep(0.05)
     return rc
 
 
