@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -136,6 +137,23 @@ def runtime_for(topology: Topology, runtime: str) -> Any:
     return NetnsRuntime(topology, progress=lambda line: print(line, flush=True))
 
 
+def _next_steps(args: argparse.Namespace, topology: Topology) -> str:
+    """What to try once the lab is up, with this lab's own node names and addresses."""
+    lab = "dmvpn-lab" if args.topology == DEFAULT_TOPOLOGY else f"dmvpn-lab -t {shlex.quote(args.topology)}"
+    spokes = [n for n in topology.nodes.values() if n.role == "spoke"]
+    steps = [f"{lab} status"]
+    if spokes:
+        steps.append(f"{lab} show {spokes[0].name} crypto gdoi")
+    if len(spokes) >= 2:
+        # Spoke to spoke: the traffic that makes NHRP build a shortcut.
+        source = spokes[-1].labels.get("dmvpn-lab.host")
+        target = topology.nodes.get(spokes[0].labels.get("dmvpn-lab.host", ""))
+        if source and target is not None and "dmvpn-lab.address" in target.labels:
+            steps.append(f"{lab} exec {source} -- ping -c3 {target.labels['dmvpn-lab.address']}")
+    steps.append(f"{lab} down")
+    return "next: " + " | ".join(steps)
+
+
 def _dispatch(args: argparse.Namespace, topology: Topology) -> int:
     runtime = runtime_for(topology, args.runtime)
     shell = NodeShell(topology, args.runtime)
@@ -150,10 +168,7 @@ def _dispatch(args: argparse.Namespace, topology: Topology) -> int:
         checks = preflight.containerlab_checks() if args.runtime == "containerlab" else preflight.netns_checks()
         preflight.require(checks)
         runtime.up(converge_timeout=args.timeout)
-        print(
-            "\nnext: dmvpn-lab status | dmvpn-lab show spoke1 crypto gdoi | "
-            "dmvpn-lab exec host4 -- ping -c3 192.168.2.10 | dmvpn-lab down"
-        )
+        print("\n" + _next_steps(args, topology))
         return 0
     if args.verb == "down":
         runtime.down()
