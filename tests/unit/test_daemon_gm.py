@@ -20,7 +20,7 @@ import pytest
 from dmvpn_lab.gdoi import daemon as daemon_module
 from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon, StartupError
 from dmvpn_lab.gdoi.model import Event, TekInstalled, TekSA, TekTransform, TrafficSelector
-from dmvpn_lab.gdoi.xfrm import Acquire, XfrmError
+from dmvpn_lab.gdoi.xfrm import Acquire, NhrpBinding, XfrmError
 
 GM = "127.0.0.1"
 PEER = "127.0.0.77"
@@ -58,16 +58,17 @@ class ScriptedGm:
 
 
 class Recorder:
-    def __init__(self, journal: list[str], fail: str | None = None) -> None:
+    def __init__(self, journal: list[str], fail: str | None = None, neighbours: str = "") -> None:
         self.journal = journal
         self.fail = fail
+        self.neighbours = neighbours  # what `ip neigh show` answers
 
     def __call__(self, args: Sequence[str]) -> str:
         line = " ".join(args)
         if self.fail and self.fail in line:
             raise XfrmError(f"`ip {line}` failed: Operation not permitted")
         self.journal.append(line)
-        return ""
+        return self.neighbours if line == "neigh show" else ""
 
 
 def run_gm(
@@ -78,6 +79,7 @@ def run_gm(
     xfrm: bool,
     fail_close: tuple[TrafficSelector, ...] = (),
     runner: Recorder | None = None,
+    runner_neighbours: str = "",
 ) -> GdoiDaemon:
     engine = ScriptedGm(journal)
     settings = DaemonSettings(role="gm", local_address=GM, port=0, run_dir=tmp_path, xfrm=xfrm)
@@ -86,8 +88,9 @@ def run_gm(
         lambda now: engine,
         log=logging.getLogger("test.gdoi"),
         fail_close=fail_close,
-        xfrm_runner=runner or Recorder(journal),
+        xfrm_runner=runner or Recorder(journal, neighbours=runner_neighbours),
         acquire_command=("sleep", "60"),
+        neighbour_command=("sleep", "60"),
     )
 
     async def main() -> None:
@@ -121,7 +124,8 @@ def test_fail_close_policies_go_in_before_registration_and_held_acquires_are_ser
 
     run_gm(tmp_path, journal, script, xfrm=True, fail_close=(TrafficSelector(),))
     start = journal.index("engine start")
-    assert [line.split(" priority")[0] for line in journal[1:start]] == [
+    assert journal[1] == "neigh show"  # bindings NHRP made before the daemon started
+    assert [line.split(" priority")[0] for line in journal[2:start]] == [
         "xfrm policy update src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir out",
         "xfrm policy update src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir in",
     ]
@@ -135,7 +139,33 @@ def test_fail_close_policies_go_in_before_registration_and_held_acquires_are_ser
 def test_without_fail_close_nothing_is_installed_before_the_first_tek(tmp_path: Path) -> None:
     journal: list[str] = []
     run_gm(tmp_path, journal, lambda daemon, engine: None, xfrm=True)
-    assert journal[1] == "engine start"
+    assert journal[1:3] == ["neigh show", "engine start"]
+
+
+NEIGHBOURS = """\
+192.168.100.1 dev gre1 lladdr 127.0.0.88 REACHABLE proto nhrp
+192.168.1.10 dev eth2 lladdr 3a:05:68:3e:09:d5 STALE
+"""
+
+
+def test_nhrp_bindings_get_their_outbound_state_before_any_packet(tmp_path: Path) -> None:
+    journal: list[str] = []
+
+    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+        assert not any("state add" in line for line in journal)  # the hub's binding waits for a TEK
+        engine.events.append(TekInstalled(TEK))
+        daemon._pump()
+        daemon._on_nhrp_binding(NhrpBinding("192.168.100.3", "gre1", PEER))  # a shortcut resolved
+        daemon._on_nhrp_binding(NhrpBinding("192.168.3.10", "gre1", PEER))  # same peer: nothing more
+        daemon._on_nhrp_binding(NhrpBinding("192.168.100.2", "gre1", GM))  # our own address: nothing
+
+    run_gm(tmp_path, journal, script, xfrm=True, runner_neighbours=NEIGHBOURS)
+    added = [line.split(" proto esp")[0] for line in journal if "state add" in line]
+    assert added == [
+        f"xfrm state add src 0.0.0.0 dst {GM}",
+        f"xfrm state add src {GM} dst 127.0.0.88",  # bound before the daemon started (the hub)
+        f"xfrm state add src {GM} dst {PEER}",
+    ]
 
 
 def test_a_gm_that_cannot_close_does_not_start(tmp_path: Path) -> None:

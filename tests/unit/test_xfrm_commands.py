@@ -9,12 +9,14 @@ import pytest
 from dmvpn_lab.gdoi.model import TekSA, TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.xfrm import (
     Acquire,
+    NhrpBinding,
     XfrmApplier,
     XfrmError,
     XfrmExists,
     XfrmNotFound,
     algorithm_args,
     parse_acquire,
+    parse_nhrp_binding,
     parse_state_counters,
     state_add,
 )
@@ -231,6 +233,21 @@ def test_parse_acquire() -> None:
     assert parse_acquire(multi_line) == Acquire("10.0.0.1", "10.0.0.2", "47")
     assert parse_acquire("Deleted src 1.1.1.1 dst 2.2.2.2") is None
     assert parse_acquire("acquire proto esp sel src fe80::1/128 dst fe80::2/128") is None
+
+
+def test_parse_nhrp_binding() -> None:
+    # FRR 10's nhrpd tags its entries; FRR 8's does not.  Both bind a tunnel address to an NBMA address.
+    assert parse_nhrp_binding("192.168.100.3 dev gre1 lladdr 172.37.1.1 REACHABLE proto nhrp \n") == NhrpBinding(
+        "192.168.100.3", "gre1", "172.37.1.1"
+    )
+    assert parse_nhrp_binding("192.168.3.10 dev gre1 lladdr 172.37.1.1 STALE") == NhrpBinding(
+        "192.168.3.10", "gre1", "172.37.1.1"
+    )
+    assert parse_nhrp_binding("192.168.2.10 dev eth2 lladdr 3a:05:68:3e:09:d5 REACHABLE") is None  # Ethernet
+    assert parse_nhrp_binding("192.168.100.3 dev gre1 lladdr 172.37.1.1 FAILED") is None
+    assert parse_nhrp_binding("192.168.100.3 dev gre1  INCOMPLETE") is None
+    assert parse_nhrp_binding("Deleted 192.168.100.3 dev gre1 lladdr 172.37.1.1 STALE") is None
+    assert parse_nhrp_binding("fe80::1 dev gre1 lladdr 172.37.1.1 REACHABLE") is None
 
 
 STATE_LIST = """\

@@ -62,12 +62,17 @@ from dmvpn_lab.gdoi.model import (
     TrafficSelector,
 )
 from dmvpn_lab.gdoi.xfrm import (
+    ACQUIRE_MONITOR,
+    NEIGHBOUR_MONITOR,
     Acquire,
-    AcquireWatcher,
+    MonitorWatcher,
+    NhrpBinding,
     Runner,
     SpiCounters,
     XfrmApplier,
     XfrmError,
+    parse_acquire,
+    parse_nhrp_binding,
     run_ip,
     spi_text,
 )
@@ -220,12 +225,14 @@ class GdoiDaemon:
         log: logging.Logger | None = None,
         fail_close: Sequence[TrafficSelector] = (),
         xfrm_runner: Runner = run_ip,
-        acquire_command: Sequence[str] | None = None,
+        acquire_command: Sequence[str] = ACQUIRE_MONITOR,
+        neighbour_command: Sequence[str] = NEIGHBOUR_MONITOR,
     ) -> None:
         self.settings = settings
         self._fail_close = tuple(fail_close)
         self._xfrm_runner = xfrm_runner  # tests hand in a recorder instead of iproute2
-        self._acquire_command = acquire_command
+        self._acquire_command = acquire_command  # tests hand in a command that reports nothing
+        self._neighbour_command = neighbour_command
         self.name = f"gdoi-{settings.role}"
         self.log = log or logging.getLogger("dmvpn_lab.gdoi")
         self._engine_factory = engine_factory
@@ -243,7 +250,7 @@ class GdoiDaemon:
         self._server: asyncio.AbstractServer | None = None
         self._keylog: _Keylog | None = None
         self.applier: XfrmApplier | None = None
-        self._watcher: AcquireWatcher | None = None
+        self._watchers: list[MonitorWatcher[Any]] = []
         self._pending_registration: Registered | None = None
         self._extra_status: Callable[[], dict[str, Any]] = dict
 
@@ -294,12 +301,14 @@ class GdoiDaemon:
                 runner=self._xfrm_runner,
                 log=lambda m: self.log.warning("%s: xfrm: %s", self.name, m),
             )
-            if self._acquire_command is None:
-                self._watcher = AcquireWatcher(self._on_acquire)
-            else:
-                self._watcher = AcquireWatcher(self._on_acquire, self._acquire_command)
-            # The watcher runs before the fail-close policies exist, so not one ACQUIRE they raise is missed.
-            await self._watcher.start()
+            self._watchers = [
+                MonitorWatcher(self._acquire_command, parse_acquire, self._on_acquire),
+                MonitorWatcher(self._neighbour_command, parse_nhrp_binding, self._on_nhrp_binding),
+            ]
+            # The watchers run before the fail-close policies exist, so not one ACQUIRE they raise is missed.
+            for watcher in self._watchers:
+                await watcher.start()
+            self._learn_existing_bindings()
             self._close_before_registration()
         elif self._fail_close:
             self.log.warning(
@@ -382,8 +391,8 @@ class GdoiDaemon:
                     self.log.error("%s: engine stop failed: %s", self.name, exc)
         if self._timer is not None:
             self._timer.cancel()
-        if self._watcher is not None:
-            await self._watcher.stop()
+        for watcher in self._watchers:
+            await watcher.stop()
         if self.applier is not None:
             await loop.run_in_executor(None, functools.partial(self.applier.stop, keep=self._fail_close))
             if self._fail_close:
@@ -590,6 +599,35 @@ class GdoiDaemon:
                 self.log.info("%s: outbound state to %s (ACQUIRE)", self.name, acquire.dst)
         except XfrmError as exc:
             self.log.error("%s: xfrm: %s", self.name, exc)
+
+    def _on_nhrp_binding(self, binding: NhrpBinding) -> None:
+        """nhrpd bound a peer: give it its outbound state before the first packet toward it needs one."""
+        if self.applier is None or self._loop is None or binding.nbma == self.applier.xfrm_address:
+            return
+        try:
+            if self.applier.add_peer(binding.nbma, self._loop.time()):
+                self.log.info(
+                    "%s: outbound state to %s (NHRP bound %s on %s)",
+                    self.name,
+                    binding.nbma,
+                    binding.protocol,
+                    binding.device,
+                )
+        except XfrmError as exc:
+            self.log.error("%s: xfrm: %s", self.name, exc)
+
+    def _learn_existing_bindings(self) -> None:
+        """Bindings nhrpd made before this daemon started (a restarted GM): the monitor shows only new ones."""
+        assert self.applier is not None
+        try:
+            table = self._xfrm_runner(["neigh", "show"])
+        except XfrmError as exc:
+            self.log.warning("%s: cannot read the neighbour table: %s", self.name, exc)
+            return
+        for line in table.splitlines():
+            binding = parse_nhrp_binding(line)
+            if binding is not None:
+                self._on_nhrp_binding(binding)
 
     async def _counters(self) -> dict[int, SpiCounters]:
         if self.applier is None or self._loop is None:

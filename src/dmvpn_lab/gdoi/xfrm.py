@@ -8,10 +8,14 @@ Why it looks like this (see LAB-FACTS.md, "Group SA in plain Linux xfrm"):
 * ONE inbound state per TEK: ``src 0.0.0.0 dst <own NBMA> spi S ... replay-window 0 flag wildrecv``: any
   member may send with it.  Sequence-number anti-replay cannot work with many senders on one SPI
   (replay-window 0); IOS's time-based anti-replay has no Linux counterpart.
-* One outbound state per peer, keyed by the peer's NBMA address.  Peers are learnt from the kernel's XFRM
-  ACQUIRE (the first packet to a peer without a state), and the state must carry the ACQUIRE's own src and
-  dst so that it replaces the larval state; a ``src 0.0.0.0`` state would leave the larval one blocking
-  traffic.  ``add_peer`` creates one ahead of time.
+* One outbound state per peer, keyed by the peer's NBMA address.  Peers are learnt two ways:
+  - from NHRP, ahead of traffic: nhrpd writes each binding it learns (registration, resolution) into the
+    kernel's neighbour table of the tunnel, with the peer's NBMA address as link-layer address.  The
+    state goes in as that binding appears, so the first packet over a fresh shortcut finds it and
+    leaves at once instead of waiting for the round trip below;
+  - from the kernel's XFRM ACQUIRE (a packet to a peer without a state), the fallback for anything the
+    first way missed.  That state must carry the ACQUIRE's own src and dst so that it replaces the larval
+    state; a ``src 0.0.0.0`` state would leave the larval one blocking traffic.
 * Across a rekey both TEKs are present: the new inbound state is added, every peer's outbound state moves
   to the new SPI at once (add new, then delete old, so there is no gap), and the old inbound state stays
   until the engine says the old TEK expired (members that have not switched yet still send with it).
@@ -26,8 +30,9 @@ Implementation: iproute2 ``ip xfrm`` commands.  pyroute2 has no API for xfrm sta
 some policy and monitor plumbing, so we use one well-known tool for everything.  Every command goes
 through a single runner function (:func:`run_ip`), which feeds it on stdin with ``ip -batch -`` so key
 material never appears in a process's command line (``/proc/<pid>/cmdline`` is world-readable).  Tests
-replace the runner and check the exact commands; the ACQUIRE watcher runs ``ip -o xfrm monitor acquire``
-and :func:`parse_acquire` reads its lines.
+replace the runner and check the exact commands.  Two :class:`MonitorWatcher` read the kernel's events:
+``ip -o xfrm monitor acquire`` (:func:`parse_acquire`) and ``ip -o monitor neigh``
+(:func:`parse_nhrp_binding`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import re
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from dmvpn_lab.gdoi.model import GDOI_PORT, TekSA, TekTransform, TrafficSelector
 
@@ -270,6 +276,40 @@ def parse_acquire(line: str) -> Acquire | None:
     return Acquire(src=src, dst=dst, protocol=match["proto"])
 
 
+# --- NHRP bindings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NhrpBinding:
+    """nhrpd bound tunnel address ``protocol`` to NBMA address ``nbma`` on ``device``.
+
+    A multipoint GRE tunnel's neighbour table is where nhrpd tells the kernel where to send: its
+    link-layer addresses are IPv4 NBMA addresses, which no Ethernet neighbour has.
+    """
+
+    protocol: str
+    device: str
+    nbma: str
+
+
+_NEIGHBOUR = re.compile(r"^(?P<protocol>[0-9.]+) dev (?P<device>\S+) lladdr (?P<lladdr>\S+)(?P<rest>.*)$")
+# A binding being looked up or given up holds no usable NBMA address.
+_NOT_BOUND = {"INCOMPLETE", "FAILED"}
+
+
+def parse_nhrp_binding(line: str) -> NhrpBinding | None:
+    """One line of ``ip -o monitor neigh`` (or ``ip neigh show``); None unless it binds an IPv4 NBMA."""
+    match = _NEIGHBOUR.match(line.strip())
+    if match is None or _NOT_BOUND & set(match["rest"].split()):
+        return None
+    try:
+        protocol = ipaddress.IPv4Address(match["protocol"])
+        nbma = ipaddress.IPv4Address(match["lladdr"])  # a MAC address is no IPv4 address: not a tunnel
+    except ValueError:
+        return None
+    return NhrpBinding(protocol=str(protocol), device=match["device"], nbma=str(nbma))
+
+
 # --- Counters -------------------------------------------------------------------------------------
 
 
@@ -437,29 +477,36 @@ class XfrmApplier:
             update[2] = "update"
             self._run(update)
 
-    def _point_peer(self, peer: str, src: str, sa: TekSA, now: float) -> None:
-        """Give ``peer`` an outbound state with ``sa``'s SPI, then drop its previous one."""
+    def _point_peer(self, peer: str, src: str, sa: TekSA, now: float) -> bool:
+        """Give ``peer`` an outbound state with ``sa``'s SPI, then drop its previous one; False if it had it."""
         previous = self._outbound.get(peer)
         if previous == sa.spi:
-            return
+            return False
         self._add_state(state_add(sa, src=src, dst=peer, hard_lifetime_s=self._hard_lifetime(sa, now), inbound=False))
         self._outbound[peer] = sa.spi
         if previous is not None:
             self._delete(state_delete(src=src, dst=peer, spi=previous))
+        return True
 
     def _delete(self, command: list[str]) -> None:
         with contextlib.suppress(XfrmNotFound):  # the kernel's hard lifetime may have got there first
             self._run(command)
 
-    def add_peer(self, peer: str, now: float, *, src: str | None = None) -> None:
-        """An outbound state to ``peer`` with the current TEK (ahead of traffic, or for an ACQUIRE)."""
+    def add_peer(self, peer: str, now: float, *, src: str | None = None) -> bool:
+        """An outbound state to ``peer`` with the current TEK (ahead of traffic, or for an ACQUIRE).
+
+        True if a state went in; False if ``peer`` had one already, or if there is no TEK yet (the peer is
+        remembered and gets its state with the first TEK).
+        """
         source = src or self.xfrm_address
+        known = peer in self._peers
         self._peers[peer] = source
         spi = self.current_spi
         if spi is None:
-            self._log(f"no TEK yet: outbound state to {peer} waits for registration")
-            return
-        self._point_peer(peer, source, self._teks[spi], now)
+            if not known:
+                self._log(f"no TEK yet: outbound state to {peer} waits for registration")
+            return False
+        return self._point_peer(peer, source, self._teks[spi], now)
 
     def handle_acquire(self, acquire: Acquire, now: float) -> None:
         """Answer the kernel's ACQUIRE with a state using its own src/dst, replacing the larval state."""
@@ -533,19 +580,26 @@ class XfrmApplier:
         return {spi: found.get(spi, SpiCounters(spi=spi)) for spi in self._teks}
 
 
-# --- The ACQUIRE watcher --------------------------------------------------------------------------
+# --- Watching the kernel --------------------------------------------------------------------------
+
+EventT = TypeVar("EventT")
+
+ACQUIRE_MONITOR = ("ip", "-o", "xfrm", "monitor", "acquire")
+NEIGHBOUR_MONITOR = ("ip", "-o", "monitor", "neigh")
 
 
-class AcquireWatcher:
-    """Runs ``ip -o xfrm monitor acquire`` and hands each parsed ACQUIRE to a callback."""
+class MonitorWatcher(Generic[EventT]):
+    """Runs an iproute2 ``monitor`` command and hands each line that ``parse`` understands to a callback."""
 
     def __init__(
         self,
-        on_acquire: Callable[[Acquire], Awaitable[None] | None],
-        command: Sequence[str] = ("ip", "-o", "xfrm", "monitor", "acquire"),
+        command: Sequence[str],
+        parse: Callable[[str], EventT | None],
+        on_event: Callable[[EventT], Awaitable[None] | None],
     ) -> None:
-        self._on_acquire = on_acquire
         self._command = list(command)
+        self._parse = parse
+        self._on_event = on_event
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -561,9 +615,9 @@ class AcquireWatcher:
             raw = await self._process.stdout.readline()
             if not raw:
                 return
-            acquire = parse_acquire(raw.decode(errors="replace"))
-            if acquire is not None:
-                result = self._on_acquire(acquire)
+            event = self._parse(raw.decode(errors="replace"))
+            if event is not None:
+                result = self._on_event(event)
                 if result is not None:
                     await result
 
