@@ -6,13 +6,15 @@ the seed, ``ip nhrp holdtime 30`` and ``ip nhrp authentication`` on every tunnel
 FRR 10 taken from the Debian 13 root that ``scripts/frr-root.sh`` builds (the netns runtime runs it
 with chroot; containerlab's router image carries FRR 10 already).
 
-- traffic keeps a shortcut in place; unused, it ages out after its holdtime;
+- in use, a shortcut stays (FRR 10.3 lets it lapse at each holdtime and rebuilds it within seconds, at
+  a cost of at most one packet per lapse); unused, it ages out after its holdtime and stays gone;
 - the NHRP network-id is local to a router: a spoke with another one still registers (as on IOS);
 - a spoke with the wrong NHRP authentication is refused by the hub and never registered.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -58,6 +60,35 @@ def _cache_entry(lab, router, peer):
     return next((e for e in cache.get("table", []) if e.get("protocol") == tunnel_ip), None)
 
 
+def _shortcut_changes(route_events, lan):
+    """(lapses, rebuilds) of the NHRP route to ``lan`` in ``ip -o monitor route`` lines, from a shortcut.
+
+    zebra replaces the route in place (NHRP's by BGP's via the hub and back), so a lapse shows as the
+    prefix installed with another protocol, or as its NHRP route deleted.
+    """
+    lapses = rebuilt = 0
+    protocol = "nhrp"
+    for event in route_events:
+        words = event.split()
+        deleted = words[:1] == ["Deleted"]
+        if lan not in words[:2] or "proto" not in words:
+            continue
+        now = None if deleted else words[words.index("proto") + 1]
+        if deleted and words[words.index("proto") + 1] != protocol:
+            continue  # another protocol's route went; the one in use stays
+        lapses += protocol == "nhrp" and now != "nhrp"
+        rebuilt += protocol != "nhrp" and now == "nhrp"
+        protocol = now
+    return lapses, rebuilt
+
+
+def _ping_counts(out):
+    """(transmitted, received) from ping's summary line."""
+    match = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert match, f"no ping summary in:\n{out[-300:]}"
+    return int(match[1]), int(match[2])
+
+
 def _ping_until_shortcut(lab, spoke, peer, *, count, why):
     """Ping from the spoke's LAN to the peer's, then wait for the spoke's NHRP route to the peer's LAN."""
     lab.ping(lab.host_of(spoke.name), lab.address_of_host(lab.host_of(peer.name)), count=count)
@@ -69,19 +100,30 @@ def _ping_until_shortcut(lab, spoke, peer, *, count, why):
     )
 
 
-def test_shortcut_stays_while_used_and_ages_out_unused(nhrp_lab, request):
+def test_shortcut_is_kept_while_used_and_ages_out_unused(nhrp_lab, request):
     lab = nhrp_lab
     spoke2, spoke1 = lab.topology.nodes["spoke2"], lab.topology.nodes["spoke1"]
     dst = lab.address_of_host(lab.host_of(spoke1.name))
     lab.shell.vtysh(spoke2.name, "clear ip nhrp shortcut")
     _ping_until_shortcut(lab, spoke2, spoke1, count=5, why="shortcut to spoke1's LAN")
 
-    # In use: a flow longer than two holdtimes keeps spoke2 on the shortcut.  nhrpd resolves again
-    # before expiry when it saw the entry used; when it did not, the entry lapses and the next packets'
-    # redirect builds it again within seconds (FRR 10.3 does both).  Polled once a second throughout.
+    # In use: a flow longer than two holdtimes.  FRR 10.3 renews a shortcut before its holdtime ends
+    # only when the kernel reports the shortcut's next hop (spoke1's tunnel address) in use.  But nhrpd
+    # also binds the resolved host itself (a /32 onlink route), so the flow's packets use that host's
+    # binding, the next hop's never looks used, and the shortcut lapses at its holdtime however busy it
+    # is; the flow's next packet is redirected by the hub and the shortcut is back within seconds.  At a
+    # lapse nhrpd deletes the bindings some 20 ms before the routes, and a packet sent in between is
+    # dropped (the kernel answers host unreachable).  Measured in nhrpd's debug log and `ip monitor`;
+    # see the closing note of issue 4.  So the flow must: stay direct nearly all the time, get the
+    # shortcut back after every lapse, and lose at most the one packet per lapse that FRR's ordering costs.
+    lan = spoke1.labels["dmvpn-lab.lan"]
+    routes = lab.shell.spawn(spoke2.name, ["ip", "-o", "monitor", "route"], log=subprocess.PIPE)
     flow_s = 2 * HOLDTIME_S + 10
+    # -c, not -w: with a deadline ping gives up at the first ICMP error, which a lapse can cause.
     flow = lab.shell.spawn(
-        lab.host_of(spoke2.name), ["ping", "-n", "-i", "0.2", "-w", str(flow_s), dst], log=subprocess.PIPE
+        lab.host_of(spoke2.name),
+        ["ping", "-n", "-i", "0.2", "-W", "1", "-c", str(flow_s * 5), dst],
+        log=subprocess.PIPE,
     )
     present, gaps = 0, []
     started = time.monotonic()
@@ -92,10 +134,31 @@ def test_shortcut_stays_while_used_and_ages_out_unused(nhrp_lab, request):
             present += 1
         time.sleep(1)
     out = flow.communicate()[0].decode()
+    routes.terminate()
+    route_events = routes.communicate()[0].decode().splitlines()
+    lapses, rebuilt = _shortcut_changes(route_events, lan)
+    sent, received = _ping_counts(out)
     lab.save(request.node.name, "ping-in-use.txt", out)
-    lab.save(request.node.name, "in-use.json", {"polls_with_shortcut": present, "polls_without_at_s": gaps})
-    assert " 0% packet loss" in out, out[-300:]
+    lab.save(request.node.name, "routes-in-use.txt", "\n".join(route_events))
+    lab.save(
+        request.node.name,
+        "in-use.json",
+        {
+            "flow_s": flow_s,
+            "sent": sent,
+            "received": received,
+            "shortcut_lapses": lapses,
+            "shortcut_rebuilt": rebuilt,
+            "polls_with_shortcut": present,
+            "polls_without_at_s": gaps,
+        },
+    )
+    assert sent == flow_s * 5, out[-300:]
     assert present >= 4 * len(gaps), f"in use, the shortcut was missing at {gaps} s into the flow"
+    assert rebuilt >= lapses, f"the shortcut lapsed {lapses} times and came back {rebuilt} times (routes-in-use.txt)"
+    assert sent - received <= lapses, (
+        f"{sent - received} of {sent} pings lost with {lapses} shortcut lapses (at most one each):\n{out[-300:]}"
+    )
 
     # Unused: once the last packet has gone direct, the shortcut (route and cache entry) goes when its
     # holdtime has passed.
