@@ -166,6 +166,22 @@ def test_rekey_keeps_old_inbound_and_moves_outbound_at_once() -> None:
     assert ip.take() == [f"xfrm state delete src 0.0.0.0 dst {OWN} proto esp spi 0x00000100"]
 
 
+def test_a_peer_learnt_again_without_a_source_keeps_the_acquires() -> None:
+    # The ACQUIRE names the source the kernel chose; an NHRP binding seen later names none.
+    ip = FakeIp()
+    applier = XfrmApplier(OWN, runner=ip)
+    applier.install_tek(tek(0x100), now=0.0)
+    applier.handle_acquire(Acquire(src="10.9.9.9", dst="172.27.1.1", protocol="gre"), now=0.0)
+    assert applier.add_peer("172.27.1.1", now=1.0) is False  # it has its state already
+    ip.take()
+    applier.install_tek(tek(0x200, installed_at=3500.0), now=3500.0)
+    assert [short(c) for c in ip.take()][1:] == [
+        "xfrm state add src 10.9.9.9 dst 172.27.1.1 proto esp spi 0x00000200 mode transport replay-window 0 "
+        "<alg> limit time-hard 3630",
+        "xfrm state delete src 10.9.9.9 dst 172.27.1.1 proto esp spi 0x00000100",
+    ]
+
+
 def test_expired_current_tek_removes_outbound_states_too() -> None:
     ip = FakeIp()
     applier = XfrmApplier(OWN, runner=ip)

@@ -498,7 +498,9 @@ class XfrmApplier:
         True if a state went in; False if ``peer`` had one already, or if there is no TEK yet (the peer is
         remembered and gets its state with the first TEK).
         """
-        source = src or self.xfrm_address
+        # A peer already known keeps its source (an ACQUIRE's) unless a new one is given: its state was
+        # added with it, and a rekey must delete that state by the same src.
+        source = src or self._peers.get(peer) or self.xfrm_address
         known = peer in self._peers
         self._peers[peer] = source
         spi = self.current_spi
