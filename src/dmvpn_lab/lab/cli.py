@@ -137,10 +137,13 @@ def runtime_for(topology: Topology, runtime: str) -> Any:
     return NetnsRuntime(topology, progress=lambda line: print(line, flush=True))
 
 
-def _next_steps(args: argparse.Namespace, topology: Topology) -> str:
+def _next_steps(args: argparse.Namespace, shell: NodeShell) -> str:
     """What to try once the lab is up, with this lab's own node names and addresses."""
+    from dmvpn_lab.lab import checks
+
+    topology = shell.topology
     lab = "dmvpn-lab" if args.topology == DEFAULT_TOPOLOGY else f"dmvpn-lab -t {shlex.quote(args.topology)}"
-    spokes = [n for n in topology.nodes.values() if n.role == "spoke"]
+    spokes = checks.spokes(shell)
     steps = [f"{lab} status"]
     if spokes:
         steps.append(f"{lab} show {spokes[0].name} crypto gdoi")
@@ -168,7 +171,7 @@ def _dispatch(args: argparse.Namespace, topology: Topology) -> int:
         checks = preflight.containerlab_checks() if args.runtime == "containerlab" else preflight.netns_checks()
         preflight.require(checks)
         runtime.up(converge_timeout=args.timeout)
-        print("\n" + _next_steps(args, topology))
+        print("\n" + _next_steps(args, shell))
         return 0
     if args.verb == "down":
         runtime.down()
