@@ -73,9 +73,10 @@ def _shortcut_changes(route_events, lan):
         deleted = words[:1] == ["Deleted"]
         if lan not in words[:2] or "proto" not in words:
             continue
-        now = None if deleted else words[words.index("proto") + 1]
-        if deleted and words[words.index("proto") + 1] != protocol:
+        route_protocol = words[words.index("proto") + 1]
+        if deleted and route_protocol != protocol:
             continue  # another protocol's route went; the one in use stays
+        now = None if deleted else route_protocol
         lapses += protocol == "nhrp" and now != "nhrp"
         rebuilt += protocol != "nhrp" and now == "nhrp"
         protocol = now
