@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmvpn_lab.lab.converge import ABSENT, ConvergenceError, json_mismatch, wait_for_json
+from dmvpn_lab.lab.converge import ABSENT, ConvergenceError, json_mismatch, wait_for_json, wait_until
 
 
 def test_subset_ignores_extra_keys_and_list_order():
@@ -22,6 +22,28 @@ def test_mismatch_names_the_path():
 
 def test_each_expected_item_needs_its_own_match():
     assert json_mismatch([{"a": 1}, {"a": 1}], [{"a": 1}]) is not None
+
+
+def test_list_matching_is_not_greedy():
+    # The loose first item must not take the only item the strict second one can match.
+    expected = [{"a": 1}, {"a": 1, "b": 2}]
+    assert json_mismatch(expected, [{"a": 1, "b": 2}, {"a": 1}]) is None
+    assert json_mismatch(expected, [{"a": 1, "b": 2}]) is not None
+    assert "no item matches" in json_mismatch([{"a": 1}, {"c": 3}], [{"a": 1}, {"a": 1}])
+
+
+def test_wait_until_raises_the_given_error_with_the_last_problem():
+    with pytest.raises(TimeoutError) as err:
+        wait_until(lambda: "file not there", what="tshark start", timeout=0.1, interval=0.02, error=TimeoutError)
+    assert "tshark start" in str(err.value) and "file not there" in str(err.value)
+
+
+def test_wait_until_stops_at_once_when_the_check_raises():
+    def check():
+        raise ChildProcessError("daemon exited")
+
+    with pytest.raises(ChildProcessError):
+        wait_until(check, what="x", timeout=30)
 
 
 def test_wait_returns_once_matched():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dmvpn_lab.lab.converge import wait_until
 from dmvpn_lab.lab.node import NodeShell
 
 GDOI_DECODE_AS = {"udp.port==848": "isakmp"}
@@ -59,13 +60,12 @@ def capture(shell: NodeShell, node: str, interface: str, pcap: Path, *, bpf: str
 
 def _wait_started(proc: subprocess.Popen[bytes], pcap: Path, timeout: float = 30.0) -> None:
     # tshark writes the pcap header once it is capturing; before that, packets would be missed.
-    deadline = time.monotonic() + timeout
-    while not (pcap.exists() and pcap.stat().st_size >= 24):
+    def started() -> str | None:
         if proc.poll() is not None:
             raise CaptureError(f"tshark exited with {proc.returncode}; see {pcap.with_suffix('.tshark.log')}")
-        if time.monotonic() > deadline:
-            raise CaptureError(f"tshark did not start capturing within {timeout:.0f}s")
-        time.sleep(0.05)
+        return None if pcap.exists() and pcap.stat().st_size >= 24 else "no pcap header yet"
+
+    wait_until(started, what=f"tshark on {pcap.name}", timeout=timeout, error=CaptureError)
     time.sleep(0.2)
 
 

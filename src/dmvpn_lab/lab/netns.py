@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmvpn_lab.lab.converge import wait_for_json
+from dmvpn_lab.lab.converge import ConvergenceError, wait_for_json, wait_until
 from dmvpn_lab.lab.generate import STRONGSWAN_CONF_PATH, SWANCTL_CONF_PATH
 from dmvpn_lab.lab.node import FRR_DIR, NodeShell, gdoi_command, state_root
 from dmvpn_lab.lab.topology import FRR_CONF_PATH, GDOI_CONF_PATH, SETUP_PATH, Node, Topology
@@ -166,12 +166,10 @@ class NetnsRuntime:
         if pid is None:
             raise LabError(f"{name}: no GDOI daemon recorded for this lab")
         _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                _signal(pid, signal.SIGKILL)
-                break
-            time.sleep(0.05)
+        try:
+            wait_until(lambda: "still running" if _alive(pid) else None, what=f"{name}: GDOI daemon exit", timeout=10)
+        except ConvergenceError:
+            _signal(pid, signal.SIGKILL)
 
     def start_gdoi(self, name: str, config: Path | None = None) -> None:
         """Start a node's GDOI daemon, optionally with another configuration file than the topology's."""
@@ -324,9 +322,13 @@ class NetnsRuntime:
         # Ask the GMs to stop first so they remove their kernel state themselves.
         for pid in self._pids_in(namespaces):
             _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and self._pids_in(namespaces):
-            time.sleep(0.1)
+        with contextlib.suppress(ConvergenceError):
+            wait_until(
+                lambda: "processes left" if self._pids_in(namespaces) else None,
+                what=f"{self.topology.name}: processes exit",
+                timeout=5,
+                interval=0.1,
+            )
         for pid in self._pids_in(namespaces):
             _signal(pid, signal.SIGKILL)
         for ns in namespaces:
@@ -448,8 +450,9 @@ def _mount_root_filesystems(root: Path) -> None:
 
 
 def _wait_path(path: Path, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise LabError(f"{what}: {path} did not appear within {timeout:.0f}s (see the daemon's log)")
-        time.sleep(0.05)
+    wait_until(
+        lambda: None if path.exists() else f"{path} not there yet (see the daemon's log)",
+        what=what,
+        timeout=timeout,
+        error=LabError,
+    )

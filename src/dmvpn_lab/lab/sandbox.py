@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+
+from dmvpn_lab.lab.converge import ConvergenceError, wait_until
 
 UML_BINARY = "linux.uml"
 SANDBOX_ROOT = Path("/var/tmp/dmvpn-lab/sandbox")
@@ -47,6 +50,7 @@ ENV_KEEP = (
     "PYTEST_ADDOPTS",
     "XDG_CONFIG_HOME",
     "DMVPN_LAB_KEEP",
+    "DMVPN_LAB_SHARD",
 )
 
 
@@ -224,26 +228,34 @@ def start_agent(lab: str, up_argv: Sequence[str], *, memory: str = DEFAULT_MEMOR
     )
     (folder / "uml.pid").write_text(str(proc.pid))
     print(f"sandbox: User-Mode Linux started (pid {proc.pid}); bringing {lab} up inside it", flush=True)
-    shown = 0
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     up_log = folder / "up.log"
-    while not (folder / "up.rc").exists():
+    shown = [0]
+
+    def brought_up() -> str | None:
+        shown[0] = _echo_new(up_log, shown[0])  # the bring-up's progress lines, as they come
+        if (folder / "up.rc").exists():
+            return None
         if proc.poll() is not None:
             raise SandboxError(f"the sandbox kernel stopped during bring-up; see {folder}/console.log")
-        if time.monotonic() > deadline:
-            raise SandboxError(f"bring-up took more than {timeout:.0f}s; see {up_log}")
-        shown = _echo_new(up_log, shown)
-        time.sleep(0.2)
-    _echo_new(up_log, shown)
+        return f"bring-up still running; see {up_log}"
+
+    wait_until(brought_up, what="sandbox bring-up", timeout=timeout, interval=0.2, error=SandboxError)
+    _echo_new(up_log, shown[0])
     rc = int((folder / "up.rc").read_text().strip() or "1")
+    if rc != 0:
+        return rc
+
     # The agent starts serving only after bring-up has returned; a verb forwarded before that (make
     # lab-up runs `status` next) would find no sandbox.  So "up" ends when the agent is ready.
-    while rc == 0 and not (folder / "ready").exists():
+    def agent_ready() -> str | None:
         if proc.poll() is not None:
             raise SandboxError(f"the sandbox kernel stopped after bring-up; see {folder}/console.log")
-        if time.monotonic() > deadline:
-            raise SandboxError(f"the sandbox agent did not start within {timeout:.0f}s; see {folder}/console.log")
-        time.sleep(0.05)
+        return None if (folder / "ready").exists() else f"agent not serving yet; see {folder}/console.log"
+
+    wait_until(
+        agent_ready, what="sandbox agent", timeout=max(1.0, timeout - (time.monotonic() - started)), error=SandboxError
+    )
     return rc
 
 
@@ -266,13 +278,15 @@ def forward(lab: str, argv: Sequence[str], *, timeout: float = 600) -> int:
     tmp.write_text(json.dumps({"argv": list(argv), "cwd": str(Path.cwd())}))
     tmp.replace(request)
     answer = spool / f"{request_id}.done"
-    deadline = time.monotonic() + timeout
-    while not answer.exists():
-        if time.monotonic() > deadline:
-            raise SandboxError(f"no answer from the sandbox within {timeout:.0f}s")
+
+    def answered() -> str | None:
+        if answer.exists():
+            return None
         if not agent_running(lab):
             raise SandboxError("the sandbox kernel is not running (run `make lab-up` again)")
-        time.sleep(0.05)
+        return "no answer from the sandbox yet"
+
+    wait_until(answered, what=f"sandbox {lab}: {shlex.join(argv)}", timeout=timeout, error=SandboxError)
     result = json.loads(answer.read_text())
     answer.unlink()
     sys.stdout.write(result["stdout"])
@@ -303,6 +317,14 @@ def serve(folder: Path) -> None:
         time.sleep(0.05)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _answer(spool: Path, request_id: str, rc: int, stdout: str, stderr: str) -> None:
     tmp = spool / f"{request_id}.atmp"
     tmp.write_text(json.dumps({"rc": rc, "stdout": stdout, "stderr": stderr}))
@@ -317,15 +339,10 @@ def stop_agent(lab: str, timeout: float = 60) -> None:
     pid = int(pid_file.read_text())
     if agent_running(lab):
         forward(lab, ["halt"], timeout=30)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        os.kill(pid, 9)
+    try:
+        wait_until(lambda: "still running" if _pid_alive(pid) else None, what="sandbox halt", timeout=timeout)
+    except ConvergenceError:
+        os.kill(pid, signal.SIGKILL)
     shutil.rmtree(folder, ignore_errors=True)
 
 
