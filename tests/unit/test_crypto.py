@@ -157,3 +157,27 @@ def test_kek_protection_round_trip(cipher: Phase1Cipher) -> None:
     assert kek_decrypt(cipher, key, body).startswith(b"payloads")
     with pytest.raises(CryptoError):
         kek_decrypt(cipher, key, body[:block])
+
+
+def test_modp_shared_secret_matches_the_library_while_it_has_finite_field_dh():
+    # cryptography deprecates finite-field DH; our pow() path must give the library's exact bytes.
+    import warnings
+
+    from dmvpn_lab.gdoi.crypto import _MODP_PRIMES, dh_generate, dh_shared, modp_shared
+    from dmvpn_lab.gdoi.model import DhGroup
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dh = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.dh")
+    for group in (DhGroup.MODP_1024, DhGroup.MODP_2048):
+        prime = _MODP_PRIMES[group]
+        a = dh_generate(group, lambda n, g=group: bytes([int(g)] * n))
+        b = dh_generate(group, lambda n: bytes(range(n)))
+        params = dh.DHParameterNumbers(prime, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mine = dh.DHPrivateNumbers(a.private, dh.DHPublicNumbers(pow(2, a.private, prime), params)).private_key()
+            theirs = dh.DHPublicNumbers(int.from_bytes(b.public, "big"), params).public_key()
+            library = mine.exchange(theirs).rjust(len(a.public), b"\x00")
+        assert dh_shared(a, b.public) == library == dh_shared(b, a.public)
+        assert modp_shared(a.private, int.from_bytes(b.public, "big"), prime) == int.from_bytes(library, "big")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh, ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .model import DhGroup, Phase1Cipher, Phase1Hash
@@ -169,15 +169,22 @@ def dh_shared(pair: DhKeyPair, peer_public: bytes) -> bytes:
         y_peer = int.from_bytes(peer_public, "big")
         if not 1 < y_peer < p - 1:
             raise CryptoError("peer DH public value out of range")
-        params = dh.DHParameterNumbers(p, 2)
-        priv_dh = dh.DHPrivateNumbers(pair.private, dh.DHPublicNumbers(pow(2, pair.private, p), params))
-        peer_dh = dh.DHPublicNumbers(y_peer, params).public_key()
-        shared = priv_dh.private_key().exchange(peer_dh)
-        return shared.rjust(ke_len(pair.group), b"\x00")
+        return modp_shared(pair.private, y_peer, p).to_bytes(ke_len(pair.group), "big")
     except CryptoError:
         raise
     except ValueError as exc:  # invalid curve point, bad DH value
         raise CryptoError(f"bad peer key exchange value: {exc}") from exc
+
+
+def modp_shared(private: int, peer_public: int, prime: int) -> int:
+    """``peer_public ^ private mod prime``: the MODP shared secret of RFC 2409 section 5.
+
+    cryptography has deprecated finite-field Diffie-Hellman and will remove it, while IKEv1's groups 2, 5
+    and 14 (RFC 2409 section 6, RFC 3526) are MODP groups.  The computation is one modular
+    exponentiation, which Python's ``pow`` does exactly; the unit tests check it against the library's
+    own result for as long as the library still has it.  (Not constant-time: this is a lab's key server.)
+    """
+    return pow(peer_public, private, prime)
 
 
 # --- IKEv1 phase 1 keying material (RFC 2409 section 5 and appendix B) ------------------------------
