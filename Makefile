@@ -4,7 +4,7 @@ PYTHON ?= $(shell [ -x .venv/bin/python ] && echo .venv/bin/python || echo pytho
 TOPOLOGY ?= topologies/dmvpn-gdoi
 LAB = $(PYTHON) -m dmvpn_lab.lab.cli -t $(TOPOLOGY)
 
-.PHONY: setup lab-up lab-down status validate test unit lint bench topologies
+.PHONY: setup lab-up lab-down status validate test unit lint bench topologies purge
 
 setup:            ## install system packages and the Python package (Debian/Ubuntu, as root)
 	./scripts/setup.sh
@@ -42,3 +42,6 @@ topologies:       ## regenerate the topology folders from src/dmvpn_lab/lab/gene
 	$(PYTHON) -m dmvpn_lab.lab.generate --protection gdoi
 	$(PYTHON) -m dmvpn_lab.lab.generate --protection plain
 	$(PYTHON) -m dmvpn_lab.lab.generate --protection ipsec
+
+purge:            ## stop every lab and sandbox, remove all the project put on this host and .venv (apt packages stay)
+	./scripts/purge.sh
