@@ -1,8 +1,10 @@
 """pytest set-up shared by the unit tests (tests/) and the lab suites (labtests/).
 
 Where this kernel cannot carry the lab (no ip_gre/esp4/xfrm_user, as on the project's own machines),
-the whole pytest run is started again inside the sandbox kernel, so `pytest` and `make test` behave the
-same on every machine.  Set DMVPN_LAB_NO_SANDBOX=1 to run here anyway (lab tests then fail, loudly).
+the pytest run is started again inside the sandbox kernel, so `pytest` and `make test` behave the same on
+every machine.  A run of everything (no paths given) is split instead: the unit tests on this host and
+groups of lab suites in sandbox kernels of their own, at once (labtests/parallel.py says why).
+Set DMVPN_LAB_NO_SANDBOX=1 to run here anyway (lab tests then fail, loudly).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def _wants_lab(config: pytest.Config) -> bool:
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    from labtests import parallel
+
     from dmvpn_lab.lab import preflight, sandbox
 
     if preflight.in_sandbox() or os.environ.get("DMVPN_LAB_NO_SANDBOX") == "1" or not _wants_lab(config):
@@ -55,6 +59,10 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     ok, how = sandbox.available()
     if not ok:
         raise pytest.UsageError(f"this kernel lacks GRE/ESP and the sandbox kernel is missing: {how}")
+    rootdir = Path(config.rootpath)
+    if not os.environ.get("DMVPN_LAB_SHARD") and parallel.covers_everything(config.args, rootdir):
+        results = Path(config.getoption("--results")).resolve()
+        return parallel.run(list(config.invocation_params.args), results, rootdir)
     args = [sys.executable, "-m", "pytest", *config.invocation_params.args]
     return sandbox.run(args, cwd=config.invocation_params.dir)
 
@@ -94,6 +102,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    from labtests import parallel
+
+    results = Path(config.getoption("--results"))
+    shard = os.environ.get("DMVPN_LAB_SHARD")
+    if shard:  # one group of a parallel run: its counts, for the run's totals
+        results.mkdir(parents=True, exist_ok=True)
+        counts = {key: len(terminalreporter.stats.get(key, [])) for key in parallel.OUTCOMES}
+        parallel.outcome_file(results, shard).write_text(json.dumps(counts) + "\n")
     if not _suite_seconds:
         return
     # A lab is brought up in the setup of the first test that uses it and taken down in the teardown
@@ -101,7 +117,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     terminalreporter.section("time per suite (setup, tests, teardown)")
     for suite, seconds in _suite_seconds.items():
         terminalreporter.write_line(f"{seconds:8.1f} s  {suite}")
-    results = Path(config.getoption("--results"))
     results.mkdir(parents=True, exist_ok=True)
     rounded = {suite: round(seconds, 1) for suite, seconds in _suite_seconds.items()}
-    (results / "suite-times.json").write_text(json.dumps(rounded, indent=1) + "\n")
+    parallel.suite_times_file(results, shard).write_text(json.dumps(rounded, indent=1) + "\n")

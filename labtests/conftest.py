@@ -113,6 +113,7 @@ SUITE_ORDER = (
     "test_encryption",
     "test_validate",
     "test_rekey",
+    "test_rekey_timers",
     "test_negative",
     "test_nhrp_lifecycle",
 )

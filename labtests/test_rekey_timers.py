@@ -1,0 +1,120 @@
+"""Rekey driven by the clock, on a small lab of its own with short TEK lifetimes (IOS's minimum, 120 s)
+and fast retransmits: natural rollover, expiry of the old SA, a member dropped for missed ACKs and
+registering again, and members registering again after a KS restart all happen within minutes."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from dmvpn_lab.lab import checks
+from dmvpn_lab.lab.capture import capture, read_packets
+from dmvpn_lab.lab.converge import wait_for_json
+from labtests.wire import judge
+
+pytestmark = [pytest.mark.lab, pytest.mark.rekey]
+
+
+FAST_TEK_LIFETIME_S = 120
+
+
+@pytest.fixture(scope="module")
+def fast_lab(pytestconfig, tmp_path_factory):
+    from dmvpn_lab.lab import generate
+    from dmvpn_lab.lab.generate import LabSpec, Protection
+    from labtests.conftest import _bring_up
+
+    spec = LabSpec(2, Protection.GDOI, "rekey-lab", tek_lifetime_s=FAST_TEK_LIFETIME_S, rekey_retransmit=(5, 2))
+    folder = generate.write(spec, tmp_path_factory.mktemp("rekey-lab"))
+    yield from _bring_up(pytestconfig, str(folder))
+
+
+def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request):
+    lab = fast_lab
+    old = max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"])
+    flow_s = old["lifetime_remaining_s"] + 15  # past the rekey (30 s before expiry) and the old TEK's end
+    dst = lab.address_of_host(lab.host_of("spoke1"))
+    lab.ping(lab.host_of("spoke2"), dst, count=3)
+    pcap = lab.artifact(request.node.name, "rollover.pcap")
+    count = int(flow_s / 0.05)
+    with capture(lab.shell, "internet", "any", pcap, bpf="esp"):
+        flow = lab.shell.spawn(
+            lab.host_of("spoke2"), ["ping", "-n", "-c", str(count), "-i", "0.05", dst], log=subprocess.PIPE
+        )
+        out, _ = flow.communicate(timeout=flow_s + 120)
+    text = out.decode()
+    lab.save(request.node.name, "ping.txt", text[-2000:])
+    assert f"{count} packets transmitted, {count} received" in text, text[-400:]
+    for router in checks.routers(lab.shell):
+        wait_for_json(
+            lambda r=router: [s.spi for s in checks.xfrm_states(lab.shell, r.name)],
+            lambda spis: None if old["spi"] not in spis else f"old SPI 0x{old['spi']:x} still installed",
+            what=f"{router.name}: ip xfrm state (old TEK removed after expiry)",
+            timeout=60,
+        )
+    spis = [p.esp_spi for p in read_packets(pcap, "esp")]
+    assert old["spi"] in spis and spis[-1] != old["spi"], "the wire never moved off the old SPI"
+
+
+def test_gm_whose_acks_stop_is_dropped_and_registers_again(fast_lab, request):
+    lab = fast_lab
+    ks = checks.key_server(lab.shell)
+    spoke1 = lab.topology.nodes["spoke1"]
+    address = spoke1.env["GDOI_LOCAL_ADDRESS"]
+    lab.shell.gdoi(spoke1.name, "acks", "off")
+    try:
+        for _ in range(6):  # max missed ACKs is retransmit number + 1 = 3 rekeys; allow slack
+            if address not in checks.ks_members(lab.shell):
+                break
+            missed = checks.ks_members(lab.shell)[address]["missed_acks"]
+            lab.shell.gdoi(ks.name, "rekey")
+            wait_for_json(
+                lambda: checks.ks_members(lab.shell),
+                lambda m, missed=missed: (
+                    None if address not in m or m[address]["missed_acks"] > missed else "ACK not yet counted as missed"
+                ),
+                what=f"{ks.name}: members (missed ACKs of {address})",
+                timeout=60,
+            )
+        lab.save(request.node.name, "members-after-drop.json", checks.ks_members(lab.shell))
+        assert address not in checks.ks_members(lab.shell), f"{address} was never dropped"
+    finally:
+        lab.shell.gdoi(spoke1.name, "acks", "on")
+    # Dropped members get no rekey: the GM registers again before its newest TEK ends.
+    wait_for_json(
+        lambda: checks.ks_members(lab.shell),
+        lambda m: None if address in m else f"{address} not registered again",
+        what=f"{ks.name}: members ({address} back)",
+        timeout=FAST_TEK_LIFETIME_S + 60,
+    )
+
+
+def test_ks_restart_members_register_again_and_nothing_leaves_in_clear(fast_lab, request):
+    lab = fast_lab
+    ks = checks.key_server(lab.shell)
+    dst = lab.address_of_host(lab.host_of("spoke1"))
+    pcap = lab.artifact(request.node.name, "ks-restart.pcap")
+    with capture(lab.shell, "internet", "any", pcap):
+        lab.runtime.restart_gdoi(ks.name)
+        wait_for_json(lambda: checks.ks_members(lab.shell), {}, what=f"{ks.name}: answering after restart", timeout=60)
+        flow = lab.shell.spawn(
+            lab.host_of("spoke2"),
+            ["ping", "-n", "-i", "0.2", "-w", str(FAST_TEK_LIFETIME_S + 30), dst],
+            log=subprocess.PIPE,
+        )
+        wanted = {gm.env["GDOI_LOCAL_ADDRESS"] for gm in checks.group_members(lab.shell)}
+        wait_for_json(
+            lambda: set(checks.ks_members(lab.shell)),
+            lambda m: None if m >= wanted else f"registered: {sorted(m)}",
+            what=f"{ks.name}: every GM registered again",
+            timeout=FAST_TEK_LIFETIME_S + 60,
+        )
+        flow.kill()
+        flow.wait()
+        lab.ping(lab.host_of("spoke2"), dst, count=5)
+    nbmas = {r.labels["dmvpn-lab.nbma"] for r in checks.routers(lab.shell)}
+    # Any SPI counts here: the restarted KS hands out new TEKs; this test is about cleartext only.
+    seen_spis = {p.esp_spi for p in read_packets(pcap, "esp") if p.esp_spi is not None}
+    verdict = judge(read_packets(pcap, "ip"), nbmas, {ks.env["GDOI_LOCAL_ADDRESS"]}, seen_spis)
+    assert verdict.esp > 0 and verdict.cleartext == [], verdict.problems()
