@@ -38,6 +38,24 @@ def test_seed_topology_loads_with_seed_addressing():
     assert "key 123" in (ROOT / "topologies/dmvpn-gdoi/spoke1/setup.sh").read_text()
 
 
+@pytest.mark.parametrize("protection", [Protection.GDOI, Protection.PLAIN, Protection.IPSEC])
+def test_hub_redirect_rule_hands_each_packet_to_nhrpd_at_once(protection):
+    # Without a queue threshold of 1 the kernel holds NFLOG packets up to 1 s, and every redirect waits.
+    hub_setup = generate.render(LabSpec(3, protection))["hub/setup.sh"]
+    rule = next(line for line in hub_setup.splitlines() if "NFLOG" in line)
+    assert "--nflog-group 1" in rule and "--nflog-threshold 1" in rule, rule
+
+
+def test_every_node_turns_ipv6_off_before_its_links_come_up():
+    # The wire verdict counts any IPv6 frame as a finding, so no node may send link-local chatter.
+    for rel, text in generate.render(LabSpec(3, Protection.GDOI)).items():
+        if rel.endswith("setup.sh"):
+            lines = text.splitlines()
+            first_up = next(i for i, line in enumerate(lines) if " up" in line and line.startswith("ip link set"))
+            off = lines.index("  sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
+            assert off < first_up, rel
+
+
 def test_plain_variant_has_no_ks_and_no_gdoi():
     topo = load_topology(ROOT / "topologies" / "dmvpn-plain")
     assert "ks" not in topo.nodes

@@ -239,7 +239,19 @@ def render(spec: LabSpec) -> dict[str, str]:
     return files
 
 
-_SH_HEADER = "#!/bin/sh\n# Kernel plumbing of this node; run once in the node's namespace. Generated.\nset -e"
+_SH_HEADER = "\n".join(
+    [
+        "#!/bin/sh",
+        "# Kernel plumbing of this node; run once in the node's namespace. Generated.",
+        "set -e",
+        "# The lab is IPv4 only: no IPv6 link-local chatter (MLD, router solicitations) on its links, so the",
+        "# wire checks can count any IPv6 frame as a finding.",
+        "if [ -d /proc/sys/net/ipv6 ]; then",
+        "  sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+        "  sysctl -qw net.ipv6.conf.default.disable_ipv6=1",
+        "fi",
+    ]
+)
 
 
 def _iface(name: str, cidr: str) -> list[str]:
@@ -279,10 +291,13 @@ def _router_setup(r: Router, hub: Router, *, group_sa: bool = False, per_peer: b
     if r.is_hub:
         # nhrpd learns of spoke-to-spoke traffic crossing the hub from this NFLOG group (phase 3).
         # Some kernels (the UML sandbox among them) have no nf_tables IPv4 family: fall back to legacy.
+        # --nflog-threshold 1 hands each packet to nhrpd at once: the kernel's default queues up to 100
+        # and flushes after 1 s, which delays every redirect by up to a second (FRR's documented rule
+        # has that second too; copy this one).
         rule = (
             "-A FORWARD -i gre1 -o gre1 -m hashlimit --hashlimit-upto 4/minute --hashlimit-burst 1"
             " --hashlimit-mode srcip,dstip --hashlimit-srcmask 24 --hashlimit-dstmask 24"
-            " --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128"
+            " --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128 --nflog-threshold 1"
         )
         lines.append(f"iptables {rule} 2>/dev/null || iptables-legacy {rule}")
     return "\n".join(lines) + "\n"

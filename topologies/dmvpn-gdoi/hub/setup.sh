@@ -1,6 +1,12 @@
 #!/bin/sh
 # Kernel plumbing of this node; run once in the node's namespace. Generated.
 set -e
+# The lab is IPv4 only: no IPv6 link-local chatter (MLD, router solicitations) on its links, so the
+# wire checks can count any IPv6 frame as a finding.
+if [ -d /proc/sys/net/ipv6 ]; then
+  sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+  sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+fi
 sysctl -qw net.ipv4.ip_forward=1
 sysctl -qw net.ipv4.conf.all.send_redirects=0
 sysctl -qw net.ipv4.ip_forward_use_pmtu=0
@@ -15,4 +21,4 @@ ip addr add 192.168.100.1/32 dev gre1
 ip link set gre1 mtu 1400 up
 sysctl -qw net.core.xfrm_larval_drop=0
 sysctl -qw net.core.xfrm_acq_expires=3
-iptables -A FORWARD -i gre1 -o gre1 -m hashlimit --hashlimit-upto 4/minute --hashlimit-burst 1 --hashlimit-mode srcip,dstip --hashlimit-srcmask 24 --hashlimit-dstmask 24 --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128 2>/dev/null || iptables-legacy -A FORWARD -i gre1 -o gre1 -m hashlimit --hashlimit-upto 4/minute --hashlimit-burst 1 --hashlimit-mode srcip,dstip --hashlimit-srcmask 24 --hashlimit-dstmask 24 --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128
+iptables -A FORWARD -i gre1 -o gre1 -m hashlimit --hashlimit-upto 4/minute --hashlimit-burst 1 --hashlimit-mode srcip,dstip --hashlimit-srcmask 24 --hashlimit-dstmask 24 --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128 --nflog-threshold 1 2>/dev/null || iptables-legacy -A FORWARD -i gre1 -o gre1 -m hashlimit --hashlimit-upto 4/minute --hashlimit-burst 1 --hashlimit-mode srcip,dstip --hashlimit-srcmask 24 --hashlimit-dstmask 24 --hashlimit-name nhrp-redirect -j NFLOG --nflog-group 1 --nflog-size 128 --nflog-threshold 1

@@ -1,6 +1,12 @@
 #!/bin/sh
 # Kernel plumbing of this node; run once in the node's namespace. Generated.
 set -e
+# The lab is IPv4 only: no IPv6 link-local chatter (MLD, router solicitations) on its links, so the
+# wire checks can count any IPv6 frame as a finding.
+if [ -d /proc/sys/net/ipv6 ]; then
+  sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+  sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+fi
 sysctl -qw net.ipv4.ip_forward=1
 sysctl -qw net.ipv4.conf.all.send_redirects=0
 sysctl -qw net.ipv4.ip_forward_use_pmtu=0
