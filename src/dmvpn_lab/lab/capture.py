@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import subprocess
 import time
@@ -31,6 +32,19 @@ class Capture:
     node: str
     interface: str
     pcap: Path
+
+    def counts(self) -> tuple[int, int]:
+        """(captured, dropped) as tshark reported them when it stopped; read after the ``with`` block.
+
+        A verdict over a capture that lost packets would judge only what happened to be kept, so the
+        callers fail on drops; a log without the count means tshark did not stop cleanly.
+        """
+        log = self.pcap.with_suffix(".tshark.log").read_text(errors="replace")
+        captured = re.search(r"(\d+) packets? captured", log)
+        if captured is None:
+            raise CaptureError(f"tshark reported no packet count; see {self.pcap.with_suffix('.tshark.log')}")
+        dropped = sum(int(n) for n in re.findall(r"(\d+) packets? dropped", log))
+        return int(captured[1]), dropped
 
 
 @contextlib.contextmanager
@@ -79,6 +93,7 @@ class PacketSummary:
     protocols: tuple[str, ...]  # highest layers, e.g. ("eth", "ip", "esp")
     esp_spi: int | None
     isakmp_exchange: int | None
+    ports: tuple[int, int] | None = None  # UDP (source, destination)
 
     @property
     def top(self) -> str:
@@ -86,7 +101,11 @@ class PacketSummary:
 
 
 def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
-    """Decode ``pcap`` with pyshark (tshark underneath), GDOI's UDP port decoded as ISAKMP."""
+    """Decode ``pcap`` with pyshark (tshark underneath), GDOI's UDP port decoded as ISAKMP.
+
+    An empty ``display_filter`` reads every frame; a frame without IPv4 (ARP, IPv6) then carries the
+    addresses of its own protocol, or empty strings.
+    """
     import pyshark  # imported here: it starts tshark processes and is only needed for analysis
 
     packets: list[PacketSummary] = []
@@ -95,7 +114,11 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
     # (an earlier asyncio.run() leaves none behind).
     loop = asyncio.new_event_loop()
     cap = pyshark.FileCapture(
-        str(pcap), display_filter=display_filter, decode_as=GDOI_DECODE_AS, keep_packets=False, eventloop=loop
+        str(pcap),
+        display_filter=display_filter or None,
+        decode_as=GDOI_DECODE_AS,
+        keep_packets=False,
+        eventloop=loop,
     )
     try:
         for pkt in cap:
@@ -106,7 +129,11 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
             exchange = None
             if hasattr(pkt, "isakmp") and hasattr(pkt.isakmp, "exch_type"):
                 exchange = int(str(pkt.isakmp.exch_type), 0)
-            packets.append(PacketSummary(int(pkt.number), str(pkt.ip.src), str(pkt.ip.dst), layers, spi, exchange))
+            ports = None
+            if hasattr(pkt, "udp"):
+                ports = (int(str(pkt.udp.srcport)), int(str(pkt.udp.dstport)))
+            src, dst = _addresses(pkt)
+            packets.append(PacketSummary(int(pkt.number), src, dst, layers, spi, exchange, ports))
     finally:
         try:
             cap.close()
@@ -122,9 +149,19 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
     return packets
 
 
+def _addresses(pkt: Any) -> tuple[str, str]:
+    for layer, src, dst in (("ip", "src", "dst"), ("ipv6", "src", "dst"), ("arp", "src_proto_ipv4", "dst_proto_ipv4")):
+        if hasattr(pkt, layer):
+            fields = getattr(pkt, layer)
+            return str(getattr(fields, src, "")), str(getattr(fields, dst, ""))
+    return "", ""
+
+
 def tshark_fields(pcap: Path, display_filter: str, *fields: str, extra: list[str] | None = None) -> list[list[str]]:
     """``tshark -T fields`` rows for fields pyshark does not expose conveniently."""
-    argv = ["tshark", "-n", "-r", str(pcap), "-d", "udp.port==848,isakmp", "-Y", display_filter, "-T", "fields"]
+    argv = ["tshark", "-n", "-r", str(pcap), "-d", "udp.port==848,isakmp", "-T", "fields"]
+    if display_filter:
+        argv += ["-Y", display_filter]
     for field in fields:
         argv += ["-e", field]
     argv += extra or []
