@@ -161,7 +161,7 @@ def underlay_ports(shell: NodeShell) -> dict[str, str]:
 
 
 def ks_sessions_problem(shell: NodeShell) -> str | None:
-    """The KS must hold exactly one GDOI_IDLE phase-1 session per GM, and no phase-2 SA."""
+    """The KS must hold exactly one GDOI_IDLE phase-1 session per GM."""
     ks = key_server(shell)
     if ks is None:
         return "no key server in this lab"
@@ -170,7 +170,60 @@ def ks_sessions_problem(shell: NodeShell) -> str | None:
     want = sorted(gm.env["GDOI_LOCAL_ADDRESS"] for gm in group_members(shell))
     if idle != want:
         return f"GDOI_IDLE sessions from {idle}, expected one from each of {want}"
-    ipsec = shell.gdoi_json(ks.name, "show", "crypto", "ipsec", "sa")
-    if ipsec.get("interfaces"):
-        return f"the KS holds IPsec SAs: {ipsec['interfaces']}"
     return None
+
+
+IKE_PORTS = (500, 4500)
+
+
+def ike_listeners(shell: NodeShell, node: str) -> list[str]:
+    """UDP sockets bound to IKE's ports in ``node`` (``ss -Hlun``): an IKE daemon that could key per peer."""
+    found = []
+    for line in shell.run(node, ["ss", "-Hlun"]).stdout.splitlines():
+        words = line.split()
+        local = words[3] if len(words) >= 4 else ""
+        port = local.rsplit(":", 1)[-1]
+        if port.isdigit() and int(port) in IKE_PORTS:
+            found.append(local)
+    return found
+
+
+def per_peer_sa_problems(shell: NodeShell) -> list[str]:
+    """Everything that contradicts "no per-peer IKE phase 2", read from the kernels and sockets of every
+    router and the key server, never from this project's own show output:
+
+    * an IKE daemon listening anywhere (no IKE SA can exist between routers without one);
+    * an xfrm state whose SPI is not a group SPI the KS hands out, or an inbound state bound to one peer;
+    * kernel IPsec state on the key server, which has no data plane;
+    * a member missing what must be there: an inbound ``src 0.0.0.0`` state for every TEK it holds, and
+      the GRE policies both ways (an empty state list proves nothing).
+    """
+    problems: list[str] = []
+    group = group_spis(shell)
+    if not group:
+        problems.append("the key server hands out no TEK (is there one?)")
+    ks = key_server(shell)
+    for node in [*routers(shell), *([ks] if ks else [])]:
+        problems += [f"{node.name}: an IKE daemon listens on {where}" for where in ike_listeners(shell, node.name)]
+        states = xfrm_states(shell, node.name)
+        foreign = [s for s in states if s.proto != "esp" or s.spi not in group]
+        if foreign:
+            shown = ", ".join(f"{s.src}->{s.dst} spi 0x{s.spi:x}" for s in foreign[:4])
+            problems.append(f"{node.name}: {len(foreign)} xfrm states with no group SPI ({shown})")
+    if ks is not None and (xfrm_states(shell, ks.name) or xfrm_policy_count(shell, ks.name)):
+        problems.append(f"{ks.name}: the key server holds kernel IPsec state")
+    for gm in (r for r in routers(shell) if r.gdoi_role == "gm"):
+        own = gm.labels["dmvpn-lab.nbma"]
+        states = xfrm_states(shell, gm.name)
+        held = {int(t["spi"]) for t in shell.gdoi_json(gm.name, "show", "crypto", "gdoi").get("teks", [])}
+        inbound = {s.spi for s in states if s.dst == own and s.src == "0.0.0.0"}
+        if not held:
+            problems.append(f"{gm.name}: holds no TEK")
+        if held - inbound:
+            problems.append(f"{gm.name}: no inbound group state for SPI(s) {sorted(map(hex, held - inbound))}")
+        bound = [s for s in states if s.dst == own and s.src != "0.0.0.0"]
+        if bound:
+            problems.append(f"{gm.name}: inbound states bound to one peer: {[s.src for s in bound]}")
+        if xfrm_policy_count(shell, gm.name) < 2:
+            problems.append(f"{gm.name}: GRE is not required to be ESP-protected both ways (ip xfrm policy)")
+    return problems

@@ -46,24 +46,9 @@ def _gms_registered(shell: NodeShell) -> str | None:
     return None
 
 
-def _only_group_sas(shell: NodeShell) -> str | None:
-    group = checks.group_spis(shell)
-    for router in checks.routers(shell):
-        states = checks.xfrm_states(shell, router.name)
-        stray = [s for s in states if s.spi not in group]
-        if stray:
-            return f"{router.name}: xfrm state(s) not from the group: {stray[:3]} (a per-peer SA?)"
-        inbound = [s for s in states if s.dst == router.labels["dmvpn-lab.nbma"] and s.src == "0.0.0.0"]
-        if not inbound:
-            return f"{router.name}: no inbound group state for {router.labels['dmvpn-lab.nbma']}"
-    return None
-
-
-def _policies(shell: NodeShell) -> str | None:
-    for router in checks.routers(shell):
-        if checks.xfrm_policy_count(shell, router.name) < 2:
-            return f"{router.name}: GRE is not required to be ESP-protected both ways (ip xfrm policy)"
-    return None
+def _no_per_peer_sa(shell: NodeShell) -> str | None:
+    problems = checks.per_peer_sa_problems(shell)
+    return "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "") or None
 
 
 def _hub_nhrp(shell: NodeShell) -> str | None:
@@ -98,19 +83,15 @@ CHECKS: list[Check] = [
         "see `dmvpn-lab show NODE crypto gdoi` and the KS log; check the pre-shared key and the KS address",
     ),
     (
-        "GDOI: one KS session per GM, no phase 2",
+        "GDOI: one KS session per GM",
         checks.ks_sessions_problem,
         "`dmvpn-lab show ks crypto isakmp sa` should list one GDOI_IDLE line per GM",
     ),
     (
-        "xfrm: GRE must be ESP both ways",
-        _policies,
-        "the GM sidecar installs the policies: is it running on that router?",
-    ),
-    (
-        "xfrm: only group SAs, no per-peer SA",
-        _only_group_sas,
-        "`dmvpn-lab exec NODE -- ip xfrm state`: every SPI must be the group's",
+        "xfrm: group SAs only, no phase 2, no IKE",
+        _no_per_peer_sa,
+        "`dmvpn-lab exec NODE -- ip xfrm state` / `ip xfrm policy` / `ss -lun`: every SPI must be the "
+        "group's, every member needs its inbound group state and GRE policies, and no IKE daemon may run",
     ),
     (
         "NHRP: spokes registered at the hub",
