@@ -4,6 +4,7 @@ registering again, and members registering again after a KS restart all happen w
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import pytest
@@ -11,7 +12,8 @@ import pytest
 from dmvpn_lab.lab import checks
 from dmvpn_lab.lab.capture import capture, read_packets
 from dmvpn_lab.lab.converge import wait_for_json
-from labtests.wire import judge
+from labtests.lib import ping_totals
+from labtests.wire import assert_one_switch, judge_capture, lab_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.rekey]
 
@@ -23,11 +25,11 @@ FAST_TEK_LIFETIME_S = 120
 def fast_lab(pytestconfig, tmp_path_factory):
     from dmvpn_lab.lab import generate
     from dmvpn_lab.lab.generate import LabSpec, Protection
-    from labtests.conftest import _bring_up
+    from labtests.lib import bring_up
 
     spec = LabSpec(2, Protection.GDOI, "rekey-lab", tek_lifetime_s=FAST_TEK_LIFETIME_S, rekey_retransmit=(5, 2))
     folder = generate.write(spec, tmp_path_factory.mktemp("rekey-lab"))
-    yield from _bring_up(pytestconfig, str(folder))
+    yield from bring_up(pytestconfig, str(folder))
 
 
 def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request):
@@ -53,8 +55,11 @@ def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request
             what=f"{router.name}: ip xfrm state (old TEK removed after expiry)",
             timeout=60,
         )
-    spis = [p.esp_spi for p in read_packets(pcap, "esp")]
-    assert old["spi"] in spis and spis[-1] != old["spi"], "the wire never moved off the old SPI"
+    new = max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"])
+    assert new["spi"] != old["spi"], "the KS never rolled its TEK over"
+    src, dst_nbma = lab.node_label("spoke2", "nbma"), lab.node_label("spoke1", "nbma")
+    flow_spis = [p.esp_spi for p in read_packets(pcap, "esp") if (p.src, p.dst) == (src, dst_nbma)]
+    assert_one_switch(flow_spis, {old["spi"]}, new["spi"], pcap)
 
 
 def test_gm_whose_acks_stop_is_dropped_and_registers_again(fast_lab, request):
@@ -95,7 +100,8 @@ def test_ks_restart_members_register_again_and_nothing_leaves_in_clear(fast_lab,
     ks = checks.key_server(lab.shell)
     dst = lab.address_of_host(lab.host_of("spoke1"))
     pcap = lab.artifact(request.node.name, "ks-restart.pcap")
-    with capture(lab.shell, "internet", "any", pcap):
+    before = checks.group_spis(lab.shell)
+    with capture(lab.shell, "internet", "any", pcap) as cap:
         lab.runtime.restart_gdoi(ks.name)
         wait_for_json(lambda: checks.ks_members(lab.shell), {}, what=f"{ks.name}: answering after restart", timeout=60)
         flow = lab.shell.spawn(
@@ -110,11 +116,14 @@ def test_ks_restart_members_register_again_and_nothing_leaves_in_clear(fast_lab,
             what=f"{ks.name}: every GM registered again",
             timeout=FAST_TEK_LIFETIME_S + 60,
         )
-        flow.kill()
-        flow.wait()
+        flow.send_signal(signal.SIGINT)  # ping prints its totals on SIGINT
+        out, _ = flow.communicate(timeout=30)
         lab.ping(lab.host_of("spoke2"), dst, count=5)
-    nbmas = {r.labels["dmvpn-lab.nbma"] for r in checks.routers(lab.shell)}
-    # Any SPI counts here: the restarted KS hands out new TEKs; this test is about cleartext only.
-    seen_spis = {p.esp_spi for p in read_packets(pcap, "esp") if p.esp_spi is not None}
-    verdict = judge(read_packets(pcap, "ip"), nbmas, {ks.env["GDOI_LOCAL_ADDRESS"]}, seen_spis)
-    assert verdict.esp > 0 and verdict.cleartext == [], verdict.problems()
+    sent, received = ping_totals(out.decode())
+    lab.save(request.node.name, "flow.json", {"sent": sent, "received": received})
+    # Members move to the restarted KS's TEK one by one, as each old TEK nears its end; a packet sent
+    # with the new TEK to a member that has not re-registered yet is lost, so a few losses are expected.
+    assert sent >= 50 and received >= 0.95 * sent, f"flow across the re-registrations: {received}/{sent} received"
+    # Only the SPIs of the KS, before and after its restart, may be on the wire.
+    verdict = judge_capture(cap, lab_policy(lab.shell, group_spis=before | checks.group_spis(lab.shell)))
+    assert verdict.esp > 0 and verdict.problems() == [], verdict.problems()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmvpn_lab.lab.converge import ABSENT, ConvergenceError, json_mismatch, wait_for_json, wait_until
+from dmvpn_lab.lab.converge import ABSENT, ConvergenceError, json_mismatch, stays, wait_for_json, wait_until
 
 
 def test_subset_ignores_extra_keys_and_list_order():
@@ -44,6 +44,20 @@ def test_wait_until_stops_at_once_when_the_check_raises():
 
     with pytest.raises(ChildProcessError):
         wait_until(check, what="x", timeout=30)
+
+
+def test_stays_holds_for_the_duration_and_fails_at_the_first_problem():
+    polls = {"n": 0}
+
+    def fine():
+        polls["n"] += 1
+        return None
+
+    stays(fine, what="route gone", duration=0.1, interval=0.02)
+    assert polls["n"] >= 3
+    answers = iter([None, None, "route back"])
+    with pytest.raises(ConvergenceError, match="route gone: route back"):
+        stays(lambda: next(answers), what="route gone", duration=5, interval=0.01)
 
 
 def test_wait_returns_once_matched():

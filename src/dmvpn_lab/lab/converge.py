@@ -10,6 +10,7 @@ and the last output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +52,31 @@ def wait_until(
         retrying(attempt)
     except RetryError:
         raise error(f"{what}: not done after {timeout:.0f}s: {last[0]}") from None
+
+
+def stays(
+    check: Callable[[], str | None],
+    *,
+    what: str,
+    duration: float,
+    interval: float = 1.0,
+) -> None:
+    """The counterpart of ``wait_until`` for "and stays so": ``check`` must find nothing wrong at every
+    poll for ``duration`` seconds; the first problem raises ConvergenceError at once."""
+
+    def still_fine() -> str | None:
+        problem = check()
+        if problem is not None:
+            raise ConvergenceError(f"{what}: {problem}")
+        return "holding"
+
+    # Running out of time is the success here.
+    with contextlib.suppress(_HeldLongEnough):
+        wait_until(still_fine, what=what, timeout=duration, interval=interval, error=_HeldLongEnough)
+
+
+class _HeldLongEnough(Exception):
+    pass
 
 
 def json_mismatch(expected: Any, actual: Any, path: str = "$") -> str | None:

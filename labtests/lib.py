@@ -1,0 +1,115 @@
+"""The lab-test library: the running lab as the suites see it, and how a suite brings one up.
+
+Shared by every suite (conftest.py holds only fixtures; FRR's topotests keep helpers in ``lib/`` the
+same way, never imported from a conftest).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmvpn_lab.lab import checks, preflight
+from dmvpn_lab.lab.cli import runtime_for
+from dmvpn_lab.lab.node import NodeShell, state_root
+from dmvpn_lab.lab.topology import Topology, load_topology
+
+_TOTALS = re.compile(r"(\d+) packets transmitted, (\d+) received")
+
+
+def ping_totals(output: str) -> tuple[int, int]:
+    """(sent, received) from iputils ping's summary line."""
+    match = _TOTALS.search(output)
+    if match is None:
+        raise AssertionError(f"no ping summary in:\n{output[-600:]}")
+    return int(match[1]), int(match[2])
+
+
+@dataclass
+class Lab:
+    topology: Topology
+    shell: NodeShell
+    runtime: Any
+    results: Path
+
+    def node_label(self, node: str, label: str) -> str:
+        return self.topology.nodes[node].labels[f"dmvpn-lab.{label}"]
+
+    def host_of(self, router: str) -> str:
+        return self.node_label(router, "host")
+
+    def address_of_host(self, host: str) -> str:
+        return self.node_label(host, "address")
+
+    def ping(self, src_node: str, dst: str, *, count: int = 3, interval: float = 0.2, max_lost: int = 0) -> str:
+        """Ping and assert that at most ``max_lost`` of ``count`` went unanswered (none, by default).
+
+        iputils exits 0 once any reply came back, so the summary line is what is checked.
+        """
+        result = self.shell.run(
+            src_node,
+            ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", dst],
+            check=False,
+            timeout=60 + count * 3,
+        )
+        output = result.stdout + result.stderr
+        sent, received = ping_totals(output)
+        assert sent == count and sent - received <= max_lost, (
+            f"[{src_node}] ping {dst}: {received}/{sent} answered, at most {max_lost} may be lost:\n{output}"
+        )
+        return result.stdout
+
+    def save(self, test: str, name: str, content: str | dict[str, Any] | list[Any]) -> Path:
+        folder = self.results / _slug(test)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=1))
+        return path
+
+    def artifact(self, test: str, name: str) -> Path:
+        folder = self.results / _slug(test)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:120]
+
+
+def bring_up(config: pytest.Config, path: str) -> Iterator[Lab]:
+    runtime_name = config.getoption("--runtime")
+    if runtime_name == "netns":
+        missing = preflight.kernel_missing_modules()
+        if missing:
+            pytest.fail(
+                f"this kernel lacks {' '.join(missing)} and the run is not in the sandbox kernel: "
+                "run `make test` (or plain `pytest` without DMVPN_LAB_NO_SANDBOX=1)",
+                pytrace=False,
+            )
+        preflight.require(preflight.netns_checks(need_kernel=False))
+    topology = load_topology(path)
+    runtime = runtime_for(topology, runtime_name)
+    shell = NodeShell(topology, runtime_name)
+    results = Path(config.getoption("--results")) / topology.name
+    results.mkdir(parents=True, exist_ok=True)
+    reused = bool(runtime.existing_namespaces())
+    if reused:
+        checks.wait_converged(shell, timeout=120, progress=lambda _line: None)
+    else:
+        runtime.up(converge_timeout=240)
+    lab = Lab(topology, shell, runtime, results)
+    try:
+        yield lab
+    finally:
+        logs = state_root() / topology.name
+        if logs.exists():
+            shutil.copytree(logs, results / "logs", dirs_exist_ok=True, ignore=shutil.ignore_patterns("keys", "*.sock"))
+        if not reused and not config.getoption("--keep-lab"):
+            runtime.down()
