@@ -27,6 +27,7 @@ SUITE_ORDER = (
     "test_gdoi",
     "test_nhrp",
     "test_encryption",
+    "test_encryption_control",
     "test_validate",
     "test_rekey",
     "test_rekey_timers",

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from dmvpn_lab.lab import checks, preflight
+from dmvpn_lab.lab.capture import Capture, capture
 from dmvpn_lab.lab.cli import runtime_for
+from dmvpn_lab.lab.converge import wait_for_json
 from dmvpn_lab.lab.node import NodeShell, state_root
 from dmvpn_lab.lab.topology import Topology, load_topology
 
@@ -113,3 +115,43 @@ def bring_up(config: pytest.Config, path: str) -> Iterator[Lab]:
             shutil.copytree(logs, results / "logs", dirs_exist_ok=True, ignore=shutil.ignore_patterns("keys", "*.sock"))
         if not reused and not config.getoption("--keep-lab"):
             runtime.down()
+
+
+def drive_protected_traffic(lab: Lab, pcap: Path) -> Capture:
+    """Drive every kind of traffic the seed says is protected, while capturing on the underlay."""
+    spokes = checks.spokes(lab.shell)
+    hub = checks.hub(lab.shell)
+    with capture(lab.shell, "internet", "any", pcap) as cap:
+        for spoke in spokes:  # fresh resolution: forget shortcuts first
+            lab.shell.vtysh(spoke.name, "clear ip nhrp shortcut")
+        lab.shell.vtysh(hub.name, "clear bgp *")  # sessions re-open: OPEN/UPDATE cross the tunnel
+        for router in checks.routers(lab.shell):
+            wait_for_json(
+                lambda r=router: lab.shell.vtysh_json(r.name, "show ip route bgp json"),
+                checks.routes_expected(lab.shell, router),
+                what=f"{router.name}: routes after clear",
+                timeout=90,
+            )
+        lab.ping(lab.host_of(hub.name), lab.address_of_host(lab.host_of(spokes[0].name)), count=5)
+        lab.ping(lab.host_of(spokes[-1].name), lab.address_of_host(lab.host_of(spokes[0].name)), count=10)
+        tcp_transfer(lab, lab.host_of(hub.name), lab.host_of(spokes[1].name))
+        tcp_transfer(lab, lab.host_of(spokes[-1].name), lab.host_of(spokes[0].name))
+    return cap
+
+
+def tcp_transfer(lab: Lab, client: str, server: str) -> None:
+    address = lab.address_of_host(server)
+    daemon = lab.shell.spawn(server, ["iperf3", "-s", "-1", "-p", "5201"])
+    try:
+        wait_for_json(
+            lambda: lab.shell.run(server, ["ss", "-ltnH", "sport", "= :5201"]).stdout.strip() != "",
+            True,
+            what=f"{server}: iperf3 listening",
+            timeout=20,
+            interval=0.2,
+        )
+        out = lab.shell.run(client, ["iperf3", "-c", address, "-p", "5201", "-n", "2M", "-J"], timeout=120).stdout
+        assert '"bytes"' in out, out[-500:]
+    finally:
+        daemon.kill()
+        daemon.wait()

@@ -37,7 +37,7 @@ SHARDS: dict[str, tuple[str, ...]] = {
         "labtests/test_rekey.py",
         "labtests/test_negative.py",
     ),
-    "rekey-lab": ("labtests/test_rekey_timers.py",),
+    "rekey-lab": ("labtests/test_rekey_timers.py", "labtests/test_encryption_control.py"),
     "own-labs": ("labtests/test_nhrp_lifecycle.py", "labtests/test_baseline.py"),
 }
 HOST_SHARDS = frozenset({"unit"})  # run on this host: no sandbox kernel needed
@@ -84,7 +84,6 @@ def run(options: list[str], results: Path, rootdir: Path) -> int:
         if shard.reader is not None:
             shard.reader.join()
         shard.log.close()
-        shard.seconds = time.monotonic() - shard.started
         path = outcome_file(results, shard.name)
         shard.counts = json.loads(path.read_text()) if path.exists() else {}
     return _report(shards, results)
@@ -109,9 +108,11 @@ def _relay(shard: _Shard, lock: threading.Lock) -> None:
     assert shard.proc.stdout is not None
     for line in shard.proc.stdout:
         shard.log.write(line)
+        shard.log.flush()
         with lock:
             sys.stdout.write(f"[{shard.name}] {line}")
             sys.stdout.flush()
+    shard.seconds = time.monotonic() - shard.started  # its output ended: the group is done
 
 
 def _report(shards: list[_Shard], results: Path) -> int:
