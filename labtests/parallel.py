@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -93,7 +94,10 @@ def _start(name: str, options: list[str], results: Path, rootdir: Path, lock: th
     env = dict(os.environ, DMVPN_LAB_SHARD=name, DMVPN_LAB_RESULTS=str(results))
     if name in HOST_SHARDS:
         env["DMVPN_LAB_NO_SANDBOX"] = "1"
-    argv = [sys.executable, "-m", "pytest", *SHARDS[name], *options]
+    # pytest prunes older numbered temp folders when a session starts, so sessions running at once must
+    # not share the default base folder: each group gets its own.
+    basetemp = Path(tempfile.gettempdir()) / f"dmvpn-lab-pytest-{os.getpid()}" / name
+    argv = [sys.executable, "-m", "pytest", *SHARDS[name], f"--basetemp={basetemp}", *options]
     log = (results / f"run-{name}.log").open("w")
     proc = subprocess.Popen(
         argv, cwd=rootdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
