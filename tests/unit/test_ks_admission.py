@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from engine_harness import FAST_POLICY, KS_ADDR, LEGACY_POLICY, PSK, Network, make_lab, rsa_key, seeded_random
 
+from dmvpn_lab.gdoi import show
 from dmvpn_lab.gdoi.admission import COOKIE_EPOCH_S, RECENT_OFFERS_PER_PEER
 from dmvpn_lab.gdoi.codec import Header
+from dmvpn_lab.gdoi.config import ConfigError, load_config
 from dmvpn_lab.gdoi.ks import MAX_FIRST_MESSAGE_LEN, MAX_ISAKMP_SAS_PER_PEER, REGISTRATION_SA_IDLE_S, KeyServer
 from dmvpn_lab.gdoi.model import (
     IsakmpPolicy,
@@ -129,6 +132,26 @@ def test_a_peer_that_proves_its_address_displaces_forged_half_open_entries() -> 
     assert ks.status(net.now).registration.half_open <= 5
 
 
+def test_a_members_pull_displaces_forged_half_open_entries_too() -> None:
+    net = make_lab(1, start=False, cookie_threshold=100)
+    ks = net.ks()
+    forged_seeds = iter(range(300, 400))
+
+    def refill(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+        if src[0] == KS_ADDR and data[18] == 2 and data[19] & 1:  # message 6 leaves: refill the slots
+            while ks.status(net.now).registration.half_open < 5:
+                ks.receive_datagram(first_message(seed=next(forged_seeds)), (GM, PORT), net.now)
+        return False
+
+    net.drop = refill
+    for _ in range(5):
+        ks.receive_datagram(first_message(seed=next(forged_seeds)), (GM, PORT), 0.0)
+    net.gm(GM).start(net.now)
+    net.advance(1)
+    assert len(net.of_type(GM, Registered)) == 1
+    assert ks.status(net.now).rejected.get("peer-half-open-limit", 0) == 0
+
+
 def test_a_forged_flood_from_a_members_address_leaves_it_registering_and_state_bounded() -> None:
     """The done-when of issue 13 on the engine: 3000 forged datagrams in 3 s, the member in 2 s."""
     net = make_lab(1, start=False, ks_policies=(FAST_POLICY, LEGACY_POLICY))
@@ -236,3 +259,40 @@ def test_registration_limits_are_capped() -> None:
         conf = KeyServerConfig(base.local_address, base.groups, base.psk_by_peer, **bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError):
             KeyServer(conf, {"GDOI_KEYS": rsa_key()})
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("max_half_open: 1000000", "max_half_open: 1000000 is outside 1..10000"),
+        ("max_half_open: 20\nmax_half_open_per_peer: 21", "max_half_open_per_peer: 21 is outside 1..20"),
+        ("cookie_threshold: -1", "cookie_threshold: -1 is outside 0..1000"),
+    ],
+)
+def test_yaml_registration_limits_are_bounded(tmp_path: Path, lines: str, message: str) -> None:
+    path = tmp_path / "ks.yaml"
+    path.write_text(f"role: ks\nlocal_address: 1.1.1.1\n{lines}\ngroups: [{{name: G, identity: 1}}]\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    path.write_text(
+        "role: ks\nlocal_address: 1.1.1.1\nmax_half_open_per_peer: 3\ncookie_threshold: 0\n"
+        "groups: [{name: G, identity: 1}]\n"
+    )
+    config = load_config(path)
+    assert isinstance(config, KeyServerConfig)
+    assert (config.max_half_open, config.max_half_open_per_peer, config.cookie_threshold) == (1000, 3, 0)
+
+
+def test_show_on_the_key_server_lists_half_open_sas_and_the_refusals() -> None:
+    net = make_lab(1, start=False)
+    ks = net.ks()
+    ks.receive_datagram(first_message(seed=1), (GM, PORT), 0.0)
+    ks.receive_datagram(b"\x00" * 30, (GM, PORT), 0.0)
+    view = show.KsView(status=ks.status(0.0), now=0.0, policies=ks.config.groups)
+    assert f"{KS_ADDR:<16}{GM:<16}MM_SA_SETUP          0 ACTIVE" in show.format_isakmp_sa(view)
+    text = show.format_gdoi_ks(view)
+    assert "REGISTRATION PROTECTION:\n    Half-open now / peak     : 1 / 1\n" in text
+    assert text.endswith("    Refused datagrams\n        malformed            : 1\n")
+    data = show.gdoi_ks_json(view)
+    assert data["rejected"] == {"malformed": 1} and data["registration"]["half_open"] == 1
+    assert show.view_from_json(show.view_to_json(view)) == view

@@ -779,7 +779,7 @@ class KeyServer:
         self._out.append((reply, addr))
 
     def _room_for_proven(self, ip: str) -> tuple[str, bytes] | None:
-        """A peer that proved its address may push out one of that address's unproven Main Modes."""
+        """A peer that proved its address may push out an unproven Main Mode (its address's first)."""
         if self._half_open_by_ip[ip] >= self.config.max_half_open_per_peer:
             victim = next((k for k in self._awaiting_msg3 if k[0] == ip), None)
             if victim is None:
@@ -857,13 +857,7 @@ class KeyServer:
     ) -> None:
         sa = ike.sa
         self._expire(now)
-        if self._half_open() >= self.config.max_half_open:
-            raise _Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
-        if self._half_open_by_ip[addr[0]] >= self.config.max_half_open_per_peer:
-            raise _Reject(
-                "peer-half-open-limit",
-                f"{addr[0]} has {self._half_open_by_ip[addr[0]]} registrations in progress already",
-            )
+        victim = self._room_for_proven(addr[0])  # an ISAKMP SA is proof enough
         payloads, iv = sa.open(header, data, b"")
         nonce = _one(payloads, NoncePayload, "GROUPKEY-PULL message 1")
         ident = _one(payloads, IdPayload, "GROUPKEY-PULL message 1")
@@ -888,6 +882,8 @@ class KeyServer:
                 f"{group.policy.name} (authorization address ipv4)",
                 self._notify(sa, addr, NotifyType.AUTHENTICATION_FAILED),
             )
+        if victim is not None:
+            self._drop_phase1(victim)
         sa.ivs[header.message_id] = iv
         nr = self._random(NONCE_LEN)
         kek = self._kek_policy(group, now)
