@@ -11,6 +11,7 @@ refusal counters must account for it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import struct
@@ -61,6 +62,15 @@ def _status(run_dir: Path) -> dict[str, Any] | None:
         return None
     status: dict[str, Any] | None = answer.get("status") if answer.get("ok") else None
     return status
+
+
+def _stop(process: subprocess.Popen[bytes], run_dir: Path) -> None:
+    with contextlib.suppress(NoDaemonError):
+        control_request(run_dir, {"cmd": "stop"}, timeout=5)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _rss_kb(pid: int) -> int:
@@ -150,12 +160,7 @@ def ks_daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, P
             time.sleep(0.05)
         yield process, run_dir, tmp_path
     finally:
-        with contextlib.suppress(NoDaemonError):
-            control_request(run_dir, {"cmd": "stop"}, timeout=5)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process, run_dir)
         log.close()
 
 
@@ -192,16 +197,28 @@ def test_a_forged_flood_does_not_lock_the_member_out(
         stop.set()
         forger.close()
         if gm is not None:
-            with contextlib.suppress(NoDaemonError):
-                control_request(gm_run, {"cmd": "stop"}, timeout=5)
-            try:
-                gm.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                gm.kill()
+            _stop(gm, gm_run)
     assert registered_after is not None, "the member never registered during the flood"
-    view = _status(ks_run)
-    assert view is not None
-    registration, rejected = view["status"]["registration"], view["status"]["rejected"]
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dmvpn_lab.gdoi.cli",
+            "show",
+            "crypto",
+            "gdoi",
+            "ks",
+            "--run-dir",
+            str(ks_run),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ks_show = json.loads(shown.stdout)  # what an operator sees: `show crypto gdoi ks`
+    registration, rejected = ks_show["registration"], ks_show["rejected"]
     rss_after = _rss_kb(ks.pid)
     report = (
         f"forged {counts}, member registered after {registered_after:.2f} s (flood still running: "

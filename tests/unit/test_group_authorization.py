@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from engine_harness import KS_ADDR, PSK, Network, group_policy, rsa_key, seeded_random
+from test_ios_config import KS_BASE
 
 from dmvpn_lab.gdoi import show
 from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, load_config
@@ -81,23 +82,12 @@ def test_an_unauthorized_member_gets_no_keys_and_each_refusal_is_counted() -> No
     assert show.view_from_json(show.view_to_json(view)) == view
 
 
-IOS_KS = """\
-crypto isakmp key 0 cisco address 2.2.2.2
-crypto ipsec transform-set TS esp-gcm 256
-crypto ipsec profile P
- set transform-set TS
-crypto gdoi group G
- identity number 7
- server local
-  sa ipsec 1
-  profile P
-  match address ipv4 ACL
-  address ipv4 1.1.1.1
-  authorization address ipv4 {acl}
-ip access-list extended ACL
- permit gre any any
-{lists}
-"""
+IOS_KS = (
+    KS_BASE.format(transform="esp-gcm 256").replace(
+        "  address ipv4 1.1.1.1\n", "  address ipv4 1.1.1.1\n  authorization address ipv4 {acl}\n"
+    )
+    + "{lists}\n"
+)
 
 
 @pytest.mark.parametrize(

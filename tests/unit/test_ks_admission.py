@@ -295,4 +295,13 @@ def test_show_on_the_key_server_lists_half_open_sas_and_the_refusals() -> None:
     assert text.endswith("    Refused datagrams\n        malformed            : 1\n")
     data = show.gdoi_ks_json(view)
     assert data["rejected"] == {"malformed": 1} and data["registration"]["half_open"] == 1
+    command = show.find_command(["cry", "gd", "ks"])
+    assert command is not None and command.words == ("crypto", "gdoi", "ks")
+    ks_text = show.render(command, view, as_json=False)
+    assert isinstance(ks_text, str) and ks_text.startswith("Total group members registered to this box: 0\n")
+    assert "Key Server Information For Group GDOI_GROUP:\n" in ks_text
+    assert ks_text.endswith(text[text.index("REGISTRATION PROTECTION:") :])
+    ks_data = show.render(command, view, as_json=True)
+    assert isinstance(ks_data, dict) and ks_data["rejected"] == {"malformed": 1}
+    assert ks_data["registration"]["stateless_replies"] == {} and ks_data["groups"][0]["unauthorized_pulls"] == 0
     assert show.view_from_json(show.view_to_json(view)) == view

@@ -828,13 +828,7 @@ def _resolve_selectors(
             line=group.sa_line,
         )
     name, line = acl_ref
-    acl = ios.acls.get(name)
-    if acl is None:
-        raise ConfigError(
-            f"access list {name!r} is not defined",
-            line=line,
-            hint=f"add `ip access-list extended {name}` with a `permit gre any any` line",
-        )
+    acl = _defined_acl(ios, acl_ref, f"add `ip access-list extended {name}` with a `permit gre any any` line")
     if acl.standard:
         raise ConfigError(f"access list {name!r} is a standard list; traffic selectors need an extended one", line=line)
     if not acl.selectors and not acl.refused and not acl.denies:  # its deny lines are refused later
@@ -931,18 +925,20 @@ def _build_ks(
     )
 
 
+def _defined_acl(ios: _IosConfig, ref: tuple[str, int], hint: str) -> _Acl:
+    name, line = ref
+    acl = ios.acls.get(name)
+    if acl is None:
+        raise ConfigError(f"access list {name!r} is not defined", line=line, hint=hint)
+    return acl
+
+
 def _authorization(ios: _IosConfig, ref: tuple[str, int] | None) -> MemberAuthorization | None:
     """``authorization address ipv4 ACL``: a standard list as is; an extended one by source address."""
     if ref is None:
         return None
-    name, line = ref
-    acl = ios.acls.get(name)
-    if acl is None:
-        raise ConfigError(
-            f"access list {name!r} is not defined",
-            line=line,
-            hint=f"add `ip access-list standard {name}` with a `permit` line per member address or subnet",
-        )
+    name = ref[0]
+    acl = _defined_acl(ios, ref, f"add `ip access-list standard {name}` with a `permit` line per member address")
     if acl.standard:
         return MemberAuthorization(name, tuple(acl.address_rules))
     sources = (ipaddress.IPv4Network(s.source) for s in acl.selectors)

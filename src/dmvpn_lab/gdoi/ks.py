@@ -420,6 +420,7 @@ class KeyServer:
     def status(self, now: float) -> KsStatus:
         groups = []
         sas = self._isakmp_sa_lines()
+        live = {ike.conn_id for ike in self._ikes.values()}
         for group in self._groups.values():
             pol = group.policy
             members = tuple(
@@ -434,7 +435,6 @@ class KeyServer:
                 )
                 for m in group.members.values()
             )
-            live = {ike.conn_id for ike in self._ikes.values()}
             for m in group.members.values():
                 if m.conn_id not in live:  # IOS lists a registered member as GDOI_IDLE
                     sas.append(IsakmpSaInfo(self.config.local_address, m.address, "GDOI_IDLE", m.conn_id))

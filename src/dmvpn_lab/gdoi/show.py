@@ -452,6 +452,47 @@ def format_gdoi_ks(view: KsView) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+# --- show crypto gdoi ks --------------------------------------------------------------------------
+
+
+def ks_json(view: KsView) -> dict[str, Any]:
+    return {
+        "role": "ks",
+        "key_server": view.status.local_address,
+        "members_registered": sum(len(g.members) for g in view.status.groups),
+        "groups": [
+            {
+                "group_name": g.group_name,
+                "group_identity": g.identity,
+                "group_members": len(g.members),
+                "authorization_acl": _ks_group_json(view, g)["authorization_acl"],
+                "unauthorized_pulls": g.unauthorized_pulls,
+            }
+            for g in view.status.groups
+        ],
+        "registration": to_jsonable(view.status.registration),
+        "rejected": dict(view.status.rejected),
+    }
+
+
+def format_ks(view: KsView) -> str:
+    """IOS's header and per-group lines, then how registrations stand against the limits."""
+    data = ks_json(view)
+    lines = [f"Total group members registered to this box: {data['members_registered']}", ""]
+    for group in data["groups"]:
+        lines += [
+            f"Key Server Information For Group {group['group_name']}:",
+            _field("Group Name", group["group_name"]),
+            _field("Group Identity", group["group_identity"]),
+            _field("Group Members", group["group_members"]),
+            _field("Authorization ACL", group["authorization_acl"] or "None"),
+            _field("Unauthorized pulls", group["unauthorized_pulls"]),
+            "",
+        ]
+    lines.extend(_registration_lines(view))
+    return "\n".join(lines) + "\n"
+
+
 # --- show crypto gdoi ks members ------------------------------------------------------------------
 
 
@@ -652,6 +693,7 @@ class ShowCommand:
 
 SHOW_COMMANDS: tuple[ShowCommand, ...] = (
     ShowCommand(("crypto", "gdoi"), (format_gdoi_gm, gdoi_gm_json), (format_gdoi_ks, gdoi_ks_json)),
+    ShowCommand(("crypto", "gdoi", "ks"), None, (format_ks, ks_json)),
     ShowCommand(("crypto", "gdoi", "ks", "members"), None, (format_ks_members, ks_members_json)),
     ShowCommand(
         ("crypto", "isakmp", "sa"), (format_isakmp_sa, isakmp_sa_json), (format_isakmp_sa, isakmp_sa_json)
