@@ -6,6 +6,7 @@ member out nor grow the key server's state, and every refusal is counted.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tracemalloc
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from engine_harness import FAST_POLICY, KS_ADDR, LEGACY_POLICY, PSK, Network, make_lab, rsa_key, seeded_random
 
 from dmvpn_lab.gdoi import show
-from dmvpn_lab.gdoi.admission import COOKIE_EPOCH_S, RECENT_OFFERS_PER_PEER
+from dmvpn_lab.gdoi.admission import COOKIE_EPOCH_S, RECENT_OFFERS_PER_PEER, OfferBook
 from dmvpn_lab.gdoi.codec import Header
 from dmvpn_lab.gdoi.config import ConfigError, load_config
 from dmvpn_lab.gdoi.ks import MAX_FIRST_MESSAGE_LEN, MAX_ISAKMP_SAS_PER_PEER, REGISTRATION_SA_IDLE_S, KeyServer
@@ -82,17 +83,56 @@ def test_a_stateless_answer_is_the_same_every_time_and_keeps_no_exchange() -> No
     assert status.registration.stateless_replies == {"table-busy": 2}
 
 
-@pytest.mark.parametrize("gm_policies", [(FAST_POLICY,), (LEGACY_POLICY, FAST_POLICY)])
+@pytest.mark.parametrize("gm_policies", [(FAST_POLICY, LEGACY_POLICY), (LEGACY_POLICY,)])
 def test_members_register_when_every_message_1_is_answered_statelessly(
     gm_policies: tuple[IsakmpPolicy, ...],
 ) -> None:
-    # (FAST_POLICY,) is the KS's own offer, known without memory; the other is rebuilt from the offer book
+    # the KS's own policies make its own offer, known without memory; the other comes from the offer book
     ks_policies = (FAST_POLICY, LEGACY_POLICY)
     net = make_lab(3, cookie_threshold=0, ks_policies=ks_policies, gm_policies=gm_policies)
     net.advance(1)
     assert len(net.of_type(KS_ADDR, MemberRegistered)) == 3
     registration = net.ks().status(net.now).registration
     assert registration.stateless_replies == {"table-busy": 3} and registration.half_open == 0
+
+
+def test_the_offer_book_is_bounded_per_peer_and_keeps_proven_offers_through_churn() -> None:
+    own = b"own offer"
+    book = OfferBook(own)
+    book.prove("10.0.0.1", b"P" * 32, b"proven body")
+    for n in range(50):  # forged message 1s with ever new SA payloads
+        book.remember("10.0.0.1", bytes([n]) * 32, b"x" * 100)
+    book.remember("10.0.0.1", hashlib.sha256(own).digest(), own)  # the KS's own: never stored
+    digests = [d for d, _body in book.candidates("10.0.0.1")]
+    assert digests[:2] == [hashlib.sha256(own).digest(), b"P" * 32]
+    assert len(digests) == 2 + RECENT_OFFERS_PER_PEER and digests[2] == bytes([49]) * 32  # newest first
+    assert book.count() == 1 + RECENT_OFFERS_PER_PEER and book.size_bytes() == 11 + 100 * RECENT_OFFERS_PER_PEER
+    assert [d for d, _ in book.candidates("10.0.0.2")] == [hashlib.sha256(own).digest()]
+
+
+def test_a_member_that_registered_before_registers_again_through_offer_churn() -> None:
+    ks_policies = (FAST_POLICY, LEGACY_POLICY)
+    gm_policies = (LEGACY_POLICY,)  # not the KS's own offer: it must come from the book
+    net = make_lab(1, cookie_threshold=0, ks_policies=ks_policies, gm_policies=gm_policies)
+    assert len(net.of_type(GM, Registered)) == 1
+    ks, rnd, gm = net.ks(), seeded_random(21), net.gm(GM)
+
+    def churn(src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+        """Between the member's message 1 and its message 3, ten forged message 1s with new offers."""
+        p1 = gm._p1
+        if src[0] == KS_ADDR and data[18] == 2 and p1 is not None and data[:8] == p1.icookie:
+            for _ in range(10):
+                offer = (IsakmpPolicy(priority=1, lifetime_s=600 + int.from_bytes(rnd(2), "big")),)
+                forged = MainModeInitiator(offer, PSK, GM, KS_ADDR, rnd).first_message()
+                ks.receive_datagram(forged, (GM, PORT), net.now)
+        return False
+
+    net.drop = churn
+    gm.stop(net.now)
+    gm.start(net.now)
+    net.advance(1)
+    assert len(net.of_type(GM, Registered)) == 2
+    assert ks.status(net.now).rejected.get("bad-cookie", 0) == 0
 
 
 def test_a_forged_or_stale_cookie_in_message_3_is_refused() -> None:
