@@ -22,6 +22,9 @@ Choices this module makes, with their reasons:
   offered transform that matches one exactly in cipher, hash and group; the lifetime becomes the
   smaller of the two.  Nothing weaker than what an operator configured is ever offered or accepted.
 * The ID payload is ID_IPV4_ADDR of the sender's own address (protocol and port 0, RFC 2407 4.6.2).
+* The responder's message 2 is a pure function of message 1 and the cookies (:func:`read_offer`,
+  :func:`message2`), so a key server may answer message 1 without state and rebuild the exchange from
+  the initiator's SA payload when message 3 arrives (:func:`offer_from_body`, :mod:`.admission`).
 * Retransmission is the owning engine's job: these classes only turn a datagram into the next one.
   They change no state unless the incoming message is fully valid (a rejected datagram is a no-op).
 
@@ -32,6 +35,7 @@ Choices this module makes, with their reasons:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -454,8 +458,9 @@ class Offer:
     transform: TransformPayload  # returned unchanged in message 2 (RFC 2408 section 4.2)
     suite: Suite
 
-    @property
+    @functools.cached_property
     def digest(self) -> bytes:
+        """What the responder cookie and the offer book name the offer by."""
         return hashlib.sha256(self.sai_b).digest()
 
 
