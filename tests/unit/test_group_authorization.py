@@ -13,6 +13,7 @@ from engine_harness import KS_ADDR, PSK, Network, group_policy, rsa_key, seeded_
 from test_ios_config import KS_BASE
 
 from dmvpn_lab.gdoi import show
+from dmvpn_lab.gdoi.cli import main
 from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, load_config
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.ios_config import parse_ios_config
@@ -112,11 +113,14 @@ def test_ios_authorization_address_ipv4(acl: str, lists: str) -> None:
 def test_ios_authorization_errors() -> None:
     with pytest.raises(ConfigError, match="'NOPE' is not defined"):
         parse_ios_config(IOS_KS.format(acl="NOPE", lists=""), ConfigReport("ks.ios", "ios"))
-    text = IOS_KS.format(acl="L", lists="ip access-list standard L\n permit 10.0.0.0 0.0.0.255 log")
+    text = IOS_KS.format(
+        acl="L", lists="ip access-list standard L\n permit 10.0.0.0 0.0.0.255 log\naccess-list 9 permit any log"
+    )
     report = ConfigReport("ks.ios", "ios")
     parse_ios_config(text, report)
-    (refused,) = report.refused
-    assert "qualifiers '10.0.0.0 0.0.0.255 log' are not supported" in refused.reason
+    first, second = report.refused
+    assert "qualifiers '10.0.0.0 0.0.0.255 log' are not supported" in first.reason
+    assert "qualifiers 'any log' are not supported" in second.reason
     no_auth = parse_ios_config(
         IOS_KS.replace("  authorization address ipv4 {acl}\n", "").format(lists=""), ConfigReport("k", "ios")
     )
@@ -161,3 +165,10 @@ def test_yaml_authorization(tmp_path: Path) -> None:
         path.write_text(YAML_KS.format(items=bad))
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+
+
+def test_check_config_names_the_authorization_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "ks.ios"
+    path.write_text(IOS_KS.format(acl="10", lists="access-list 10 permit 10.0.0.0 0.0.0.255"))
+    assert main(["check-config", str(path)]) == 0
+    assert "1 pre-shared key(s), members authorized by 10\n" in capsys.readouterr().out

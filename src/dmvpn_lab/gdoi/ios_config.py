@@ -332,6 +332,8 @@ def parse_standard_entry(words: list[str]) -> AddressRule:
         raise ConfigError("standard access-list entries are `permit|deny any|host A|A [wildcard]`")
     permit = words[0].lower() == "permit"
     rest = [w.lower() for w in words[1:]]
+    if "log" in rest or (rest[:1] == ["any"] and len(rest) > 1):
+        raise _Refused(f"standard access-list qualifiers {' '.join(words[1:])!r} are not supported (log, ...)")
     if rest == ["any"]:
         return AddressRule(permit)
     if len(rest) == 2 and rest[0] == "host":
