@@ -203,7 +203,8 @@ def test_a_forged_flood_from_a_members_address_leaves_it_registering_and_state_b
     sent = 0
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
-    sizes = []
+    sizes: list[int] = []
+    registered, failed, members = 0, 0, []
     for step in range(300):  # 10 ms steps, 10 forged datagrams each: 1000/s for 3 s
         if step == 50:
             net.gm(GM).start(net.now)
@@ -220,10 +221,15 @@ def test_a_forged_flood_from_a_members_address_leaves_it_registering_and_state_b
             sent += 1
         net.advance(0.01)
         sizes.append(ks.status(net.now).registration.state_bytes)
+        registered += len(net.of_type(GM, Registered))
+        failed += len(net.of_type(GM, RegistrationFailed))
+        members += [e.address for e in net.of_type(KS_ADDR, MemberRegistered)]  # type: ignore[attr-defined]
+        net.captured.clear()  # the harness's own records (every datagram, every event) are not the KS's
+        for events in net.events.values():
+            events.clear()
     grown = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    assert len(net.of_type(GM, Registered)) == 1
-    assert [e.address for e in net.of_type(KS_ADDR, MemberRegistered)] == [GM]  # type: ignore[attr-defined]
+    assert registered == 1 and failed == 0 and members == [GM]
     status = ks.status(net.now)
     registration = status.registration
     assert sent == 3000
@@ -232,8 +238,7 @@ def test_a_forged_flood_from_a_members_address_leaves_it_registering_and_state_b
     assert registration.half_open_peak <= 5  # one address never holds more than its five slots
     assert registration.remembered_offers <= RECENT_OFFERS_PER_PEER + 2
     assert max(sizes) < 20_000  # bytes of peer-chosen data held, whatever the flood's length
-    assert grown < 2_000_000, f"traced memory grew {grown} bytes"
-    assert not net.of_type(GM, RegistrationFailed)
+    assert grown < 200_000, f"traced memory grew {grown} bytes"
 
 
 def test_the_member_registers_within_two_seconds_during_the_flood() -> None:
