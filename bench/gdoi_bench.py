@@ -39,7 +39,7 @@ from typing import Any
 
 from dmvpn_lab.gdoi.daemon import NoDaemonError, control_request
 from dmvpn_lab.gdoi.gm import GroupMember
-from dmvpn_lab.gdoi.model import GroupMemberConfig, Registered, RekeyReceived
+from dmvpn_lab.gdoi.model import MAX_HALF_OPEN_LIMIT, GroupMemberConfig, Registered, RekeyReceived
 
 REPO = Path(__file__).resolve().parent.parent
 KS_ADDRESS = "127.0.0.1"
@@ -178,7 +178,7 @@ class KeyServerProcess:
             "role: ks",
             f"local_address: {KS_ADDRESS}",
             f"port: {PORT}",
-            f"max_half_open: {max(1000, members)}",
+            f"max_half_open: {min(max(1000, members), MAX_HALF_OPEN_LIMIT)}",
             "psk:",
             *(f"  {gm_address(i)}: {PSK}" for i in range(members)),
             "groups:",

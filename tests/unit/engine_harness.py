@@ -170,6 +170,8 @@ def make_lab(
     ks_psk_for: list[str] | None = None,
     gm_identity: int | None = None,
     max_half_open: int = 1000,
+    max_half_open_per_peer: int = 5,
+    cookie_threshold: int = 10,
     max_missed_acks: int | None = None,
     signing_key: rsa.RSAPrivateKey | None = None,
     seed: int = 1,
@@ -185,6 +187,8 @@ def make_lab(
         {a: PSK for a in psk_for},
         ks_policies,
         max_half_open=max_half_open,
+        max_half_open_per_peer=max_half_open_per_peer,
+        cookie_threshold=cookie_threshold,
         max_missed_acks=max_missed_acks,
     )
     net = Network()

@@ -229,6 +229,7 @@ def _run_check(args: argparse.Namespace) -> int:
                 f"[OK      ] group {group.name} (identity {group.identity}): {group.transform.value}, "
                 f"TEK {group.tek_lifetime_s} s, KEK {group.kek_lifetime_s} s, "
                 f"{group.rekey_transport.value} rekey, {len(config.psk_by_peer)} pre-shared key(s)"
+                + (f", members authorized by {group.authorization.acl_name}" if group.authorization else "")
             )
     else:
         print(

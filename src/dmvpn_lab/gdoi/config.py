@@ -21,7 +21,9 @@ Key server::
     role: ks
     local_address: 1.1.1.1           # address the KS binds and signs rekeys from
     port: 848                        # optional, UDP port (RFC 6407: 848)
-    max_half_open: 1000              # optional, registrations in progress before new ones are refused
+    max_half_open: 1000              # optional (1..10000), registrations in progress before refusals
+    max_half_open_per_peer: 5        # optional, beyond this from one address: answered without state
+    cookie_threshold: 10             # optional, beyond this in all: every message 1 answered without state
     max_missed_acks: 3               # optional, unacknowledged rekeys before a GM is dropped
     psk:                             # pre-shared keys by peer address (``crypto isakmp key``)
       2.2.2.2: cisco
@@ -42,6 +44,9 @@ Key server::
         replay_time_window: 5        # optional, shown only (Linux has no time-based anti-replay)
         acl:                         # IOS ``permit`` lines, or mappings {protocol, source, destination}
           - permit gre any any
+        authorization:               # optional (IOS authorization address ipv4): members served;
+          - permit 10.1.0.0 0.0.255.255   # standard ACL lines (first match wins, then deny),
+          - 2.2.2.2                  # or an address / CIDR (permit)
         rekey:                       # optional block
           transport: unicast         # unicast | multicast
           multicast_address: 239.192.1.1   # required for multicast
@@ -89,11 +94,14 @@ import yaml
 
 from dmvpn_lab.gdoi.model import (
     GDOI_PORT,
+    MAX_HALF_OPEN_LIMIT,
+    AddressRule,
     DhGroup,
     GroupMemberConfig,
     GroupPolicy,
     IsakmpPolicy,
     KeyServerConfig,
+    MemberAuthorization,
     Phase1Cipher,
     Phase1Hash,
     RekeyTransport,
@@ -298,6 +306,8 @@ _KS_KEYS = {
     "local_address",
     "port",
     "max_half_open",
+    "max_half_open_per_peer",
+    "cookie_threshold",
     "max_missed_acks",
     "psk",
     "isakmp_policies",
@@ -327,6 +337,7 @@ _GROUP_KEYS = {
     "replay_time_window",
     "acl",
     "rekey",
+    "authorization",
 }
 _REKEY_KEYS = {
     "transport",
@@ -488,6 +499,30 @@ class _YamlReader:
         return tuple(result)
 
 
+    def authorization(self, value: Any, path: tuple[str | int, ...]) -> MemberAuthorization | None:
+        """Standard access-list lines, or addresses / CIDRs to permit; None when the key is absent."""
+        from dmvpn_lab.gdoi import ios_config
+
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise self.error(path, "expected a non-empty list of `permit|deny ...` lines or addresses")
+        rules = []
+        for index, item in enumerate(value):
+            text = self.string(item, (*path, index)).strip()
+            try:
+                if text.split()[:1] in (["permit"], ["deny"]):
+                    rules.append(ios_config.parse_standard_entry(text.split()))
+                else:
+                    net = ipaddress.IPv4Network(text, strict=False)
+                    rules.append(AddressRule(True, str(net.network_address), str(net.hostmask)))
+            except ConfigError as exc:
+                raise self.error((*path, index), exc.message, exc.hint) from None
+            except ValueError:
+                raise self.error((*path, index), f"{text!r} is neither an access-list line nor an address") from None
+        return MemberAuthorization("authorization", tuple(rules))
+
+
 def _yaml_acl_address(text: str) -> list[str]:
     """``any``, ``10.0.0.1`` or ``10.0.0.0/8`` as IOS ACL words."""
     if text == "any":
@@ -612,16 +647,22 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str) -> KeyS
                     1,
                     tek_lifetime - 1,
                 ),
+                authorization=reader.authorization(group.get("authorization"), (*here, "authorization")),
             )
         )
     max_missed = data.get("max_missed_acks")
+    max_half_open = reader.integer(data.get("max_half_open", 1000), ("max_half_open",), 1, MAX_HALF_OPEN_LIMIT)
     return KeyServerConfig(
         local_address=address,
         groups=tuple(groups),
         psk_by_peer=reader.psk(data.get("psk"), ("psk",)),
         isakmp_policies=reader.policies(data.get("isakmp_policies"), ("isakmp_policies",)),
         port=reader.integer(data.get("port", GDOI_PORT), ("port",), 1, 65535),
-        max_half_open=reader.integer(data.get("max_half_open", 1000), ("max_half_open",), 1, 10**6),
+        max_half_open=max_half_open,
+        max_half_open_per_peer=reader.integer(
+            data.get("max_half_open_per_peer", 5), ("max_half_open_per_peer",), 1, max_half_open
+        ),
+        cookie_threshold=reader.integer(data.get("cookie_threshold", 10), ("cookie_threshold",), 0, max_half_open),
         max_missed_acks=None
         if max_missed is None
         else reader.integer(max_missed, ("max_missed_acks",), 1, 100),

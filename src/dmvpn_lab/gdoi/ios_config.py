@@ -12,7 +12,9 @@ server's and group members' configs from there unchanged.  Only what GDOI needs 
   unicast|multicast``, ``rekey address ipv4 ACL`` (multicast), ``rekey authentication mypubkey rsa L``,
   ``rekey retransmit S number N``, ``rekey lifetime seconds S``, ``rekey algorithm 3des|aes [128|256]``,
   ``sa ipsec N`` / ``profile P`` / ``match address ipv4 ACL`` / ``replay time window-size N``,
-  ``address ipv4 A``; on a GM one or more ``server address ipv4 A``
+  ``address ipv4 A``, ``authorization address ipv4 ACL`` (the member addresses the group serves: a
+  standard list, or an extended one whose source addresses count); on a GM one or more
+  ``server address ipv4 A``
 * ``crypto map M local-address IF``, ``crypto map M N gdoi`` / ``set group G``, and the ``interface`` that
   carries ``crypto map M`` (kept for display, as IOS shows it)
 * on a GM, ``crypto map M N gdoi fail-close`` / ``match address ACL`` / ``activate``: the ACL's ``permit``
@@ -21,7 +23,8 @@ server's and group members' configs from there unchanged.  Only what GDOI needs 
   any``, which this Linux GM does not close, so they are reported as ignored.  Without ``activate`` IOS
   does not enforce fail-close and neither do we.
 * ``ip access-list extended NAME`` (or numbered ``access-list N``) ``permit`` lines: ``permit gre any any``,
-  ``permit ip ...``, ``host A`` and ``A wildcard`` forms.
+  ``permit ip ...``, ``host A`` and ``A wildcard`` forms; ``ip access-list standard NAME`` (or ``access-list
+  N`` numbered 1-99 or 1300-1999) ``permit|deny any|host A|A [wildcard]`` lines, for authorization only.
 
 Anything else inside these stanzas goes to the :class:`~dmvpn_lab.gdoi.config.ConfigReport` with its line
 number: ``ignored`` when it changes nothing we do, ``refused`` when it asks for crypto or policy we cannot
@@ -50,11 +53,13 @@ from dmvpn_lab.gdoi.config import (
     parse_ipv4,
 )
 from dmvpn_lab.gdoi.model import (
+    AddressRule,
     DhGroup,
     GroupMemberConfig,
     GroupPolicy,
     IsakmpPolicy,
     KeyServerConfig,
+    MemberAuthorization,
     Phase1Cipher,
     Phase1Hash,
     RekeyTransport,
@@ -130,6 +135,8 @@ class _Acl:
     # ``deny`` entries, judged once it is known what names the ACL: a fail-close ACL's exceptions, or a
     # refused line anywhere else.
     denies: list[tuple[int, str]] = field(default_factory=list)
+    standard: bool = False  # a standard list: ``address_rules`` instead of selectors
+    address_rules: list[AddressRule] = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +167,7 @@ class _GdoiGroup:
     profile: tuple[str, int] | None = None
     acl: tuple[str, int] | None = None
     replay_window_s: int | None = None
+    authorization_acl: tuple[str, int] | None = None
 
 
 @dataclass
@@ -313,6 +321,29 @@ def parse_acl_entry(words: list[str]) -> TrafficSelector:
     return TrafficSelector(protocol=protocol, source=source, destination=destination)
 
 
+def _is_standard_acl_number(word: str) -> bool:
+    """IOS numbers standard IP access lists 1-99 and 1300-1999."""
+    return word.isascii() and word.isdigit() and (1 <= int(word) <= 99 or 1300 <= int(word) <= 1999)
+
+
+def parse_standard_entry(words: list[str]) -> AddressRule:
+    """``permit|deny any | host A | A [wildcard]`` (a standard access-list line) -> :class:`AddressRule`."""
+    if not words or words[0].lower() not in ("permit", "deny"):
+        raise ConfigError("standard access-list entries are `permit|deny any|host A|A [wildcard]`")
+    permit = words[0].lower() == "permit"
+    rest = [w.lower() for w in words[1:]]
+    if "log" in rest or (rest[:1] == ["any"] and len(rest) > 1):
+        raise _Refused(f"standard access-list qualifiers {' '.join(words[1:])!r} are not supported (log, ...)")
+    if rest == ["any"]:
+        return AddressRule(permit)
+    if len(rest) == 2 and rest[0] == "host":
+        return AddressRule(permit, parse_ipv4(rest[1]), "0.0.0.0")
+    if len(rest) in (1, 2) and rest[0] != "host":
+        wildcard = parse_ipv4(rest[1], what="wildcard") if len(rest) == 2 else "0.0.0.0"
+        return AddressRule(permit, parse_ipv4(rest[0]), wildcard)
+    raise _Refused(f"standard access-list qualifiers {' '.join(words[1:])!r} are not supported (log, ...)")
+
+
 # --- The parser -----------------------------------------------------------------------------------
 
 _INLINE_COMMENT = re.compile(r"\s+!.*$")
@@ -403,8 +434,16 @@ class _Parser:
         elif lowered[:3] == ["ip", "access-list", "extended"] and len(words) >= 4:
             self.acl = self.ios.acls.setdefault(words[3], _Acl(words[3], number))
             self._start(self._acl_line, crypto=True)
+        elif lowered[:3] == ["ip", "access-list", "standard"] and len(words) >= 4:
+            self.acl = self.ios.acls.setdefault(words[3], _Acl(words[3], number, standard=True))
+            self._start(self._standard_acl_line, crypto=True)
         elif lowered[:2] == ["ip", "access-list"]:
-            raise _Refused("only extended access lists are supported (ip access-list extended NAME)")
+            raise _Refused("only extended and standard access lists are supported (ip access-list extended NAME)")
+        elif lowered[0] == "access-list" and len(words) >= 3 and _is_standard_acl_number(words[1]):
+            self.acl = self.ios.acls.setdefault(words[1], _Acl(words[1], number, standard=True))
+            self._standard_acl_line(words[2:], number, text)
+            self.acl = None
+            self._start(None, crypto=False)
         elif lowered[0] == "access-list" and len(words) >= 3:
             acl = self.ios.acls.setdefault(words[1], _Acl(words[1], number))
             self.acl = acl
@@ -650,6 +689,8 @@ class _Parser:
                     f"rekey algorithm {' '.join(words[2:])} is not supported (3des, aes 128, aes 256)"
                 )
             group.kek_cipher = table[tuple(lowered[2:])]
+        elif lowered[:3] == ["authorization", "address", "ipv4"] and len(words) == 4:
+            group.authorization_acl = (words[3], number)
         elif lowered[:2] == ["sa", "ipsec"] and len(words) == 3:
             sa_number = _int(words[2], "sa ipsec number", 1, 65535)
             if group.sa_number is not None and group.sa_number != sa_number:
@@ -705,6 +746,13 @@ class _Parser:
         except _Refused:
             self.acl.refused = True
             raise
+
+    def _standard_acl_line(self, words: list[str], number: int, text: str) -> None:
+        assert self.acl is not None
+        body = words[1:] if words and words[0].isdigit() else words
+        if body and body[0].lower() == "remark":
+            return
+        self.acl.address_rules.append(parse_standard_entry(body))
 
     def _skipped_stanza_line(self, words: list[str], number: int, text: str) -> None:
         """Sub-lines of a stanza whose header was already reported as ignored."""
@@ -782,13 +830,9 @@ def _resolve_selectors(
             line=group.sa_line,
         )
     name, line = acl_ref
-    acl = ios.acls.get(name)
-    if acl is None:
-        raise ConfigError(
-            f"access list {name!r} is not defined",
-            line=line,
-            hint=f"add `ip access-list extended {name}` with a `permit gre any any` line",
-        )
+    acl = _defined_acl(ios, acl_ref, f"add `ip access-list extended {name}` with a `permit gre any any` line")
+    if acl.standard:
+        raise ConfigError(f"access list {name!r} is a standard list; traffic selectors need an extended one", line=line)
     if not acl.selectors and not acl.refused and not acl.denies:  # its deny lines are refused later
         raise ConfigError(f"access list {name!r} has no permit entries", line=acl.line)
     return tuple(acl.selectors)
@@ -857,6 +901,7 @@ def _build_ks(
                 rsa_modulus=ios.rsa_moduli.get(label, 2048),
                 replay_time_window_s=group.replay_window_s,
                 rekey_ahead_s=min(90, max(1, tek_lifetime // 4)),
+                authorization=_authorization(ios, group.authorization_acl),
             )
         )
     if local_address is not None:
@@ -880,6 +925,26 @@ def _build_ks(
         psk_by_peer=dict(ios.psk_by_peer),
         isakmp_policies=_policies(ios),
     )
+
+
+def _defined_acl(ios: _IosConfig, ref: tuple[str, int], hint: str) -> _Acl:
+    name, line = ref
+    acl = ios.acls.get(name)
+    if acl is None:
+        raise ConfigError(f"access list {name!r} is not defined", line=line, hint=hint)
+    return acl
+
+
+def _authorization(ios: _IosConfig, ref: tuple[str, int] | None) -> MemberAuthorization | None:
+    """``authorization address ipv4 ACL``: a standard list as is; an extended one by source address."""
+    if ref is None:
+        return None
+    name = ref[0]
+    acl = _defined_acl(ios, ref, f"add `ip access-list standard {name}` with a `permit` line per member address")
+    if acl.standard:
+        return MemberAuthorization(name, tuple(acl.address_rules))
+    sources = (ipaddress.IPv4Network(s.source) for s in acl.selectors)
+    return MemberAuthorization(name, tuple(AddressRule(True, str(n.network_address), str(n.hostmask)) for n in sources))
 
 
 def _multicast_group(ios: _IosConfig, ref: tuple[str, int]) -> str:

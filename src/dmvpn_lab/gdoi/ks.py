@@ -5,7 +5,14 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
 
 1. Phase 1 (RFC 2409 Main Mode, :mod:`.phase1`): a group member opens an ISAKMP SA with a
    pre-shared key chosen by its address.  Registrations in progress ("half-open": Main Mode or a
-   GROUPKEY-PULL not yet finished) are bounded by ``max_half_open`` and time out.
+   GROUPKEY-PULL not yet finished) are bounded by ``max_half_open`` in all and by
+   ``max_half_open_per_peer`` per address, and time out.  Because any sender can forge a member's
+   address, message 1 never makes the key server keep more than that: above ``cookie_threshold``
+   registrations in progress, or with the address at its own limit, message 1 is answered statelessly
+   (:mod:`.admission`) and state is kept only when message 3 returns the responder cookie, which proves
+   the peer receives at that address.  A message 1 over ``MAX_FIRST_MESSAGE_LEN`` is refused.
+   An established ISAKMP SA lives only while it is used for registration: ``REGISTRATION_SA_IDLE_S``
+   after its last GROUPKEY-PULL message (or its birth), at most ``MAX_ISAKMP_SAS_PER_PEER`` per address.
 2. GROUPKEY-PULL (RFC 6407 section 3.2), protected by that SA, new random message ID::
 
        GM: HDR*, HASH(1), Ni, ID          HASH(1) = prf(SKEYID_a, M-ID | Ni | ID)
@@ -15,7 +22,9 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
 
    The ID is the group identity (ID_KEY_ID); one that names no group configured here is refused
    (``wrong-group``) and the member is told so in an Informational exchange with an
-   INVALID-ID-INFORMATION notify (RFC 2408 section 3.14.1).
+   INVALID-ID-INFORMATION notify (RFC 2408 section 3.14.1).  A group with an ``authorization``
+   (IOS ``authorization address ipv4 ACL``) refuses members its access list does not permit
+   (``unauthorized``, told with an AUTHENTICATION-FAILED notify), as IOS's GDOI-1-UNAUTHORIZED_IPADDR.
 3. GROUPKEY-PUSH (RFC 6407 section 4): ``HDR*, SEQ, SA, KD, SIG`` with the KEK SPI as the cookies
    and message ID 0, signed (PKCS#1 v1.5 over ``"rekey" | HDR | SEQ | SA | KD``, the header as sent),
    then encrypted under the KEK with a fresh IV carried as the first cipher block.  A new TEK is made
@@ -35,6 +44,8 @@ changes nothing else; no exception escapes :meth:`KeyServer.receive_datagram`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import heapq
 import hmac
 import ipaddress
@@ -48,6 +59,7 @@ from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .admission import CookieJar, OfferBook
 from .codec import (
     Decoded,
     DecodeError,
@@ -87,6 +99,7 @@ from .crypto import (
 from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
 from .model import (
     GDOI_PORT,
+    MAX_HALF_OPEN_LIMIT,
     Event,
     GroupPolicy,
     IsakmpSaInfo,
@@ -101,15 +114,34 @@ from .model import (
     Phase1Cipher,
     Phase1Established,
     Phase1Hash,
+    RegistrationStats,
     RekeySent,
     RekeyTransport,
     TekInfo,
     TekTransform,
 )
-from .phase1 import NONCE_LEN, IkeSa, MainModeResponder, Phase1Error
+from .phase1 import (
+    NONCE_LEN,
+    IkeSa,
+    MainModeResponder,
+    Offer,
+    Phase1Error,
+    message2,
+    offer_from_body,
+    own_offer_body,
+    read_offer,
+)
 
 HALF_OPEN_TIMEOUT_S = 30.0  # a registration not finished within this is forgotten
 FINISHED_PULL_KEEP_S = 30.0  # answer retransmitted HASH(3) with the same message 4 this long
+# Message 1 is the one message whose content (SAi_b) the key server must keep and echo before the peer
+# has proven anything; an IOS or lab member's message 1 is well under 1 KB.
+MAX_FIRST_MESSAGE_LEN = 4096
+# GDOI needs the registration SA only for GROUPKEY-PULL (rekeys travel under the KEK, and ACKs are
+# checked with the member's SKEYID_a kept in its member record), so an SA unused this long goes.
+REGISTRATION_SA_IDLE_S = 30.0
+MAX_ISAKMP_SAS_PER_PEER = 2  # a member's current registration and the one it is replacing
+ZERO_COOKIE = b"\x00" * 8
 Addr = tuple[str, int]
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -237,32 +269,37 @@ class _Group:
 
 @dataclass
 class _Phase1:
-    responder: MainModeResponder
+    """A Main Mode in progress: only what the next messages need (message 2 is rebuilt on demand)."""
+
+    responder: MainModeResponder  # holds SAi_b, the suite and the cookies; DH and keys after message 3
     addr: Addr
     started_at: float
-    first_in: bytes
-    first_out: bytes
-    last_in: bytes
-    last_out: bytes
+    offer_digest: bytes
+    last_in: bytes = b""  # SHA-256 of the last message 3 or 5 answered, to spot its retransmission
+    last_out: bytes = b""  # our answer to it
 
 
 @dataclass
 class _Ike:
     sa: IkeSa
     addr: Addr
-    last_in: bytes
-    last_out: bytes
+    conn_id: int
+    last_in: bytes  # SHA-256 of message 5
+    last_out: bytes  # message 6, sent again if message 5 comes again
+    last_used: float
+    pulls_open: int = 0
 
 
 @dataclass
 class _Pull:
     group: str
+    peer: str
     ni_b: bytes
     nr_b: bytes
     teks: tuple[TekPolicy, ...]
     kek: KekPolicy
     started_at: float
-    last_in: bytes
+    last_in: bytes  # SHA-256 of the last message answered
     last_out: bytes
     done: bool = False
 
@@ -278,6 +315,13 @@ class KeyServer:
         random: Callable[[int], bytes] = os.urandom,
         now: float = 0.0,
     ) -> None:
+        _check_limits(config)
+        # Neither of these can exceed the table they guard; a smaller max_half_open lowers them too.
+        config = dataclasses.replace(
+            config,
+            max_half_open_per_peer=min(config.max_half_open_per_peer, config.max_half_open),
+            cookie_threshold=min(config.cookie_threshold, config.max_half_open),
+        )
         self.config = config
         self._random = random
         self._events: deque[Event] = deque()
@@ -293,6 +337,13 @@ class KeyServer:
         self._ike_deadlines = _Deadlines(self._ikes, _ike_deadline)
         self._ikes_by_ip: dict[str, set[bytes]] = {}  # ISAKMP SA cookies by the member's address
         self._pulls_open = 0  # GROUPKEY-PULLs in _pulls that are not done (half-open)
+        self._half_open_by_ip: Counter[str] = Counter()  # Main Modes and open PULLs by peer address
+        self._awaiting_msg3: dict[tuple[str, bytes], None] = {}  # unproven Main Modes, oldest first
+        self._half_open_peak = 0
+        self._stateless: Counter[str] = Counter()  # message 1s answered without state, by why
+        self._unauthorized: Counter[str] = Counter()  # by group name
+        self._cookies = CookieJar(random(32))
+        self._offers = OfferBook(own_offer_body(config.isakmp_policies))
         self._next_conn_id = 1001
         for policy in config.groups:
             key = signing_keys.get(policy.rsa_key_label)
@@ -368,7 +419,8 @@ class KeyServer:
 
     def status(self, now: float) -> KsStatus:
         groups = []
-        sas = []
+        sas = self._isakmp_sa_lines()
+        live = {ike.conn_id for ike in self._ikes.values()}
         for group in self._groups.values():
             pol = group.policy
             members = tuple(
@@ -384,7 +436,8 @@ class KeyServer:
                 for m in group.members.values()
             )
             for m in group.members.values():
-                sas.append(IsakmpSaInfo(self.config.local_address, m.address, "GDOI_IDLE", m.conn_id))
+                if m.conn_id not in live:  # IOS lists a registered member as GDOI_IDLE
+                    sas.append(IsakmpSaInfo(self.config.local_address, m.address, "GDOI_IDLE", m.conn_id))
             groups.append(
                 KsGroupStatus(
                     pol.name,
@@ -400,10 +453,46 @@ class KeyServer:
                     group.sequence,
                     members,
                     pol.selectors,
+                    self._unauthorized[pol.name],
                 )
             )
         sas.sort(key=lambda s: -s.conn_id)
-        return KsStatus(self.config.local_address, tuple(groups), tuple(sas), dict(self._rejected))
+        return KsStatus(
+            self.config.local_address,
+            tuple(groups),
+            tuple(sas),
+            dict(self._rejected),
+            self._registration_stats(),
+        )
+
+    def _isakmp_sa_lines(self) -> list[IsakmpSaInfo]:
+        """Main Modes in progress (conn-id 0, as IOS shows them) and established ISAKMP SAs."""
+        local = self.config.local_address
+        lines = [
+            IsakmpSaInfo(local, p1.addr[0], "MM_SA_SETUP" if p1.responder.state == 3 else "MM_KEY_EXCH", 0)
+            for p1 in self._phase1.values()
+        ]
+        lines += [
+            IsakmpSaInfo(local, ike.addr[0], "GDOI_BUSY" if ike.pulls_open else "GDOI_IDLE", ike.conn_id)
+            for ike in self._ikes.values()
+        ]
+        return lines
+
+    def _registration_stats(self) -> RegistrationStats:
+        held = sum(len(p.responder.sai_b) + len(p.last_out) for p in self._phase1.values())
+        held += sum(len(ike.last_out) for ike in self._ikes.values())
+        held += sum(len(pull.last_out) for pull in self._pulls.values())
+        return RegistrationStats(
+            self._half_open(),
+            self._half_open_peak,
+            self.config.max_half_open,
+            self.config.max_half_open_per_peer,
+            self.config.cookie_threshold,
+            dict(self._stateless),
+            len(self._ikes),
+            self._offers.count(),
+            held + self._offers.size_bytes(),
+        )
 
     # --- keys ---------------------------------------------------------------------------------------
 
@@ -603,52 +692,124 @@ class KeyServer:
         return len(self._phase1) + self._pulls_open
 
     def _main_mode(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
+        if header.rcookie == ZERO_COOKIE:
+            self._main_mode_first(header, data, addr, now)
+            return
         ip = addr[0]
         key = (ip, header.icookie)
+        digest = hashlib.sha256(data).digest()
         p1 = self._phase1.get(key)
-        if header.rcookie == b"\x00" * 8:
-            if p1 is not None:
-                if data == p1.first_in:
-                    self._out.append((p1.first_out, addr))
-                    return
-                raise _Reject("unexpected", "a different message 1 for a Main Mode in progress")
-            psk = self.config.psk_by_peer.get(ip)
-            if psk is None:
-                raise _Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
-            self._expire(now)
-            if self._half_open() >= self.config.max_half_open:
-                raise _Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
-            responder, reply = MainModeResponder.start(
-                self.config.isakmp_policies,
-                psk,
-                self.config.local_address,
-                ip,
-                header,
-                data,
-                self._random,
-                now,
-            )
-            p1 = self._phase1[key] = _Phase1(responder, addr, now, data, reply, data, reply)
-            self._phase1_deadlines.push(key, p1)
-            self._out.append((reply, addr))
-            return
         if p1 is None or p1.responder.rcookie != header.rcookie:
             done = self._ikes.get(header.spi)
-            if done is not None and done.addr[0] == ip and data == done.last_in:
+            if done is not None and done.addr[0] == ip and digest == done.last_in:
                 self._out.append((done.last_out, addr))  # our message 6 was lost: say it again
                 return
-            raise _Reject("unknown-peer", "no Main Mode in progress for these cookies")
-        if data == p1.last_in:
+            self._resume(header, data, addr, now, conflict=p1 is not None)
+            return
+        if digest == p1.last_in:
             self._out.append((p1.last_out, addr))
             return
         reply = p1.responder.handle(header, data, now)
-        p1.last_in, p1.last_out = data, reply
+        p1.last_in, p1.last_out = digest, reply
+        self._awaiting_msg3.pop(key, None)
         self._out.append((reply, addr))
         sa = p1.responder.established
         if sa is not None:
-            del self._phase1[key]  # its heap entry goes stale and is skipped
-            self._add_ike(_Ike(sa, addr, data, reply))
+            self._drop_phase1(key)  # its heap entry goes stale and is skipped
+            self._offers.prove(ip, p1.offer_digest, p1.responder.sai_b)
+            self._add_ike(sa, addr, digest, reply, now)
             self._events.append(Phase1Established(ip, sa.icookie, sa.rcookie, sa.keys.enc_key))
+
+    def _main_mode_first(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
+        """Message 1: answer with message 2; keep state only if neither the table nor the peer is full."""
+        ip = addr[0]
+        if len(data) > MAX_FIRST_MESSAGE_LEN:
+            raise _Reject("oversized", f"Main Mode message 1 of {len(data)} bytes (at most {MAX_FIRST_MESSAGE_LEN})")
+        psk = self.config.psk_by_peer.get(ip)
+        if psk is None:
+            raise _Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
+        offer = read_offer(self.config.isakmp_policies, header, data)
+        key = (ip, header.icookie)
+        p1 = self._phase1.get(key)
+        if p1 is not None:
+            if p1.offer_digest != offer.digest:
+                raise _Reject("unexpected", "a different message 1 for a Main Mode in progress")
+            self._out.append((message2(offer, header.icookie, p1.responder.rcookie), addr))
+            return
+        rcookie = self._cookies.make(addr, header.icookie, offer.digest, now)
+        self._expire(now)
+        self._offers.remember(ip, offer.digest, offer.sai_b)
+        if self._half_open() >= self.config.cookie_threshold:
+            self._stateless["table-busy"] += 1
+        elif self._half_open_by_ip[ip] >= self.config.max_half_open_per_peer:
+            self._stateless["peer-at-limit"] += 1
+        else:
+            responder = MainModeResponder(
+                self.config.local_address, ip, psk, offer, header.icookie, rcookie, self._random
+            )
+            self._add_phase1(key, _Phase1(responder, addr, now, offer.digest))
+            self._awaiting_msg3[key] = None
+        self._out.append((message2(offer, header.icookie, rcookie), addr))
+
+    def _resume(self, header: Header, data: bytes, addr: Addr, now: float, *, conflict: bool) -> None:
+        """Message 3 under a cookie answered statelessly: rebuild the exchange from cookie and offer."""
+        ip = addr[0]
+        if header.encrypted or conflict:
+            raise _Reject("unknown-peer", "no Main Mode in progress for these cookies")
+        psk = self.config.psk_by_peer.get(ip)
+        if psk is None:
+            raise _Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
+        bodies = dict(self._offers.candidates(ip))
+        digest = self._cookies.check(addr, header.icookie, header.rcookie, list(bodies), now)
+        if digest is None:
+            raise _Reject(
+                "bad-cookie", "message 3 under a responder cookie this key server did not give that peer lately"
+            )
+        offer: Offer = offer_from_body(self.config.isakmp_policies, bodies[digest])
+        self._expire(now)
+        victim = self._room_for_proven(ip)
+        responder = MainModeResponder(
+            self.config.local_address, ip, psk, offer, header.icookie, header.rcookie, self._random
+        )
+        reply = responder.handle(header, data, now)  # raises before anything changes
+        if victim is not None:
+            self._drop_phase1(victim)
+        key = (ip, header.icookie)
+        self._add_phase1(key, _Phase1(responder, addr, now, digest, hashlib.sha256(data).digest(), reply))
+        self._out.append((reply, addr))
+
+    def _room_for_proven(self, ip: str) -> tuple[str, bytes] | None:
+        """A peer that proved its address may push out an unproven Main Mode (its address's first)."""
+        if self._half_open_by_ip[ip] >= self.config.max_half_open_per_peer:
+            victim = next((k for k in self._awaiting_msg3 if k[0] == ip), None)
+            if victim is None:
+                raise _Reject(
+                    "peer-half-open-limit",
+                    f"{ip} has {self._half_open_by_ip[ip]} registrations in progress already",
+                )
+            return victim
+        if self._half_open() >= self.config.max_half_open:
+            victim = next(iter(self._awaiting_msg3), None)
+            if victim is None:
+                raise _Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
+            return victim
+        return None
+
+    def _add_phase1(self, key: tuple[str, bytes], p1: _Phase1) -> None:
+        self._phase1[key] = p1
+        self._phase1_deadlines.push(key, p1)
+        self._count_half_open(key[0], +1)
+
+    def _drop_phase1(self, key: tuple[str, bytes]) -> None:
+        del self._phase1[key]
+        self._awaiting_msg3.pop(key, None)
+        self._count_half_open(key[0], -1)
+
+    def _count_half_open(self, ip: str, delta: int) -> None:
+        self._half_open_by_ip[ip] += delta
+        if self._half_open_by_ip[ip] <= 0:
+            del self._half_open_by_ip[ip]
+        self._half_open_peak = max(self._half_open_peak, self._half_open())
 
     def _group_by_identity(self, identity: int) -> _Group | None:
         return next((g for g in self._groups.values() if g.policy.identity == identity), None)
@@ -662,7 +823,7 @@ class KeyServer:
             raise _Reject("malformed", "GROUPKEY-PULL with message ID 0")
         key = (header.spi, header.message_id)
         pull = self._pulls.get(key)
-        if pull is not None and data == pull.last_in:
+        if pull is not None and hashlib.sha256(data).digest() == pull.last_in:
             self._out.append((pull.last_out, addr))
             return
         sa = ike.sa
@@ -676,25 +837,27 @@ class KeyServer:
             raise _Reject("malformed", "GROUPKEY-PULL message 3 carries more than HASH(3)")
         group = self._groups[pull.group]
         sa.ivs[header.message_id] = iv
+        ike.pulls_open -= 1
+        self._touch(ike, now)
         reply = sa.seal(
             ExchangeType.GROUPKEY_PULL,
             header.message_id,
             [SeqPayload(group.sequence), kd_payload(pull.kek, pull.teks)],
             pull.ni_b + pull.nr_b,
         )
-        pull.done, pull.last_in, pull.last_out, pull.started_at = True, data, reply, now
+        pull.done, pull.last_in, pull.last_out, pull.started_at = True, hashlib.sha256(data).digest(), reply, now
         self._pulls_open -= 1
+        self._count_half_open(ip, -1)
         self._pull_deadlines.push(key, pull)  # now kept FINISHED_PULL_KEEP_S for retransmitted HASH(3)
         self._out.append((reply, addr))
-        self._register(group, addr, now, sa, pull)
+        self._register(group, addr, now, ike, pull)
 
     def _pull_first(
         self, header: Header, data: bytes, addr: Addr, now: float, ike: _Ike, key: tuple[bytes, int]
     ) -> None:
         sa = ike.sa
         self._expire(now)
-        if self._half_open() >= self.config.max_half_open:
-            raise _Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
+        victim = self._room_for_proven(addr[0])  # an ISAKMP SA is proof enough
         payloads, iv = sa.open(header, data, b"")
         nonce = _one(payloads, NoncePayload, "GROUPKEY-PULL message 1")
         ident = _one(payloads, IdPayload, "GROUPKEY-PULL message 1")
@@ -710,6 +873,17 @@ class KeyServer:
             )
         if not 8 <= len(nonce.data) <= 256:
             raise _Reject("malformed", "nonce length outside 8..256")
+        authorization = group.policy.authorization
+        if authorization is not None and not authorization.permits(addr[0]):
+            self._unauthorized[group.policy.name] += 1  # kept although the datagram is refused: a tally
+            raise _Reject(
+                "unauthorized",
+                f"{addr[0]} is not permitted by access list {authorization.acl_name} of group "
+                f"{group.policy.name} (authorization address ipv4)",
+                self._notify(sa, addr, NotifyType.AUTHENTICATION_FAILED),
+            )
+        if victim is not None:
+            self._drop_phase1(victim)
         sa.ivs[header.message_id] = iv
         nr = self._random(NONCE_LEN)
         kek = self._kek_policy(group, now)
@@ -720,8 +894,13 @@ class KeyServer:
             [NoncePayload(nr), sa_payload(kek, teks)],
             nonce.data,
         )
-        pull = self._pulls[key] = _Pull(group.policy.name, nonce.data, nr, teks, kek, now, data, reply)
+        pull = self._pulls[key] = _Pull(
+            group.policy.name, addr[0], nonce.data, nr, teks, kek, now, hashlib.sha256(data).digest(), reply
+        )
         self._pulls_open += 1
+        self._count_half_open(addr[0], +1)
+        ike.pulls_open += 1
+        self._touch(ike, now)
         self._pull_deadlines.push(key, pull)
         self._out.append((reply, addr))
 
@@ -736,16 +915,15 @@ class KeyServer:
         sa.ivs.pop(mid, None)
         return msg, addr
 
-    def _register(self, group: _Group, addr: Addr, now: float, sa: IkeSa, pull: _Pull) -> None:
+    def _register(self, group: _Group, addr: Addr, now: float, ike: _Ike, pull: _Pull) -> None:
         ip = addr[0]
-        conn_id = self._next_conn_id
-        self._next_conn_id += 1
+        sa = ike.sa
         group.members[ip] = _Member(
             ip,
             addr[1],
             group.policy.name,
             now,
-            conn_id,
+            ike.conn_id,
             sa.suite.hash,
             sa.keys.skeyid_a,
             pull.ni_b,
@@ -809,20 +987,37 @@ class KeyServer:
 
     def _expire(self, now: float) -> None:
         """Forget half-open registrations, finished PULLs and ISAKMP SAs whose time is up."""
-        self._phase1_deadlines.expire(now)
-        for _key, pull in self._pull_deadlines.expire(now):
+        for key, _p1 in self._phase1_deadlines.expire(now):
+            self._awaiting_msg3.pop(key, None)
+            self._count_half_open(key[0], -1)
+        for (cookies, _mid), pull in self._pull_deadlines.expire(now):
             if not pull.done:
                 self._pulls_open -= 1
+                ike = self._ikes.get(cookies)
+                if ike is not None:
+                    ike.pulls_open -= 1
+                self._count_half_open(pull.peer, -1)
         for cookies, ike in self._ike_deadlines.expire(now):
             self._unindex_ike(cookies, ike)
 
-    def _add_ike(self, ike: _Ike) -> None:
-        cookies = ike.sa.cookies
+    def _add_ike(self, sa: IkeSa, addr: Addr, last_in: bytes, last_out: bytes, now: float) -> None:
+        cookies = sa.cookies
         if cookies in self._ikes:  # random cookies do not repeat, but the index must never go stale
             self._forget_ike(cookies)
+        same_peer = self._ikes_by_ip.get(addr[0], set())
+        while len(same_peer) >= MAX_ISAKMP_SAS_PER_PEER:  # the newest is the one the peer uses
+            self._forget_ike(min(same_peer, key=lambda c: self._ikes[c].conn_id))
+            same_peer = self._ikes_by_ip.get(addr[0], set())
+        ike = _Ike(sa, addr, self._next_conn_id, last_in, last_out, now)
+        self._next_conn_id += 1
         self._ikes[cookies] = ike
-        self._ikes_by_ip.setdefault(ike.addr[0], set()).add(cookies)
+        self._ikes_by_ip.setdefault(addr[0], set()).add(cookies)
         self._ike_deadlines.push(cookies, ike)
+
+    def _touch(self, ike: _Ike, now: float) -> None:
+        """The SA was just used for registration: its idle time starts again."""
+        ike.last_used = now
+        self._ike_deadlines.push(ike.sa.cookies, ike)
 
     def _forget_ike(self, cookies: bytes) -> None:
         self._unindex_ike(cookies, self._ikes.pop(cookies))
@@ -844,7 +1039,17 @@ def _pull_deadline(pull: _Pull) -> float:
 
 
 def _ike_deadline(ike: _Ike) -> float:
-    return ike.sa.expires_at()
+    return min(ike.sa.expires_at(), ike.last_used + REGISTRATION_SA_IDLE_S)
+
+
+def _check_limits(config: KeyServerConfig) -> None:
+    """The registration limits must make sense together (the config readers say where; this says what)."""
+    if not 1 <= config.max_half_open <= MAX_HALF_OPEN_LIMIT:
+        raise ValueError(f"max_half_open {config.max_half_open} is outside 1..{MAX_HALF_OPEN_LIMIT}")
+    if config.max_half_open_per_peer < 1:
+        raise ValueError(f"max_half_open_per_peer {config.max_half_open_per_peer} is below 1")
+    if config.cookie_threshold < 0:
+        raise ValueError(f"cookie_threshold {config.cookie_threshold} is below 0")
 
 
 _T = TypeVar("_T")

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 GDOI_PORT = 848  # RFC 6407 section 2: GDOI uses UDP port 848.
+MAX_HALF_OPEN_LIMIT = 10000  # the largest max_half_open accepted: each entry can hold a few KB
 
 
 # --- Algorithms an operator may choose ------------------------------------------------------------
@@ -99,6 +100,33 @@ def _acl_addr(cidr: str) -> str:
 
 
 @dataclass(frozen=True)
+class AddressRule:
+    """One line of a standard access list: ``permit|deny`` addresses under a wildcard mask."""
+
+    permit: bool
+    address: str = "0.0.0.0"
+    wildcard: str = "255.255.255.255"  # ``any``; ``host A`` is wildcard 0.0.0.0
+
+    def matches(self, address: str) -> bool:
+        care = ~int(ipaddress.IPv4Address(self.wildcard)) & 0xFFFFFFFF
+        return int(ipaddress.IPv4Address(address)) & care == int(ipaddress.IPv4Address(self.address)) & care
+
+
+@dataclass(frozen=True)
+class MemberAuthorization:
+    """IOS ``authorization address ipv4 ACL``: the member addresses a group serves.
+
+    As in an IOS access list the first matching line decides and an address no line matches is denied.
+    """
+
+    acl_name: str
+    rules: tuple[AddressRule, ...]
+
+    def permits(self, address: str) -> bool:
+        return next((rule.permit for rule in self.rules if rule.matches(address)), False)
+
+
+@dataclass(frozen=True)
 class GroupPolicy:
     """What the KS of one group hands out (``crypto gdoi group`` with ``server local``)."""
 
@@ -117,6 +145,7 @@ class GroupPolicy:
     rsa_modulus: int = 2048
     replay_time_window_s: int | None = None  # ``replay time window-size 5``
     rekey_ahead_s: int = 90  # a rekey is sent this long before the TEK expires
+    authorization: MemberAuthorization | None = None  # None: any member with a pre-shared key
 
 
 @dataclass(frozen=True)
@@ -127,6 +156,11 @@ class KeyServerConfig:
     isakmp_policies: tuple[IsakmpPolicy, ...] = (IsakmpPolicy(),)
     port: int = GDOI_PORT
     max_half_open: int = 1000  # registrations in progress at once before new ones are refused
+    # strongSwan's ``block_threshold``: beyond this many registrations in progress from one address,
+    # that address's Main Mode message 1s are answered without keeping state (see admission.py).
+    max_half_open_per_peer: int = 5
+    # Above this many registrations in progress, every message 1 is answered without keeping state.
+    cookie_threshold: int = 10
     max_missed_acks: int | None = None  # None: retransmit_count + 1 rekeys unacknowledged drops the GM
 
 
@@ -245,7 +279,8 @@ class MessageRejected:
     """Either side: an incoming datagram was refused and changed nothing.
 
     ``reason`` is a short machine word (``malformed``, ``bad-hash``, ``bad-signature``, ``replayed``,
-    ``unknown-peer``, ``no-psk``, ``wrong-group``, ``half-open-limit``, ``no-proposal``, ...) counted in
+    ``unknown-peer``, ``no-psk``, ``wrong-group``, ``half-open-limit``, ``no-proposal``, ``oversized``,
+    ``bad-cookie``, ``peer-half-open-limit``, ``unauthorized``, ...) counted in
     the status snapshot; ``detail`` is the human sentence for the log.
     """
 
@@ -337,6 +372,21 @@ class GmStatus:
 
 
 @dataclass(frozen=True)
+class RegistrationStats:
+    """The key server's registration state against its limits (``show crypto gdoi``, KS)."""
+
+    half_open: int = 0
+    half_open_peak: int = 0
+    max_half_open: int = 0
+    max_half_open_per_peer: int = 0
+    cookie_threshold: int = 0
+    stateless_replies: dict[str, int] = field(default_factory=dict)  # why state was not kept -> count
+    isakmp_sas: int = 0
+    remembered_offers: int = 0
+    state_bytes: int = 0  # bytes of peer-chosen data held (SA bodies, messages kept for retransmission)
+
+
+@dataclass(frozen=True)
 class KsGroupStatus:
     group_name: str
     identity: int
@@ -345,6 +395,7 @@ class KsGroupStatus:
     rekey_sequence: int
     members: tuple[MemberInfo, ...]
     selectors: tuple[TrafficSelector, ...]
+    unauthorized_pulls: int = 0  # GROUPKEY-PULLs refused by ``authorization address ipv4``
 
 
 @dataclass(frozen=True)
@@ -353,3 +404,4 @@ class KsStatus:
     groups: tuple[KsGroupStatus, ...]
     isakmp_sas: tuple[IsakmpSaInfo, ...]
     rejected: dict[str, int] = field(default_factory=dict)
+    registration: RegistrationStats = field(default_factory=RegistrationStats)

@@ -22,6 +22,9 @@ Choices this module makes, with their reasons:
   offered transform that matches one exactly in cipher, hash and group; the lifetime becomes the
   smaller of the two.  Nothing weaker than what an operator configured is ever offered or accepted.
 * The ID payload is ID_IPV4_ADDR of the sender's own address (protocol and port 0, RFC 2407 4.6.2).
+* The responder's message 2 is a pure function of message 1 and the cookies (:func:`read_offer`,
+  :func:`message2`), so a key server may answer message 1 without state and rebuild the exchange from
+  the initiator's SA payload when message 3 arrives (:func:`offer_from_body`, :mod:`.admission`).
 * Retransmission is the owning engine's job: these classes only turn a datagram into the next one.
   They change no state unless the incoming message is fully valid (a rejected datagram is a no-op).
 
@@ -32,8 +35,11 @@ Choices this module makes, with their reasons:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import ipaddress
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -433,79 +439,105 @@ class MainModeInitiator:
 
 
 # --- Main Mode responder --------------------------------------------------------------------------------
+#
+# Message 1 is read into an :class:`Offer` by a pure function of the message and the responder's
+# policies, and message 2 is a pure function of the offer and the two cookies.  So the key server can
+# answer message 1 without keeping anything (its responder cookie then proves, in message 3, that the
+# peer receives at its address) and rebuild the exchange when message 3 comes: all it needs is SAi_b,
+# the initiator's SA payload body that HASH_I and HASH_R cover (RFC 2409 section 5), which no later
+# message repeats.
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What message 1 pins down: SAi_b, and the transform this responder takes from it."""
+
+    sai_b: bytes  # the SA payload body, without its generic header (RFC 2409 section 5)
+    doi: int
+    situation: int
+    transform: TransformPayload  # returned unchanged in message 2 (RFC 2408 section 4.2)
+    suite: Suite
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """What the responder cookie and the offer book name the offer by."""
+        return hashlib.sha256(self.sai_b).digest()
+
+
+def own_offer_body(policies: Sequence[IsakmpPolicy]) -> bytes:
+    """SAi_b as :class:`MainModeInitiator` sends it for ``policies``: predictable without a message."""
+    return encode_body(_sa_payload(policies))
+
+
+def _choose(policies: Sequence[IsakmpPolicy], sa: SaPayload, sai_b: bytes) -> Offer:
+    """The first policy (by priority) that an offered transform matches exactly; lifetime the smaller."""
+    if sa.doi not in (Doi.GDOI, Doi.IPSEC):
+        raise Phase1Error("malformed", f"phase 1 SA with DOI {sa.doi}")
+    for pol in _policies_in_order(policies):
+        for prop in sa.proposals:
+            if prop.protocol_id != ProtocolId.ISAKMP:
+                continue
+            for tr in prop.transforms:
+                s = suite_of(tr)
+                if s is not None and (s.cipher, s.hash, s.group) == (pol.cipher, pol.hash, pol.group):
+                    suite = Suite(s.cipher, s.hash, s.group, min(s.lifetime_s, pol.lifetime_s))
+                    return Offer(sai_b, sa.doi, sa.situation, tr, suite)
+    raise Phase1Error("no-proposal", "no offered transform matches a configured ISAKMP policy")
+
+
+def read_offer(policies: Sequence[IsakmpPolicy], header: Header, data: bytes) -> Offer:
+    """Message 1 (``HDR, SA``): the offer, or :class:`Phase1Error`."""
+    if header.encrypted or header.rcookie != b"\x00" * 8 or header.message_id != 0:
+        raise Phase1Error("malformed", "message 1 must be clear with a zero responder cookie and M-ID")
+    decoded = decode_payloads(header.next_payload, data[ISAKMP_HEADER_LEN:], gdoi_sa=False)
+    sa_d = _only(decoded, SaPayload, "message 1")
+    assert isinstance(sa_d.payload, SaPayload)
+    return _choose(policies, sa_d.payload, sa_d.raw[4:])
+
+
+def offer_from_body(policies: Sequence[IsakmpPolicy], sai_b: bytes) -> Offer:
+    """The offer again from a remembered SAi_b: the policies are fixed, so the choice is the same."""
+    generic_header = struct.pack("!BBH", 0, 0, 4 + len(sai_b))
+    (sa_d,) = decode_payloads(PayloadType.SA, generic_header + sai_b, gdoi_sa=False)
+    assert isinstance(sa_d.payload, SaPayload)
+    return _choose(policies, sa_d.payload, sai_b)
+
+
+def message2(offer: Offer, icookie: bytes, rcookie: bytes) -> bytes:
+    """``HDR, SA`` with the one chosen transform, as offered."""
+    reply_sa = SaPayload(
+        offer.doi, offer.situation, (ProposalPayload(1, ProtocolId.ISAKMP, b"", (offer.transform,)),)
+    )
+    return encode_message(icookie, rcookie, ExchangeType.MAIN_MODE, 0, 0, [reply_sa])
 
 
 class MainModeResponder:
-    """The KS side of Main Mode.  Build it with :meth:`start` from message 1."""
+    """The KS side of Main Mode from message 3 on: what message 1 settled, then :meth:`handle`."""
 
     def __init__(
         self,
         local: str,
         peer: str,
         psk: bytes,
-        suite: Suite,
-        sai_b: bytes,
+        offer: Offer,
         icookie: bytes,
+        rcookie: bytes,
         random: RandomFn,
-        started_at: float,
     ) -> None:
         self.local = local
         self.peer = peer
         self.psk = psk
-        self.suite = suite
-        self.sai_b = sai_b
+        self.suite = offer.suite
+        self.sai_b = offer.sai_b
         self.icookie = icookie
-        self.rcookie = random(8)
+        self.rcookie = rcookie
         self.random = random
-        self.started_at = started_at
         self.state = 3  # next message expected from the initiator
         self.dh: DhKeyPair | None = None
         self.keys: Phase1Keys | None = None
         self.g_xi = b""
         self.iv = b""
         self.established: IkeSa | None = None
-
-    @classmethod
-    def start(
-        cls,
-        policies: Sequence[IsakmpPolicy],
-        psk: bytes,
-        local: str,
-        peer: str,
-        header: Header,
-        data: bytes,
-        random: RandomFn,
-        now: float,
-    ) -> tuple[MainModeResponder, bytes]:
-        """Process message 1: choose a transform.  Returns the session and message 2."""
-        if header.encrypted or header.rcookie != b"\x00" * 8 or header.message_id != 0:
-            raise Phase1Error("malformed", "message 1 must be clear with a zero responder cookie and M-ID")
-        decoded = decode_payloads(header.next_payload, data[ISAKMP_HEADER_LEN:], gdoi_sa=False)
-        sa_d = _only(decoded, SaPayload, "message 1")
-        sa = sa_d.payload
-        assert isinstance(sa, SaPayload)
-        if sa.doi not in (Doi.GDOI, Doi.IPSEC):
-            raise Phase1Error("malformed", f"phase 1 SA with DOI {sa.doi}")
-        chosen: tuple[TransformPayload, Suite] | None = None
-        for pol in _policies_in_order(policies):
-            for prop in sa.proposals:
-                if prop.protocol_id != ProtocolId.ISAKMP:
-                    continue
-                for tr in prop.transforms:
-                    s = suite_of(tr)
-                    if s is not None and (s.cipher, s.hash, s.group) == (pol.cipher, pol.hash, pol.group):
-                        chosen = (tr, Suite(s.cipher, s.hash, s.group, min(s.lifetime_s, pol.lifetime_s)))
-                        break
-                if chosen:
-                    break
-            if chosen:
-                break
-        if chosen is None:
-            raise Phase1Error("no-proposal", "no offered transform matches a configured ISAKMP policy")
-        tr, suite = chosen
-        self = cls(local, peer, psk, suite, sa_d.raw[4:], header.icookie, random, now)
-        reply_sa = SaPayload(sa.doi, sa.situation, (ProposalPayload(1, ProtocolId.ISAKMP, b"", (tr,)),))
-        return self, encode_message(self.icookie, self.rcookie, ExchangeType.MAIN_MODE, 0, 0, [reply_sa])
 
     def handle(self, header: Header, data: bytes, now: float) -> bytes:
         """Process message 3 or 5; returns message 4 or 6."""

@@ -362,6 +362,8 @@ def _ks_group_json(view: KsView, group: KsGroupStatus) -> dict[str, Any]:
         "rekey_retransmit_attempts": policy.rekey_retransmit_count if policy else None,
         "replay_time_window_s": policy.replay_time_window_s if policy else None,
         "acl": [_selector_json(s) for s in group.selectors],
+        "authorization_acl": policy.authorization.acl_name if policy and policy.authorization else None,
+        "unauthorized_pulls": group.unauthorized_pulls,
         "kek": _kek_json(group.kek),
         "teks": [_tek_json(t) for t in group.teks],
     }
@@ -372,8 +374,29 @@ def gdoi_ks_json(view: KsView) -> dict[str, Any]:
         "role": "ks",
         "local_address": view.status.local_address,
         "groups": [_ks_group_json(view, g) for g in view.status.groups],
+        "registration": to_jsonable(view.status.registration),
         "rejected": dict(view.status.rejected),
     }
+
+
+def _registration_lines(view: KsView) -> list[str]:
+    """Not an IOS block: how registrations stand against the key server's limits, and every refusal."""
+    reg = view.status.registration
+    stateless = ", ".join(f"{why} {n}" for why, n in sorted(reg.stateless_replies.items()))
+    lines = [
+        "REGISTRATION PROTECTION:",
+        _field("Half-open now / peak", f"{reg.half_open} / {reg.half_open_peak}"),
+        _field("Half-open limits", f"{reg.max_half_open} in all, {reg.max_half_open_per_peer} per peer"),
+        _field("Cookies above", f"{reg.cookie_threshold} half-open"),
+        _field("Stateless replies", f"{sum(reg.stateless_replies.values())} ({stateless or 'none'})"),
+        _field("ISAKMP SAs", reg.isakmp_sas),
+        _field("Offers remembered", reg.remembered_offers),
+        _field("Peer data held (bytes)", reg.state_bytes),
+        "    Refused datagrams",
+    ]
+    rejected = sorted(view.status.rejected.items())
+    lines += [_field(reason, count, 8) for reason, count in rejected] or [_field("(none)", 0, 8)]
+    return lines
 
 
 def format_gdoi_ks(view: KsView) -> str:
@@ -412,6 +435,9 @@ def format_gdoi_ks(view: KsView) -> str:
             lines += ["    SA Rekey", _field("Remaining Lifetime", f"{newest.lifetime_remaining_s} secs", 7)]
         lines.append("    ACL Configured           :")
         lines.extend(f"      {s.acl_text()}" for s in group.selectors)
+        if data["authorization_acl"] is not None:
+            lines.append(_field("Authorization ACL", data["authorization_acl"]))
+            lines.append(_field("Unauthorized pulls", group.unauthorized_pulls))
         lines.append("")
         lines.extend(_kek_lines(group.kek))
         lines.append("")
@@ -422,7 +448,49 @@ def format_gdoi_ks(view: KsView) -> str:
         lines.append("")
     if not view.status.groups:
         lines.append("No GDOI groups configured")
+    lines.extend(_registration_lines(view))
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# --- show crypto gdoi ks --------------------------------------------------------------------------
+
+
+def ks_json(view: KsView) -> dict[str, Any]:
+    return {
+        "role": "ks",
+        "key_server": view.status.local_address,
+        "members_registered": sum(len(g.members) for g in view.status.groups),
+        "groups": [
+            {
+                "group_name": g.group_name,
+                "group_identity": g.identity,
+                "group_members": len(g.members),
+                "authorization_acl": _ks_group_json(view, g)["authorization_acl"],
+                "unauthorized_pulls": g.unauthorized_pulls,
+            }
+            for g in view.status.groups
+        ],
+        "registration": to_jsonable(view.status.registration),
+        "rejected": dict(view.status.rejected),
+    }
+
+
+def format_ks(view: KsView) -> str:
+    """IOS's header and per-group lines, then how registrations stand against the limits."""
+    data = ks_json(view)
+    lines = [f"Total group members registered to this box: {data['members_registered']}", ""]
+    for group in data["groups"]:
+        lines += [
+            f"Key Server Information For Group {group['group_name']}:",
+            _field("Group Name", group["group_name"]),
+            _field("Group Identity", group["group_identity"]),
+            _field("Group Members", group["group_members"]),
+            _field("Authorization ACL", group["authorization_acl"] or "None"),
+            _field("Unauthorized pulls", group["unauthorized_pulls"]),
+            "",
+        ]
+    lines.extend(_registration_lines(view))
+    return "\n".join(lines) + "\n"
 
 
 # --- show crypto gdoi ks members ------------------------------------------------------------------
@@ -625,6 +693,7 @@ class ShowCommand:
 
 SHOW_COMMANDS: tuple[ShowCommand, ...] = (
     ShowCommand(("crypto", "gdoi"), (format_gdoi_gm, gdoi_gm_json), (format_gdoi_ks, gdoi_ks_json)),
+    ShowCommand(("crypto", "gdoi", "ks"), None, (format_ks, ks_json)),
     ShowCommand(("crypto", "gdoi", "ks", "members"), None, (format_ks_members, ks_members_json)),
     ShowCommand(
         ("crypto", "isakmp", "sa"), (format_isakmp_sa, isakmp_sa_json), (format_isakmp_sa, isakmp_sa_json)
