@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from engine_harness import (
     FAST_POLICY,
@@ -226,6 +228,41 @@ def test_rekey_signed_by_another_key_is_rejected_and_changes_nothing() -> None:
     assert after.teks == before.teks and after.rekeys_cumulative == 0
     assert after.rejected == {"bad-signature": 1}
     assert not net.gm(GMS[0]).datagrams_to_send(net.now)  # no acknowledgement for a forgery
+
+
+def test_push_reannouncing_the_kek_spi_with_another_algorithm_changes_nothing() -> None:
+    """Issue 13 item 4: a push signed by the key server that names the current KEK SPI with another
+    algorithm (and a key of that algorithm) is refused as a whole; the member keeps its KEK and
+    still accepts the genuine rekeys that follow."""
+    net = make_lab(1)
+    ks = net.ks()
+    group = ks._groups["GDOI_GROUP"]
+    real_kek = group.kek
+    assert real_kek.cipher is Phase1Cipher.AES_CBC_256
+    group.kek = replace(real_kek, cipher=Phase1Cipher.TRIPLE_DES, key=bytes(range(24)))
+    group.sequence += 1
+    odd = ks._build_push(group, real_kek, net.now)
+    group.sequence -= 1
+    group.kek = real_kek
+    gm = net.gm(GMS[0])
+    assert gm._kek is not None
+    kek_before = (gm._kek.ann, gm._kek.key)
+    before = gm.status(net.now)
+    n_events = len(net.events[GMS[0]])
+    net.inject(odd, (KS_ADDR, 848), GMS[0])
+    (rejected,) = net.events[GMS[0]][n_events:]
+    assert isinstance(rejected, MessageRejected) and rejected.reason == "bad-policy"
+    assert (gm._kek.ann, gm._kek.key) == kek_before
+    after = gm.status(net.now)
+    assert after.kek == before.kek and after.teks == before.teks and after.rekeys_cumulative == 0
+    assert not gm.datagrams_to_send(net.now)
+    ks.force_rekey(net.now)
+    net.advance(1)
+    assert gm.status(net.now).rekeys_cumulative == 1
+    assert ks.status(net.now).groups[0].members[0].rekey_acks == 1
+    ks.force_rekey(net.now)
+    net.advance(1)
+    assert gm.status(net.now).rekeys_cumulative == 2
 
 
 def test_replayed_rekey_is_rejected() -> None:

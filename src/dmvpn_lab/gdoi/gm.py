@@ -77,6 +77,7 @@ from .crypto import (
 from .groupsa import (
     SIG_HASH_IOS_NAMES,
     KekAnnouncement,
+    KekKeys,
     PolicyError,
     TekAnnouncement,
     read_kd,
@@ -452,9 +453,7 @@ class GroupMember:
     # --- rekeys -----------------------------------------------------------------------------------------
 
     def _push(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
-        kek = next(
-            (k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == header.spi), None
-        )
+        kek = self._held_kek(header.spi)
         if kek is None:
             raise _Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
         if not header.encrypted or header.message_id != 0:
@@ -481,12 +480,15 @@ class GroupMember:
         kd = _one(body, KdPayload, "GROUPKEY-PUSH")
         new_kek, teks = _read_sa(sa)
         tek_keys, kek_keys = read_kd(kd, teks, new_kek)
+        held = self._held_kek(new_kek.spi) if new_kek is not None else None
         public_key = None
-        if new_kek is not None and new_kek.spi != kek.ann.spi:
+        if new_kek is not None and held is not None:
+            _check_refresh(held, new_kek, kek_keys)
+        elif new_kek is not None:
             if kek_keys is None or len(kek_keys.key) != cipher_key_len(new_kek.cipher):
                 raise _Reject("bad-policy", "a new KEK was announced without a valid key")
             public_key = rsa_public_from_der(kek_keys.public_key_der)
-        # accepted: commit
+        # Accepted.  Everything that can fail was checked above, so the push changes all or nothing.
         self._last_seq = seq
         self._last_push = digest
         self._rekeys_cumulative += 1
@@ -494,14 +496,17 @@ class GroupMember:
         self._last_rekey_at = now
         if new_kek is not None and public_key is not None and kek_keys is not None:
             self._install_kek(new_kek, kek_keys.key, public_key, now)
-        elif new_kek is not None and kek is self._kek:
-            self._kek.ann = new_kek  # same KEK, refreshed policy (lifetime, ACK request)
-            self._kek.expires_at = now + new_kek.lifetime_s
+        elif new_kek is not None and held is not None:
+            held.ann = new_kek  # same KEK, refreshed policy (lifetime, ACK request)
+            held.expires_at = now + new_kek.lifetime_s
         self._acks_requested = bool(self._kek and self._kek.ann.ack_requested)
         self._events.append(RekeyReceived(addr[0], seq))
         self._install_teks(teks, tek_keys, now)
         if self._acks_requested:
             self._send_ack(kek, seq, addr)
+
+    def _held_kek(self, spi: bytes) -> _Kek | None:
+        return next((k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == spi), None)
 
     def _send_ack(self, kek: _Kek, seq: int, addr: Addr) -> None:
         """RFC 8263: HDR*, HASH, SEQ, ID under the KEK that protected the push."""
@@ -587,6 +592,19 @@ def _read_sa(sa: GdoiSaPayload) -> tuple[KekAnnouncement | None, list[TekAnnounc
     kek = read_kek(keks[0]) if keks else None
     teks = read_teks([p for p in sa.payloads if isinstance(p, SaTekPayload)])
     return kek, teks
+
+
+def _check_refresh(held: _Kek, ann: KekAnnouncement, keys: KekKeys | None) -> None:
+    """A push may refresh the policy of a KEK the member holds, but never its algorithm or keys:
+    RFC 6407 section 5.3 gives a new KEK a new SPI, and a member that took another cipher for the same
+    SPI could read no later push."""
+    if ann.cipher is not held.ann.cipher:
+        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with another algorithm")
+    if keys is not None and (
+        keys.key != held.key
+        or rsa_public_from_der(keys.public_key_der).public_numbers() != held.public_key.public_numbers()
+    ):
+        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with other keys")
 
 
 def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:
