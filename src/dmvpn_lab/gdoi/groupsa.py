@@ -4,13 +4,15 @@ Both the GROUPKEY-PULL (message 2 carries the SA, message 4 the KD) and the GROU
 KD together) describe the same things, so the key server builds them and the group member reads
 them here:
 
-* SA KEK (RFC 6407 section 5.3): the rekey SA.  Protocol UDP (17), source = the key server at port
-  848, destination = the multicast group (or 0.0.0.0 for unicast rekeys), the 16-byte SPI, and the
-  attributes KEK_ALGORITHM, KEK_KEY_LENGTH, KEK_KEY_LIFETIME, SIG_HASH_ALGORITHM, SIG_ALGORITHM,
-  SIG_KEY_LENGTH, plus KEK_ACK_REQUESTED when unicast members must acknowledge (RFC 8263 section 3).
+* SA KEK (RFC 6407 section 5.3): the rekey SA.  Protocol UDP (17), source = the key server at its
+  port (848 unless configured), destination = the multicast group (or 0.0.0.0 for unicast rekeys) at
+  the same port, the 16-byte SPI, and the attributes KEK_ALGORITHM, KEK_KEY_LENGTH (which members
+  default for 3DES), KEK_KEY_LIFETIME, SIG_HASH_ALGORITHM, SIG_ALGORITHM, SIG_KEY_LENGTH, plus
+  KEK_ACK_REQUESTED when unicast members must acknowledge (RFC 8263 section 3).
 * SA TEK (section 5.4.1, GDOI_PROTO_IPSEC_ESP): one payload per traffic selector (an ACL line):
-  IP protocol, source and destination as ID_IPV4_ADDR_SUBNET, the ESP transform ID and SPI, then
-  RFC 2407 attributes (SA life type/duration, encapsulation mode, authentication algorithm, key length).
+  IP protocol, source and destination (ID_IPV4_ADDR for a host, ID_IPV4_ADDR_SUBNET otherwise; both
+  are read), the ESP transform ID and SPI, then RFC 2407 attributes (SA life type/duration,
+  encapsulation mode, authentication algorithm, key length).
 * KD (section 5.5): a TEK key packet per SPI (TEK_ALGORITHM_KEY and TEK_INTEGRITY_KEY; for AES-GCM
   the algorithm key is the key followed by the 4-byte salt, RFC 4106 section 8.1) and a KEK key packet
   (KEK_ALGORITHM_KEY and SIG_ALGORITHM_KEY, the key server's RSA public key).
@@ -56,7 +58,7 @@ from .constants import (
     Situation,
     TekKeyAttr,
 )
-from .model import GDOI_PORT, Phase1Cipher, TekTransform, TrafficSelector
+from .model import Phase1Cipher, TekTransform, TrafficSelector
 
 UDP = 17
 
@@ -98,6 +100,9 @@ KEK_CIPHERS: dict[Phase1Cipher, tuple[KekAlgorithm, int]] = {
     Phase1Cipher.AES_CBC_128: (KekAlgorithm.AES, 128),
     Phase1Cipher.AES_CBC_256: (KekAlgorithm.AES, 256),
 }
+# RFC 6407 section 5.3.4: KEK_KEY_LENGTH matters for ciphers of several key lengths (AES); members
+# default it for the fixed-length ones.  3DES counts its parity bits (192), as IKE does.
+FIXED_KEK_KEY_BITS: dict[int, int] = {KekAlgorithm.TRIPLE_DES: 192}
 SIG_HASHES: dict[str, SigHashAlgorithm] = {
     "md5": SigHashAlgorithm.MD5,
     "sha1": SigHashAlgorithm.SHA1,
@@ -121,6 +126,7 @@ class KekPolicy:
     source: str  # key server address
     destination: str  # multicast group, or 0.0.0.0 for unicast rekeys
     ack_requested: bool
+    port: int  # the key server's UDP port: rekeys come from it and go to it (section 5.3)
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,12 @@ class TekPolicy:
     replay_time_window_s: int | None
 
 
-def _subnet_id(cidr: str) -> IdSpec:
+def _selector_id(cidr: str) -> IdSpec:
+    """RFC 2407 section 4.6.2.1 has a type for a single address: a /32 goes as ID_IPV4_ADDR, as deployed
+    stacks send hosts; anything wider as ID_IPV4_ADDR_SUBNET.  :func:`_cidr_of` reads both."""
     net = ipaddress.IPv4Network(cidr, strict=False)
+    if net.prefixlen == net.max_prefixlen:
+        return IdSpec(IdType.IPV4_ADDR, 0, net.network_address.packed)
     return IdSpec(IdType.IPV4_ADDR_SUBNET, 0, net.network_address.packed + net.netmask.packed)
 
 
@@ -169,7 +179,7 @@ def sa_kek_payload(kek: KekPolicy) -> SaKekPayload:
     if kek.ack_requested:
         attrs.append(Attribute(KekAttr.KEK_ACK_REQUESTED, KekAckType.CUMULATIVE))
     return SaKekPayload(
-        UDP, _addr_id(kek.source, GDOI_PORT), _addr_id(kek.destination, GDOI_PORT), kek.spi, tuple(attrs)
+        UDP, _addr_id(kek.source, kek.port), _addr_id(kek.destination, kek.port), kek.spi, tuple(attrs)
     )
 
 
@@ -190,8 +200,8 @@ def sa_tek_payloads(tek: TekPolicy) -> list[SaTekPayload]:
         SaTekPayload(
             SaTekProtocol.IPSEC_ESP,
             sel.protocol,
-            _subnet_id(sel.source),
-            _subnet_id(sel.destination),
+            _selector_id(sel.source),
+            _selector_id(sel.destination),
             spec.esp_id,
             tek.spi,
             tuple(attrs),
@@ -270,7 +280,10 @@ def read_kek(sak: SaKekPayload) -> KekAnnouncement:
     if len(sak.spi) != KEK_SPI_LEN:
         raise PolicyError("bad-policy", f"{what}: SPI of {len(sak.spi)} bytes")
     alg = _int_attr(sak.attributes, KekAttr.KEK_ALGORITHM, what)
-    bits = _int_attr(sak.attributes, KekAttr.KEK_KEY_LENGTH, what)
+    if find_attribute(sak.attributes, KekAttr.KEK_KEY_LENGTH) is None and alg in FIXED_KEK_KEY_BITS:
+        bits = FIXED_KEK_KEY_BITS[alg]  # a fixed-length cipher needs no length, and some stacks omit it
+    else:
+        bits = _int_attr(sak.attributes, KekAttr.KEK_KEY_LENGTH, what)
     cipher = next((c for c, v in KEK_CIPHERS.items() if v == (alg, bits)), None)
     if cipher is None:
         raise PolicyError("bad-policy", f"{what}: KEK algorithm {alg}/{bits} bits not supported")

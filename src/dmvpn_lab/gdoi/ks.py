@@ -86,7 +86,6 @@ from .crypto import (
 )
 from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
 from .model import (
-    GDOI_PORT,
     Event,
     GroupPolicy,
     IsakmpSaInfo,
@@ -452,6 +451,7 @@ class KeyServer:
             self.config.local_address,
             dest,
             ack_requested=not multicast,
+            port=self.config.port,
         )
 
     def _tek_policies(self, group: _Group, now: float) -> tuple[TekPolicy, ...]:
@@ -529,7 +529,7 @@ class KeyServer:
     def _transmit(self, group: _Group, pending: _PendingRekey) -> None:
         pol = group.policy
         if pending.multicast and pol.rekey_multicast_address:
-            self._out.append((pending.datagram, (pol.rekey_multicast_address, GDOI_PORT)))
+            self._out.append((pending.datagram, (pol.rekey_multicast_address, self.config.port)))
             return
         for address in sorted(pending.unacked):
             m = group.members.get(address)
