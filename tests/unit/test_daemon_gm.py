@@ -19,7 +19,7 @@ import pytest
 
 from dmvpn_lab.gdoi import daemon as daemon_module
 from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon, StartupError
-from dmvpn_lab.gdoi.model import Event, TekInstalled, TekSA, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.model import Event, TekDeleted, TekInstalled, TekSA, TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.xfrm import Acquire, NhrpBinding, XfrmError
 
 GM = "127.0.0.1"
@@ -140,6 +140,21 @@ def test_without_fail_close_nothing_is_installed_before_the_first_tek(tmp_path: 
     journal: list[str] = []
     run_gm(tmp_path, journal, lambda daemon, engine: None, xfrm=True)
     assert journal[1:3] == ["neigh show", "engine start"]
+
+
+def test_a_tek_the_key_server_deletes_leaves_the_kernel_at_once(tmp_path: Path) -> None:
+    """Issue 17 item 5: a Delete payload's TekDeleted goes the way of an expired TEK (remove_tek)."""
+    journal: list[str] = []
+
+    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+        engine.events.append(TekInstalled(TEK))
+        daemon._pump()
+        assert not any("state delete" in line for line in journal)
+        engine.events.append(TekDeleted(TEK.spi))
+        daemon._pump()
+
+    run_gm(tmp_path, journal, script, xfrm=True)
+    assert f"xfrm state delete src 0.0.0.0 dst {GM} proto esp spi 0x{TEK.spi:08x}" in journal
 
 
 NEIGHBOURS = """\

@@ -18,6 +18,7 @@ from engine_harness import (
 )
 
 from dmvpn_lab.gdoi.constants import ExchangeType
+from dmvpn_lab.gdoi.crypto import KekKey
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.model import (
     GroupMemberConfig,
@@ -238,8 +239,8 @@ def test_push_reannouncing_the_kek_spi_with_another_algorithm_changes_nothing() 
     ks = net.ks()
     group = ks._groups["GDOI_GROUP"]
     real_kek = group.kek
-    assert real_kek.cipher is Phase1Cipher.AES_CBC_256
-    group.kek = replace(real_kek, cipher=Phase1Cipher.TRIPLE_DES, key=bytes(range(24)))
+    assert real_kek.key.cipher is Phase1Cipher.AES_CBC_256
+    group.kek = replace(real_kek, key=KekKey(Phase1Cipher.TRIPLE_DES, bytes(range(24)), bytes(8)))
     group.sequence += 1
     odd = ks._build_push(group, real_kek, net.now)
     group.sequence -= 1

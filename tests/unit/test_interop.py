@@ -7,9 +7,12 @@ leaves open) the field.  docs/interop.md lists the same differences with what we
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from cryptography.hazmat.primitives import serialization
-from engine_harness import FAST_POLICY, KS_ADDR, PSK, group_policy, rsa_key, seeded_random
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from engine_harness import FAST_POLICY, KS_ADDR, PSK, Network, group_policy, make_lab, rsa_key, seeded_random
 
 from dmvpn_lab.gdoi.codec import (
     GdoiSaPayload,
@@ -21,7 +24,14 @@ from dmvpn_lab.gdoi.codec import (
     encode_body,
 )
 from dmvpn_lab.gdoi.constants import ExchangeType
-from dmvpn_lab.gdoi.crypto import cbc_encrypt, rsa_public_der, rsa_public_from_der
+from dmvpn_lab.gdoi.crypto import (
+    CryptoError,
+    KekKey,
+    cbc_decrypt,
+    cbc_encrypt,
+    rsa_public_der,
+    rsa_public_from_der,
+)
 from dmvpn_lab.gdoi.groupsa import (
     PolicyError,
     TekPolicy,
@@ -34,7 +44,10 @@ from dmvpn_lab.gdoi.ks import KeyServer
 from dmvpn_lab.gdoi.model import (
     KeyServerConfig,
     Phase1Cipher,
+    Registered,
     RekeyTransport,
+    TekDeleted,
+    TekInstalled,
     TekTransform,
     TrafficSelector,
 )
@@ -280,3 +293,172 @@ def test_message_5_under_another_key_is_bad_hash() -> None:
     with pytest.raises(Phase1Error) as err:
         ks.handle(Header.decode(data), data, 0.0)
     assert err.value.reason == "bad-hash"
+
+
+# --- 3. KEK key and IV --------------------------------------------------------------------------------
+
+
+def test_kek_download_forms_are_told_apart_by_length() -> None:
+    key, iv = bytes(range(32)), bytes(range(100, 116))
+    # RFC 6407 5.5.2.1: the IV comes first in KEK_ALGORITHM_KEY when the mode needs one (CBC does).
+    assert KekKey.from_download(Phase1Cipher.AES_CBC_256, iv + key) == KekKey(Phase1Cipher.AES_CBC_256, key, iv)
+    # The bare key (this project before issue 17): the IV then travels in front of each ciphertext.
+    assert KekKey.from_download(Phase1Cipher.AES_CBC_256, key) == KekKey(Phase1Cipher.AES_CBC_256, key, None)
+    # 3DES: 8-byte IV and 24-byte key (RFC 3547 5.5.3.1: the three DES keys in order, parity included).
+    assert KekKey.from_download(Phase1Cipher.TRIPLE_DES, key).iv == key[:8]
+    with pytest.raises(CryptoError):
+        KekKey.from_download(Phase1Cipher.AES_CBC_128, bytes(20))
+
+
+def _registered(legacy_kek: bool = False) -> Network:
+    """A member registered with a key server whose KEK is downloaded with its IV (RFC 6407) or bare."""
+    net = make_lab(1, start=False)
+    group = net.ks()._groups["GDOI_GROUP"]
+    if legacy_kek:
+        group.kek = replace(group.kek, key=replace(group.kek.key, iv=None))
+    net.gm(GM_ADDR).start(net.now)
+    net.flush()
+    assert net.gm(GM_ADDR).status(net.now).registered
+    return net
+
+
+def _seq(seq: int) -> bytes:
+    return seq.to_bytes(4, "big")  # RFC 6407 5.6
+
+
+def _new_tek_payloads(spi: int) -> list[tuple[int, bytes]]:
+    """SA with one SA TEK (ESP GCM-256, GRE any any) and the KD carrying its 36 key bytes (5.5.1)."""
+    attrs = _tv(1, 1) + _tlv(2, (3600).to_bytes(4, "big")) + _tv(4, 2) + _tv(6, 256)
+    sat = bytes([1, 47]) + ANY + ANY + bytes([20]) + spi.to_bytes(4, "big") + attrs
+    sa_body = (2).to_bytes(4, "big") + bytes(4) + (16).to_bytes(2, "big") + bytes(2) + _generic(0, sat)
+    key_attr = _tlv(1, bytes(range(36)))
+    packet_body = bytes([4]) + spi.to_bytes(4, "big") + key_attr
+    packet = bytes([1, 0]) + (4 + len(packet_body)).to_bytes(2, "big") + packet_body
+    kd_body = (1).to_bytes(2, "big") + bytes(2) + packet
+    return [(1, sa_body), (17, kd_body)]
+
+
+def _delete(protocol: int, *spis: bytes) -> tuple[int, bytes]:
+    """RFC 2408 3.15 Delete: DOI (GDOI), protocol, SPI size, number of SPIs, SPIs."""
+    body = (2).to_bytes(4, "big") + bytes([protocol, len(spis[0])]) + len(spis).to_bytes(2, "big")
+    return 12, body + b"".join(spis)
+
+
+def _hand_push(
+    net: Network, seq: int, payloads: list[tuple[int, bytes]], *, signed_length: str = "before encryption"
+) -> bytes:
+    """A GROUPKEY-PUSH built byte by byte: HDR*, SEQ, payloads..., SIG (RFC 6407 section 4)."""
+    kek = net.ks()._groups["GDOI_GROUP"].kek
+    chain = [(18, _seq(seq)), *payloads]
+    signed = b"".join(
+        _generic(chain[i + 1][0] if i + 1 < len(chain) else 9, body) for i, (_t, body) in enumerate(chain)
+    )
+    sig_payload_len = 4 + rsa_key().key_size // 8
+    block = 16
+    padded_len = -(-(len(signed) + sig_payload_len) // block) * block
+    sent_len = 28 + padded_len + (block if kek.key.iv is None else 0)
+    length = {
+        "before encryption": 28 + len(signed) + sig_payload_len,  # RFC 6407 / RFC 3547 section 4
+        "as sent": sent_len,  # this project before issue 17
+        "without SIG": 28 + len(signed),
+    }[signed_length]
+    signature = rsa_key().sign(
+        b"rekey" + _isakmp_header(kek.spi[:8], kek.spi[8:], 18, 33, 1, length) + signed,
+        padding.PKCS1v15(),
+        hashes.SHA256(),  # SIG_HASH_ALGORITHM of an AES KEK here
+    )
+    plain = signed + _generic(0, signature)
+    if kek.key.iv is None:
+        explicit_iv = bytes(range(200, 216))
+        ct = explicit_iv + cbc_encrypt(kek.key.cipher, kek.key.key, explicit_iv, plain)
+    else:
+        ct = cbc_encrypt(kek.key.cipher, kek.key.key, kek.key.iv, plain)
+    assert 28 + len(ct) == sent_len
+    return _isakmp_header(kek.spi[:8], kek.spi[8:], 18, 33, 1, 28 + len(ct)) + ct
+
+
+@pytest.mark.parametrize("legacy_kek", [False, True], ids=["IV in KD (RFC 6407)", "IV per message"])
+def test_member_reads_pushes_under_either_kek_form(legacy_kek: bool) -> None:
+    net = _registered(legacy_kek)
+    kd = net.gm(GM_ADDR)._kek
+    assert kd is not None and (kd.key.iv is None) is legacy_kek
+    net.inject(_hand_push(net, 5, _new_tek_payloads(0x1234)), (KS_ADDR, 848), GM_ADDR)
+    assert [e.sa.spi for e in net.of_type(GM_ADDR, TekInstalled) if isinstance(e, TekInstalled)][-1] == 0x1234
+    assert net.gm(GM_ADDR).status(net.now).rejected == {}
+
+
+def test_key_server_sends_the_iv_with_the_kek_and_encrypts_with_it() -> None:
+    net = _registered()
+    kek = net.ks()._groups["GDOI_GROUP"].kek
+    assert kek.key.iv is not None and len(kek.key.download()) == 16 + 32
+    net.ks().force_rekey(net.now)
+    (push, _dst), *_rest = net.ks().datagrams_to_send(net.now)
+    plain = cbc_decrypt(kek.key.cipher, kek.key.key, kek.key.iv, push[28:])  # no IV in front
+    assert plain[:4] == bytes.fromhex("01 00 0008")  # SEQ (next: SA), 8 bytes long
+
+
+# --- 4. What the push signature covers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signed_length", ["before encryption", "as sent", "without SIG"])
+def test_member_accepts_each_reading_of_the_signed_header(signed_length: str) -> None:
+    net = _registered()
+    net.inject(_hand_push(net, 5, _new_tek_payloads(0x1234), signed_length=signed_length), (KS_ADDR, 848), GM_ADDR)
+    assert net.gm(GM_ADDR).status(net.now).rekeys_cumulative == 1
+
+
+def test_key_server_signs_the_message_before_encryption() -> None:
+    net = _registered()
+    kek = net.ks()._groups["GDOI_GROUP"].kek
+    assert kek.key.iv is not None
+    net.ks().force_rekey(net.now)
+    (push, _dst), *_rest = net.ks().datagrams_to_send(net.now)
+    plain = cbc_decrypt(kek.key.cipher, kek.key.key, kek.key.iv, push[28:])
+    decoded = decode_payloads(18, plain, gdoi_sa=True, padded=True)
+    signed = b"".join(d.raw for d in decoded[:-1])
+    sig = decoded[-1]
+    length = 28 + len(signed) + len(sig.raw)  # no padding: RFC 6407 section 4, "before encryption"
+    assert length < len(push)
+    rsa_key().public_key().verify(
+        sig.raw[4:], b"rekey" + push[:24] + length.to_bytes(4, "big") + signed, padding.PKCS1v15(), hashes.SHA256()
+    )
+
+
+# --- 5. Delete payloads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        1,  # RFC 6407 5.4: GDOI_PROTO_IPSEC_ESP
+        3,  # RFC 2407 4.4.1: PROTO_IPSEC_ESP of the IPsec DOI, as RFC 3547-era stacks send
+    ],
+)
+def test_push_with_only_a_tek_delete_removes_the_tek(protocol: int) -> None:
+    net = _registered()
+    gm = net.gm(GM_ADDR)
+    (tek,) = gm.status(net.now).teks
+    net.inject(_hand_push(net, 5, [_delete(protocol, tek.spi.to_bytes(4, "big"))]), (KS_ADDR, 848), GM_ADDR)
+    assert gm.status(net.now).teks == ()
+    assert net.events[GM_ADDR][-1] == TekDeleted(tek.spi)
+    assert gm.status(net.now).rejected == {}
+
+
+def test_push_deleting_the_kek_makes_the_member_register_again() -> None:
+    net = _registered()
+    gm = net.gm(GM_ADDR)
+    spi = net.ks()._groups["GDOI_GROUP"].kek.spi
+    net.inject(_hand_push(net, 5, [_delete(1, spi)]), (KS_ADDR, 848), GM_ADDR)
+    assert gm.status(net.now).kek is None
+    net.advance(1)
+    assert len(net.of_type(GM_ADDR, Registered)) == 2 and gm.status(net.now).kek is not None
+
+
+def test_delete_and_new_tek_in_one_push() -> None:
+    net = _registered()
+    gm = net.gm(GM_ADDR)
+    (old,) = gm.status(net.now).teks
+    payloads = [_delete(1, old.spi.to_bytes(4, "big")), *_new_tek_payloads(0x1234)]
+    net.inject(_hand_push(net, 5, payloads), (KS_ADDR, 848), GM_ADDR)
+    assert [t.spi for t in gm.status(net.now).teks] == [0x1234]
+

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .codec import (
     Decoded,
     DecodeError,
+    DeletePayload,
     GdoiSaPayload,
     HashPayload,
     Header,
@@ -58,19 +59,22 @@ from .codec import (
 )
 from .constants import (
     ISAKMP_HEADER_LEN,
-    REKEY_SIGNATURE_PREFIX,
+    KEK_SPI_LEN,
+    Doi,
     ExchangeType,
     Flags,
     IdType,
     NotifyType,
     PayloadType,
+    ProtocolId,
+    SaTekProtocol,
 )
 from .crypto import (
     CryptoError,
-    cipher_block_len,
+    KekKey,
     cipher_key_len,
-    kek_decrypt,
-    kek_encrypt,
+    rekey_signed_bytes,
+    rekey_signed_length,
     rsa_public_from_der,
     rsa_verify,
 )
@@ -96,6 +100,7 @@ from .model import (
     RegistrationFailed,
     RekeyReceived,
     RekeyTransport,
+    TekDeleted,
     TekExpired,
     TekInfo,
     TekInstalled,
@@ -119,7 +124,7 @@ class _Reject(Exception):
 @dataclass
 class _Kek:
     ann: KekAnnouncement
-    key: bytes
+    key: KekKey
     public_key: rsa.RSAPublicKey
     expires_at: float
     conn_id: int
@@ -421,8 +426,6 @@ class GroupMember:
         tek_keys, kek_keys = read_kd(kd, pull.teks, pull.kek)
         if kek_keys is None or pull.kek is None:
             raise _Reject("bad-policy", "the key download carries no KEK")
-        if len(kek_keys.key) != cipher_key_len(pull.kek.cipher):
-            raise _Reject("bad-policy", "KEK of the wrong length")
         public_key = rsa_public_from_der(kek_keys.public_key_der)
         # accepted: commit
         ike.ivs[pull.message_id] = iv
@@ -458,15 +461,11 @@ class GroupMember:
             raise _Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
         if not header.encrypted or header.message_id != 0:
             raise _Reject("malformed", "GROUPKEY-PUSH must be encrypted with message ID 0")
-        plain = kek_decrypt(kek.ann.cipher, kek.key, data[ISAKMP_HEADER_LEN:])
+        plain = kek.key.open(data[ISAKMP_HEADER_LEN:])
         decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
         if not decoded or not isinstance(decoded[-1].payload, SigPayload):
             raise _Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
-        signed = REKEY_SIGNATURE_PREFIX + data[:ISAKMP_HEADER_LEN] + b"".join(d.raw for d in decoded[:-1])
-        if not rsa_verify(kek.public_key, kek.ann.sig_hash, decoded[-1].payload.data, signed):
-            raise _Reject(
-                "bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key"
-            )
+        signed = _verify_push_signature(kek, data[:ISAKMP_HEADER_LEN], decoded)
         body = decoded[:-1]
         seq = _one(body, SeqPayload, "GROUPKEY-PUSH").seq
         digest = hashlib.sha256(signed).digest()
@@ -476,16 +475,24 @@ class GroupMember:
             return
         if seq <= self._last_seq:
             raise _Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
-        sa = _one(body, GdoiSaPayload, "GROUPKEY-PUSH")
-        kd = _one(body, KdPayload, "GROUPKEY-PUSH")
-        new_kek, teks = _read_sa(sa)
+        # RFC 6407 section 4: HDR*, SEQ, [D,] SA, KD, [CERT,] SIG.  A push that only deletes SAs
+        # carries no SA and no KD.
+        deletes = [d.payload for d in body if isinstance(d.payload, DeletePayload)]
+        sa = _at_most_one(body, GdoiSaPayload, "GROUPKEY-PUSH")
+        kd = _at_most_one(body, KdPayload, "GROUPKEY-PUSH") or KdPayload(())
+        if sa is None and not deletes:
+            raise _Reject("malformed", "GROUPKEY-PUSH carries neither SA nor Delete")
+        new_kek, teks = _read_sa(sa) if sa is not None else (None, [])
         tek_keys, kek_keys = read_kd(kd, teks, new_kek)
+        dead_teks, dead_keks = _read_deletes(deletes)
+        if (new_kek is not None and new_kek.spi in dead_keks) or dead_teks & {t.spi for t in teks}:
+            raise _Reject("bad-policy", "GROUPKEY-PUSH deletes an SA it announces")
         held = self._held_kek(new_kek.spi) if new_kek is not None else None
         public_key = None
         if new_kek is not None and held is not None:
             _check_refresh(held, new_kek, kek_keys)
         elif new_kek is not None:
-            if kek_keys is None or len(kek_keys.key) != cipher_key_len(new_kek.cipher):
+            if kek_keys is None:
                 raise _Reject("bad-policy", "a new KEK was announced without a valid key")
             public_key = rsa_public_from_der(kek_keys.public_key_der)
         # Accepted.  Everything that can fail was checked above, so the push changes all or nothing.
@@ -500,10 +507,23 @@ class GroupMember:
             held.ann = new_kek  # same KEK, refreshed policy (lifetime, ACK request)
             held.expires_at = now + new_kek.lifetime_s
         self._acks_requested = bool(self._kek and self._kek.ann.ack_requested)
+        acknowledge = self._acks_requested
         self._events.append(RekeyReceived(addr[0], seq))
+        for spi in sorted(dead_teks & set(self._teks)):
+            del self._teks[spi]
+            self._events.append(TekDeleted(spi))
         self._install_teks(teks, tek_keys, now)
-        if self._acks_requested:
+        self._delete_keks(dead_keks, now)
+        if acknowledge:
             self._send_ack(kek, seq, addr)
+
+    def _delete_keks(self, spis: set[bytes], now: float) -> None:
+        """Forget deleted KEKs; without a current one no rekey can be read, so register again now."""
+        self._old_keks = [k for k in self._old_keks if k.ann.spi not in spis]
+        if self._kek is not None and self._kek.ann.spi in spis:
+            self._kek = None
+            self._acks_requested = False
+            self._reregister_at = now
 
     def _held_kek(self, spi: bytes) -> _Kek | None:
         return next((k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == spi), None)
@@ -518,8 +538,7 @@ class GroupMember:
         _f, rest = encode_payloads(rest_payloads)
         digest = reg.ike.phase2_hash(0, reg.ni_b + reg.nr_b, rest)
         _f, plain = encode_payloads([HashPayload(digest), *rest_payloads])
-        block = cipher_block_len(kek.ann.cipher)
-        body = kek_encrypt(kek.ann.cipher, kek.key, self._random(block), plain)
+        body = kek.key.seal(plain, self._random)
         header = Header(
             kek.ann.spi[:8],
             kek.ann.spi[8:],
@@ -535,7 +554,7 @@ class GroupMember:
     # --- installing keys ----------------------------------------------------------------------------
 
     def _install_kek(
-        self, ann: KekAnnouncement, key: bytes, public_key: rsa.RSAPublicKey, now: float
+        self, ann: KekAnnouncement, key: KekKey, public_key: rsa.RSAPublicKey, now: float
     ) -> None:
         if self._kek is not None and self._kek.ann.spi != ann.spi:
             self._old_keks.append(self._kek)
@@ -605,6 +624,60 @@ def _check_refresh(held: _Kek, ann: KekAnnouncement, keys: KekKeys | None) -> No
         or rsa_public_from_der(keys.public_key_der).public_numbers() != held.public_key.public_numbers()
     ):
         raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with other keys")
+
+
+def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...]) -> bytes:
+    """Check the SIG of a GROUPKEY-PUSH; returns the bytes it covers.
+
+    RFC 6407 section 4 (and RFC 3547 section 4 before it) signs "rekey", the header and the payloads
+    before SIG of the message before encryption.  Stacks read the header's length field in it
+    differently, so each reading is tried: the message before encryption (what the key server here
+    signs), the length as sent (this project before issue 17), the message without its SIG.
+    """
+    payloads = b"".join(d.raw for d in decoded[:-1])
+    sig = decoded[-1]
+    assert isinstance(sig.payload, SigPayload)
+    for length in (
+        rekey_signed_length(payloads, len(sig.raw)),
+        int.from_bytes(header[ISAKMP_HEADER_LEN - 4 :], "big"),
+        ISAKMP_HEADER_LEN + len(payloads),
+    ):
+        signed = rekey_signed_bytes(header, payloads, length)
+        if rsa_verify(kek.public_key, kek.ann.sig_hash, sig.payload.data, signed):
+            return signed
+    raise _Reject("bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key")
+
+
+def _read_deletes(deletes: list[DeletePayload]) -> tuple[set[int], set[bytes]]:
+    """TEK and KEK SPIs named by Delete payloads (RFC 2408 section 3.15) in a GROUPKEY-PUSH.
+
+    A TEK SPI is 4 bytes, a KEK SPI is the 16-byte cookie pair (RFC 6407 section 5.3); the size tells
+    them apart.  The Protocol-ID of a TEK delete is GDOI_PROTO_IPSEC_ESP (RFC 6407 section 5.4) or,
+    from RFC 3547-era stacks, the IPsec DOI's PROTO_IPSEC_ESP (RFC 2407 section 4.4.1); both are read.
+    SPIs this member does not hold are ignored, as RFC 2408 section 3.15 lets a receiver do.
+    """
+    teks: set[int] = set()
+    keks: set[bytes] = set()
+    for delete in deletes:
+        if delete.doi != Doi.GDOI:
+            raise _Reject("bad-policy", f"Delete payload of DOI {delete.doi} in a GROUPKEY-PUSH")
+        if delete.spi_size == 4 and delete.protocol_id in (SaTekProtocol.IPSEC_ESP, ProtocolId.IPSEC_ESP):
+            teks.update(int.from_bytes(spi, "big") for spi in delete.spis)
+        elif delete.spi_size == KEK_SPI_LEN:
+            keks.update(delete.spis)
+        else:
+            raise _Reject(
+                "bad-policy",
+                f"Delete payload of protocol {delete.protocol_id} with {delete.spi_size}-byte SPIs",
+            )
+    return teks, keks
+
+
+def _at_most_one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T | None:
+    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
+    if len(found) > 1:
+        raise _Reject("malformed", f"{what}: more than one {cls.__name__}")
+    return found[0] if found else None
 
 
 def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:

@@ -15,7 +15,8 @@ them here:
   encapsulation mode, authentication algorithm, key length).
 * KD (section 5.5): a TEK key packet per SPI (TEK_ALGORITHM_KEY and TEK_INTEGRITY_KEY; for AES-GCM
   the algorithm key is the key followed by the 4-byte salt, RFC 4106 section 8.1) and a KEK key packet
-  (KEK_ALGORITHM_KEY and SIG_ALGORITHM_KEY, the key server's RSA public key).
+  (KEK_ALGORITHM_KEY, the IV then the key as section 5.5.2.1 says, and SIG_ALGORITHM_KEY, the key
+  server's RSA public key).
 
 Key sizes per transform: 3DES 24 bytes + HMAC-MD5 16; AES-CBC 16/32 + HMAC-SHA1 20 or HMAC-SHA-256 32;
 AES-GCM 16/32 + 4 bytes of salt and no integrity key.
@@ -58,6 +59,7 @@ from .constants import (
     Situation,
     TekKeyAttr,
 )
+from .crypto import CryptoError, KekKey
 from .model import Phase1Cipher, TekTransform, TrafficSelector
 
 UDP = 17
@@ -117,8 +119,7 @@ class KekPolicy:
     """The rekey SA as it is announced (``lifetime_s`` is what remains when the message is built)."""
 
     spi: bytes
-    cipher: Phase1Cipher
-    key: bytes
+    key: KekKey
     lifetime_s: int
     sig_hash: str  # "sha256", "sha1" or "md5"
     sig_key_bits: int
@@ -167,7 +168,7 @@ def _addr_id(address: str, port: int) -> IdSpec:
 
 
 def sa_kek_payload(kek: KekPolicy) -> SaKekPayload:
-    alg, bits = KEK_CIPHERS[kek.cipher]
+    alg, bits = KEK_CIPHERS[kek.key.cipher]
     attrs = [
         Attribute(KekAttr.KEK_ALGORITHM, alg),
         Attribute(KekAttr.KEK_KEY_LENGTH, bits),
@@ -232,7 +233,7 @@ def kd_payload(kek: KekPolicy | None, teks: Sequence[TekPolicy]) -> KdPayload:
                 KdType.KEK,
                 kek.spi,
                 (
-                    Attribute(KekKeyAttr.KEK_ALGORITHM_KEY, kek.key),
+                    Attribute(KekKeyAttr.KEK_ALGORITHM_KEY, kek.key.download()),
                     Attribute(KekKeyAttr.SIG_ALGORITHM_KEY, kek.public_key_der),
                 ),
             )
@@ -346,7 +347,7 @@ def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
 
 @dataclass(frozen=True)
 class KekKeys:
-    key: bytes
+    key: KekKey
     public_key_der: bytes
 
 
@@ -383,7 +384,10 @@ def read_kd(
             sig = find_attribute(pkt.attributes, KekKeyAttr.SIG_ALGORITHM_KEY)
             if k is None or sig is None:
                 raise PolicyError("bad-policy", "KEK key packet lacks the KEK or the signature key")
-            kek_keys = KekKeys(k.as_bytes(), sig.as_bytes())
+            try:
+                kek_keys = KekKeys(KekKey.from_download(kek.cipher, k.as_bytes()), sig.as_bytes())
+            except CryptoError as exc:
+                raise PolicyError("bad-policy", f"KEK key packet: {exc}") from exc
         else:
             raise PolicyError("bad-policy", f"key packet type {pkt.kd_type} is not supported")
     missing = set(wanted) - set(tek_keys)

@@ -198,7 +198,14 @@ class TekInstalled:
 
 @dataclass(frozen=True)
 class TekExpired:
-    """GM: remove the state with this SPI (its lifetime ran out, or a rekey deleted it)."""
+    """GM: remove the state with this SPI (its lifetime ran out)."""
+
+    spi: int
+
+
+@dataclass(frozen=True)
+class TekDeleted:
+    """GM: remove the state with this SPI now: a rekey's Delete payload named it (RFC 6407 section 4)."""
 
     spi: int
 
@@ -259,6 +266,7 @@ Event = (
     | Registered
     | TekInstalled
     | TekExpired
+    | TekDeleted
     | RekeyReceived
     | RegistrationFailed
     | MemberRegistered
