@@ -10,11 +10,15 @@ The member's life, in protocol order:
    attempt fails (``RegistrationFailed``) and the next server in the list is tried after
    ``registration_retry_s``.
 2. Rekeys: a GROUPKEY-PUSH (RFC 6407 section 4) arrives encrypted under the KEK (its SPI is in the
-   cookies).  The member decrypts it, verifies the SIG over ``"rekey" | HDR | SEQ | SA | KD`` with the
-   key server's public key from the KD of the PULL (SIG_ALGORITHM_KEY, section 5.5.2), refuses a
-   sequence number not above the last one (``replayed``), installs the new TEKs at once
-   (``TekInstalled``) and keeps the older ones until their own lifetimes end (``TekExpired``), so
-   traffic flows across the rollover.  A push that brings a new KEK moves the member to it.
+   cookies; the IV came with the key, or, from older key servers, in front of the ciphertext).  The
+   member decrypts it, verifies the SIG over ``"rekey" | HDR | SEQ | [D] | SA | KD`` with the key
+   server's public key from the KD of the PULL (SIG_ALGORITHM_KEY, section 5.5.2; the header's length
+   field is read three ways, see :func:`_verify_push_signature`), refuses a sequence number not above
+   the last one (``replayed``), installs the new TEKs at once (``TekInstalled``) and keeps the older
+   ones until their own lifetimes end (``TekExpired``), so traffic flows across the rollover.  A push
+   that brings a new KEK moves the member to it.  Delete payloads remove the TEKs they name at once
+   (``TekDeleted``) and the KEKs they name; with its current KEK deleted the member registers again.
+   A push is applied whole or not at all: a KEK SPI the member holds keeps its algorithm and keys.
 3. Acknowledgements (RFC 8263): when the SA KEK asks for them, each accepted push is answered with
    ``HDR*, HASH, SEQ, ID`` (exchange GDOI_REKEY_ACK, KEK SPI as cookies, encrypted under the KEK),
    ``HASH = prf(SKEYID_a, M-ID | Ni_b | Nr_b | SEQ | ID)`` from the registration.  A retransmitted
