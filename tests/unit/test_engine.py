@@ -340,6 +340,22 @@ def test_every_tek_transform(transform: TekTransform) -> None:
         TekTransform.ESP_AES256_SHA256: (32, 32),
         TekTransform.ESP_GCM128: (20, 0),
         TekTransform.ESP_GCM256: (36, 0),
+        TekTransform.ESP_3DES_SHA1: (24, 20),
+        TekTransform.ESP_3DES_SHA256: (24, 32),
+        TekTransform.ESP_3DES_SHA384: (24, 48),
+        TekTransform.ESP_3DES_SHA512: (24, 64),
+        TekTransform.ESP_AES128_MD5: (16, 16),
+        TekTransform.ESP_AES128_SHA384: (16, 48),
+        TekTransform.ESP_AES128_SHA512: (16, 64),
+        TekTransform.ESP_AES192_MD5: (24, 16),
+        TekTransform.ESP_AES192_SHA1: (24, 20),
+        TekTransform.ESP_AES192_SHA256: (24, 32),
+        TekTransform.ESP_AES192_SHA384: (24, 48),
+        TekTransform.ESP_AES192_SHA512: (24, 64),
+        TekTransform.ESP_AES256_MD5: (32, 16),
+        TekTransform.ESP_AES256_SHA384: (32, 48),
+        TekTransform.ESP_AES256_SHA512: (32, 64),
+        TekTransform.ESP_GCM192: (28, 0),
     }[transform]
     for ev in evs:
         assert ev.sa.transform is transform

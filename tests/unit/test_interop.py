@@ -33,6 +33,7 @@ from dmvpn_lab.gdoi.crypto import (
     rsa_public_from_der,
 )
 from dmvpn_lab.gdoi.groupsa import (
+    TRANSFORMS,
     PolicyError,
     TekPolicy,
     read_kek,
@@ -48,10 +49,12 @@ from dmvpn_lab.gdoi.model import (
     RekeyTransport,
     TekDeleted,
     TekInstalled,
+    TekSA,
     TekTransform,
     TrafficSelector,
 )
 from dmvpn_lab.gdoi.phase1 import MainModeInitiator, MainModeResponder, Phase1Error, transform_for
+from dmvpn_lab.gdoi.xfrm import algorithm_args
 
 GM_ADDR = "127.0.0.11"
 ICK = bytes.fromhex("0102030405060708")
@@ -462,3 +465,51 @@ def test_delete_and_new_tek_in_one_push() -> None:
     net.inject(_hand_push(net, 5, payloads), (KS_ADDR, 848), GM_ADDR)
     assert [t.spi for t in gm.status(net.now).teks] == [0x1234]
 
+
+
+# --- 6. Transforms -----------------------------------------------------------------------------------
+
+
+def _tek_attributes(*extra: bytes) -> bytes:
+    """RFC 2407 4.5 attributes of an SA TEK: life type seconds, duration 3600, transport mode."""
+    return _tv(1, 1) + _tlv(2, (3600).to_bytes(4, "big")) + _tv(4, 2) + b"".join(extra)
+
+
+@pytest.mark.parametrize(
+    ("esp_id", "attributes", "expected"),
+    [
+        # RFC 2407 4.4.4 ESP_3DES (3) with AUTH_ALGORITHM HMAC-SHA (2): no KEY_LENGTH, 3DES has one size
+        (3, _tek_attributes(_tv(5, 2)), TekTransform.ESP_3DES_SHA1),
+        # the same with KEY_LENGTH 192, as some stacks send it
+        (3, _tek_attributes(_tv(5, 2), _tv(6, 192)), TekTransform.ESP_3DES_SHA1),
+        # RFC 3602 ESP_AES (12), KEY_LENGTH 192, RFC 4868 HMAC-SHA2-384 (6)
+        (12, _tek_attributes(_tv(5, 6), _tv(6, 192)), TekTransform.ESP_AES192_SHA384),
+        # RFC 2403 HMAC-MD5 (1) with AES-128
+        (12, _tek_attributes(_tv(5, 1), _tv(6, 128)), TekTransform.ESP_AES128_MD5),
+        # RFC 4106 8.4 ESP_AES_GCM_16 (20), KEY_LENGTH 192, no AUTH_ALGORITHM
+        (20, _tek_attributes(_tv(6, 192)), TekTransform.ESP_GCM192),
+    ],
+)
+def test_member_reads_more_ios_transforms(esp_id: int, attributes: bytes, expected: TekTransform) -> None:
+    sat_bytes = bytes([1, 47]) + ANY + ANY + bytes([esp_id]) + (0x1234).to_bytes(4, "big") + attributes
+    (sat,) = _gdoi_sa((16, sat_bytes)).payloads
+    assert isinstance(sat, SaTekPayload)
+    (tek,) = read_teks([sat])
+    assert tek.transform is expected
+
+
+@pytest.mark.parametrize(
+    ("transform", "kernel"),
+    [
+        (TekTransform.ESP_3DES_SHA1, ["enc", "cbc(des3_ede)", "auth-trunc", "hmac(sha1)", "96"]),
+        (TekTransform.ESP_3DES_SHA256, ["enc", "cbc(des3_ede)", "auth-trunc", "hmac(sha256)", "128"]),
+        (TekTransform.ESP_AES192_SHA384, ["enc", "cbc(aes)", "auth-trunc", "hmac(sha384)", "192"]),
+        (TekTransform.ESP_AES256_SHA512, ["enc", "cbc(aes)", "auth-trunc", "hmac(sha512)", "256"]),
+        (TekTransform.ESP_AES128_MD5, ["enc", "cbc(aes)", "auth-trunc", "hmac(md5)", "96"]),
+        (TekTransform.ESP_GCM192, ["aead", "rfc4106(gcm(aes))", "128"]),
+    ],
+)
+def test_new_transforms_map_to_linux_xfrm(transform: TekTransform, kernel: list[str]) -> None:
+    spec = TRANSFORMS[transform]
+    sa = TekSA(0x1234, transform, bytes(spec.enc_key_len), bytes(spec.int_key_len), (TrafficSelector(),), 60, 0.0)
+    assert [a for a in algorithm_args(sa) if not a.startswith("0x")] == kernel

@@ -18,8 +18,8 @@ them here:
   (KEK_ALGORITHM_KEY, the IV then the key as section 5.5.2.1 says, and SIG_ALGORITHM_KEY, the key
   server's RSA public key).
 
-Key sizes per transform: 3DES 24 bytes + HMAC-MD5 16; AES-CBC 16/32 + HMAC-SHA1 20 or HMAC-SHA-256 32;
-AES-GCM 16/32 + 4 bytes of salt and no integrity key.
+Key sizes per transform: 3DES 24 bytes, AES-CBC 16/24/32, AES-GCM 16/24/32 + 4 bytes of salt and no
+integrity key; HMAC keys are as long as their hash (MD5 16, SHA-1 20, SHA-256 32, SHA-384 48, SHA-512 64).
 """
 
 from __future__ import annotations
@@ -76,26 +76,43 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class TransformSpec:
-    esp_id: int
+    esp_id: EspTransformId
     key_bits: int | None
-    auth: int | None
+    auth: AuthAlgorithm | None
     enc_key_len: int  # bytes of TEK_ALGORITHM_KEY (salt included for GCM)
     int_key_len: int  # bytes of TEK_INTEGRITY_KEY
 
 
-TRANSFORMS: dict[TekTransform, TransformSpec] = {
-    TekTransform.ESP_3DES_MD5: TransformSpec(EspTransformId.ESP_3DES, None, AuthAlgorithm.HMAC_MD5, 24, 16),
-    TekTransform.ESP_AES128_SHA1: TransformSpec(EspTransformId.ESP_AES, 128, AuthAlgorithm.HMAC_SHA, 16, 20),
-    TekTransform.ESP_AES256_SHA1: TransformSpec(EspTransformId.ESP_AES, 256, AuthAlgorithm.HMAC_SHA, 32, 20),
-    TekTransform.ESP_AES128_SHA256: TransformSpec(
-        EspTransformId.ESP_AES, 128, AuthAlgorithm.HMAC_SHA2_256, 16, 32
-    ),
-    TekTransform.ESP_AES256_SHA256: TransformSpec(
-        EspTransformId.ESP_AES, 256, AuthAlgorithm.HMAC_SHA2_256, 32, 32
-    ),
-    TekTransform.ESP_GCM128: TransformSpec(EspTransformId.ESP_AES_GCM_16, 128, None, 16 + 4, 0),
-    TekTransform.ESP_GCM256: TransformSpec(EspTransformId.ESP_AES_GCM_16, 256, None, 32 + 4, 0),
+# IOS transform-set words -> what goes on the wire.  Ciphers: ESP transform ID (RFC 2407 section 4.4.4,
+# RFC 3602, RFC 4106 section 8.4) and whether KEY_LENGTH is sent (not for fixed-length 3DES).
+# Integrity: AUTH_ALGORITHM (RFC 2407 section 4.5, RFC 4868) and its key bytes (the hash length).
+_ESP_CIPHERS: dict[str, EspTransformId] = {
+    "esp-3des": EspTransformId.ESP_3DES,
+    "esp-aes": EspTransformId.ESP_AES,
+    "esp-gcm": EspTransformId.ESP_AES_GCM_16,
 }
+_ESP_INTEGRITY: dict[str, tuple[AuthAlgorithm, int]] = {
+    "esp-md5-hmac": (AuthAlgorithm.HMAC_MD5, 16),
+    "esp-sha-hmac": (AuthAlgorithm.HMAC_SHA, 20),
+    "esp-sha256-hmac": (AuthAlgorithm.HMAC_SHA2_256, 32),
+    "esp-sha384-hmac": (AuthAlgorithm.HMAC_SHA2_384, 48),
+    "esp-sha512-hmac": (AuthAlgorithm.HMAC_SHA2_512, 64),
+}
+
+
+def _transform_spec(transform: TekTransform) -> TransformSpec:
+    """Read ``esp-aes 256 esp-sha-hmac`` and the like (see :class:`TekTransform`)."""
+    cipher, *rest = transform.value.split()
+    bits = int(rest.pop(0)) if rest and rest[0].isdigit() else 128
+    auth, int_key_len = _ESP_INTEGRITY[rest[0]] if rest else (None, 0)
+    esp_id = _ESP_CIPHERS[cipher]
+    if esp_id is EspTransformId.ESP_3DES:
+        return TransformSpec(esp_id, None, auth, 24, int_key_len)  # three DES keys, parity included
+    salt = 4 if esp_id is EspTransformId.ESP_AES_GCM_16 else 0  # RFC 4106 section 8.1
+    return TransformSpec(esp_id, bits, auth, bits // 8 + salt, int_key_len)
+
+
+TRANSFORMS: dict[TekTransform, TransformSpec] = {t: _transform_spec(t) for t in TekTransform}
 
 KEK_CIPHERS: dict[Phase1Cipher, tuple[KekAlgorithm, int]] = {
     Phase1Cipher.TRIPLE_DES: (KekAlgorithm.TRIPLE_DES, 192),
@@ -314,6 +331,8 @@ def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
         keylen_a = find_attribute(sat.attributes, IpsecAttr.KEY_LENGTH)
         auth = auth_a.as_int() if auth_a is not None else None
         keylen = keylen_a.as_int() if keylen_a is not None else None
+        if sat.transform_id == EspTransformId.ESP_3DES and keylen == 192:
+            keylen = None  # some stacks name 3DES's one key length; RFC 2407 section 4.5 needs none
         transform = next(
             (
                 t
