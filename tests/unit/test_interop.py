@@ -307,7 +307,7 @@ def test_kek_download_forms_are_told_apart_by_length() -> None:
     assert KekKey.from_download(Phase1Cipher.AES_CBC_256, iv + key) == KekKey(Phase1Cipher.AES_CBC_256, key, iv)
     # The bare key (this project before issue 17): the IV then travels in front of each ciphertext.
     assert KekKey.from_download(Phase1Cipher.AES_CBC_256, key) == KekKey(Phase1Cipher.AES_CBC_256, key, None)
-    # 3DES: 8-byte IV and 24-byte key (RFC 3547 5.5.3.1: the three DES keys in order, parity included).
+    # 3DES: 8-byte IV and 24-byte key (the three DES keys in order, parity included, as RFC 3547 has it).
     assert KekKey.from_download(Phase1Cipher.TRIPLE_DES, key).iv == key[:8]
     with pytest.raises(CryptoError):
         KekKey.from_download(Phase1Cipher.AES_CBC_128, bytes(20))
