@@ -87,14 +87,14 @@ def _gdoi_sa(*sub_payloads: tuple[int, bytes]) -> GdoiSaPayload:
 
 def _main_mode_1(situation: int) -> bytes:
     """Main Mode message 1 with a GDOI-DOI SA (RFC 6407 section 2.1.1) and the given situation."""
-    transform = encode_body_of_transform()
+    transform = _transform_body()
     proposal = bytes([1, 1, 0, 1]) + _generic(0, transform)  # #1, PROTO_ISAKMP, no SPI, one transform
     sa_body = (2).to_bytes(4, "big") + situation.to_bytes(4, "big") + _generic(0, proposal)
     sa = _generic(0, sa_body)
     return _isakmp_header(ICK, bytes(8), 1, ExchangeType.MAIN_MODE, 0, 28 + len(sa)) + sa
 
 
-def encode_body_of_transform() -> bytes:
+def _transform_body() -> bytes:
     """The transform of FAST_POLICY (RFC 2408 section 3.6): number, KEY_IKE, RESERVED2, attributes."""
     transform = transform_for(FAST_POLICY, 1)
     return bytes([1, 1, 0, 0]) + encode_attributes(transform.attributes)
@@ -175,6 +175,14 @@ def test_aes_kek_without_key_length_is_refused() -> None:
 # --- 7. Ports ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("port", [848, 8848])  # RFC 6407 5.3: the SA KEK's SRC/DST ID ports
+def test_member_reads_an_sa_kek_of_any_port(port: int) -> None:
+    sak_bytes = _sa_kek(_tv(2, 3), _tv(3, 256), *KEK_COMMON).replace((848).to_bytes(2, "big"), port.to_bytes(2, "big"))
+    (sak,) = _gdoi_sa((15, sak_bytes)).payloads
+    assert isinstance(sak, SaKekPayload) and sak.src.port == port
+    assert read_kek(sak).cipher is Phase1Cipher.AES_CBC_256
+
+
 def test_sa_kek_ports_follow_the_key_server_port() -> None:
     # RFC 6407 5.3: SRC/DST ID port of the SA KEK is where rekeys come from and go to.
     group = group_policy(rekey_transport=RekeyTransport.MULTICAST, rekey_multicast_address="239.1.1.1")
@@ -224,10 +232,10 @@ def test_key_server_sends_a_host_as_id_ipv4_addr() -> None:
         None,
     )
     (sat,) = sa_tek_payloads(tek)
-    assert encode_body_of_sat(sat).startswith(bytes([1, 47]) + HOST_AS_ADDR + ANY)
+    assert _sa_tek_body(sat).startswith(bytes([1, 47]) + HOST_AS_ADDR + ANY)
 
 
-def encode_body_of_sat(sat: SaTekPayload) -> bytes:
+def _sa_tek_body(sat: SaTekPayload) -> bytes:
     body = encode_body(GdoiSaPayload(0, (sat,)))
     return body[12 + 4 :]  # after the SA header and the SA TEK's generic header
 
@@ -286,6 +294,18 @@ def test_message_5_that_decrypts_but_does_not_decode_is_malformed() -> None:
     with pytest.raises(Phase1Error) as err:
         ks.handle(Header.decode(data), data, 0.0)
     assert err.value.reason == "malformed" and "message 5" in err.value.detail and "ID" in err.value.detail
+
+
+def test_message_6_that_decrypts_but_does_not_decode_is_malformed() -> None:
+    gm, _ks = _main_mode_to_message_5()
+    assert gm.keys is not None and gm.suite is not None
+    # RFC 2409 5.4: message 6 is HDR*, IDir_b, HASH_R, chained from the last block of message 5.
+    plain = _generic(8, bytes([1, 0])) + _generic(0, bytes(32))  # an ID body of 2 bytes, as above
+    ct = cbc_encrypt(gm.suite.cipher, gm.keys.enc_key, gm.iv, plain)
+    data = _isakmp_header(gm.icookie, gm.rcookie, 5, ExchangeType.MAIN_MODE, 1, 28 + len(ct)) + ct
+    with pytest.raises(Phase1Error) as err:
+        gm.handle(Header.decode(data), data, 0.0)
+    assert err.value.reason == "malformed" and "message 6" in err.value.detail and "ID" in err.value.detail
 
 
 def test_message_5_under_another_key_is_bad_hash() -> None:

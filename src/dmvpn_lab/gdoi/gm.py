@@ -641,11 +641,12 @@ def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...
     payloads = b"".join(d.raw for d in decoded[:-1])
     sig = decoded[-1]
     assert isinstance(sig.payload, SigPayload)
-    for length in (
+    readings = (
         rekey_signed_length(payloads, len(sig.raw)),
         int.from_bytes(header[ISAKMP_HEADER_LEN - 4 :], "big"),
         ISAKMP_HEADER_LEN + len(payloads),
-    ):
+    )
+    for length in dict.fromkeys(readings):  # two readings can agree: verify each length once
         signed = rekey_signed_bytes(header, payloads, length)
         if rsa_verify(kek.public_key, kek.ann.sig_hash, sig.payload.data, signed):
             return signed
