@@ -120,7 +120,7 @@ KEK_CIPHERS: dict[Phase1Cipher, tuple[KekAlgorithm, int]] = {
     Phase1Cipher.AES_CBC_256: (KekAlgorithm.AES, 256),
 }
 # RFC 6407 section 5.3.4: KEK_KEY_LENGTH matters for ciphers of several key lengths (AES); members
-# default it for the fixed-length ones.  3DES counts its parity bits (192), as IKE does.
+# default it for the fixed-length ones.  3DES counts its parity bits: 192.
 FIXED_KEK_KEY_BITS: dict[int, int] = {KekAlgorithm.TRIPLE_DES: 192}
 SIG_HASHES: dict[str, SigHashAlgorithm] = {
     "md5": SigHashAlgorithm.MD5,

@@ -222,7 +222,7 @@ def _open_main_mode(
 
 def _sane_first_payload(plain: bytes) -> bool:
     """A generic payload header (RFC 2408 section 3.2) with a zero RESERVED byte and a length that fits:
-    random bytes from a wrong key pass this about once in a million times."""
+    random bytes from a wrong key pass this a few times in a million."""
     if len(plain) < GENERIC_HEADER_LEN:
         return False
     reserved, length = plain[1], int.from_bytes(plain[2:4], "big")
