@@ -197,7 +197,8 @@ def test_a_gm_that_cannot_close_does_not_start(tmp_path: Path) -> None:
     assert "engine start" not in journal
 
 
-def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _record_multicast_joins(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, str]]:
+    """Replace join_multicast: note (group, port, interface) and hand back an ordinary socket."""
     joined: list[tuple[str, int, str]] = []
 
     def fake_join(group: str, port: int, interface_address: str) -> socket.socket:
@@ -208,6 +209,11 @@ def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch:
         return sock
 
     monkeypatch.setattr(daemon_module, "join_multicast", fake_join)
+    return joined
+
+
+def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    joined = _record_multicast_joins(monkeypatch)
 
     def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
         engine.kek = SimpleNamespace(multicast_address=None)  # unicast rekeys: nothing to join
@@ -220,3 +226,18 @@ def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch:
 
     run_gm(tmp_path, journal=[], script=script, xfrm=False)
     assert joined == [("239.192.1.1", 0, GM)]  # once, on the GM's own address and port
+
+
+def test_the_gm_joins_the_rekey_group_on_the_port_its_kek_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 item 7: multicast rekeys go to the SA KEK's destination port, the key server's --port."""
+    joined = _record_multicast_joins(monkeypatch)
+
+    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+        engine.kek = SimpleNamespace(multicast_address="239.192.1.1", multicast_port=8848)
+        engine.events.append(TekInstalled(TEK))
+        daemon._pump()
+
+    run_gm(tmp_path, journal=[], script=script, xfrm=False)
+    assert joined == [("239.192.1.1", 8848, GM)]

@@ -198,6 +198,16 @@ def test_sa_kek_ports_follow_the_key_server_port() -> None:
     assert [dst for _data, dst in ks.datagrams_to_send(1.0)] == [("239.1.1.1", 8848)]
 
 
+def test_member_listens_for_multicast_rekeys_on_the_sa_kek_port() -> None:
+    group = group_policy(rekey_transport=RekeyTransport.MULTICAST, rekey_multicast_address="239.1.1.1")
+    net = make_lab(1, group=group, start=False)
+    net.ks().config = replace(net.ks().config, port=8848)
+    net.gm(GM_ADDR).start(net.now)
+    net.flush()
+    kek = net.gm(GM_ADDR).status(net.now).kek
+    assert kek is not None and (kek.multicast_address, kek.multicast_port) == ("239.1.1.1", 8848)
+
+
 # --- 8. TEK selectors ---------------------------------------------------------------------------------
 
 

@@ -578,8 +578,9 @@ class GdoiDaemon:
         group = getattr(kek, "multicast_address", None)
         if not isinstance(group, str) or group in self._multicast:
             return
+        port = getattr(kek, "multicast_port", None) or self.settings.port  # the key server's --port
         try:
-            sock = join_multicast(group, self.settings.port, self.settings.local_address)
+            sock = join_multicast(group, port, self.settings.local_address)
         except OSError as exc:
             self.log.error("%s: cannot join rekey group %s: %s", self.name, group, exc.strerror)
             return

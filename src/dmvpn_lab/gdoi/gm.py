@@ -286,6 +286,7 @@ class GroupMember:
                 # RFC 6407 section 5.3: the SA KEK's DST ID is where rekeys come from; a multicast
                 # address there is the group to join, 0.0.0.0 means unicast rekeys.
                 ann.destination if multicast else None,
+                ann.port if multicast else None,
             )
         teks = sorted(self._teks.values(), key=lambda t: t.installed_at)
         selectors = teks[-1].selectors if teks else ()

@@ -60,7 +60,7 @@ from .constants import (
     TekKeyAttr,
 )
 from .crypto import CryptoError, KekKey
-from .model import Phase1Cipher, TekTransform, TrafficSelector
+from .model import GDOI_PORT, Phase1Cipher, TekTransform, TrafficSelector
 
 UDP = 17
 
@@ -272,6 +272,7 @@ class KekAnnouncement:
     sig_key_bits: int
     destination: str
     ack_requested: bool
+    port: int  # the destination port: where multicast rekeys arrive
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,8 @@ def read_kek(sak: SaKekPayload) -> KekAnnouncement:
     if sak.dst.id_type != IdType.IPV4_ADDR or len(sak.dst.data) != 4:
         raise PolicyError("bad-policy", f"{what}: destination must be an IPv4 address")
     dest = str(ipaddress.IPv4Address(sak.dst.data))
-    return KekAnnouncement(sak.spi, cipher, lifetime, sig_hash, key_bits, dest, ack is not None)
+    port = sak.dst.port or GDOI_PORT  # RFC 2407 section 4.6.2: port 0 means "any"; GDOI's own is 848
+    return KekAnnouncement(sak.spi, cipher, lifetime, sig_hash, key_bits, dest, ack is not None, port)
 
 
 def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:

@@ -323,6 +323,7 @@ class KekInfo:
     # RFC 6407 section 5.3: the SA KEK's destination ID names the group rekeys are sent to; None for
     # unicast rekeys (the KS puts 0.0.0.0 there).
     multicast_address: str | None = None
+    multicast_port: int | None = None  # the SA KEK's destination port: where multicast rekeys arrive
 
 
 @dataclass(frozen=True)
