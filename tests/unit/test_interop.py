@@ -44,6 +44,7 @@ from dmvpn_lab.gdoi.groupsa import (
 from dmvpn_lab.gdoi.ks import KeyServer
 from dmvpn_lab.gdoi.model import (
     KeyServerConfig,
+    MessageRejected,
     Phase1Cipher,
     Registered,
     RekeyTransport,
@@ -211,11 +212,11 @@ def test_member_listens_for_multicast_rekeys_on_the_sa_kek_port() -> None:
 # --- 8. TEK selectors ---------------------------------------------------------------------------------
 
 
-def _sa_tek(src_id: bytes, dst_id: bytes) -> bytes:
+def _sa_tek(src_id: bytes, dst_id: bytes, spi: int = 0x1234) -> bytes:
     """SA TEK, GDOI_PROTO_IPSEC_ESP (RFC 6407 5.4.1): ESP, GRE, src ID, dst ID, ESP_AES_GCM_16, SPI,
     then SA life type seconds, duration 3600, transport mode, key length 256."""
     attrs = _tv(1, 1) + _tlv(2, (3600).to_bytes(4, "big")) + _tv(4, 2) + _tv(6, 256)
-    return bytes([1, 47]) + src_id + dst_id + bytes([20]) + (0x1234).to_bytes(4, "big") + attrs
+    return bytes([1, 47]) + src_id + dst_id + bytes([20]) + spi.to_bytes(4, "big") + attrs
 
 
 HOST_AS_ADDR = bytes([1]) + bytes(2) + bytes([4, 10, 0, 0, 1])  # RFC 2407 4.6.2.2 ID_IPV4_ADDR
@@ -361,8 +362,7 @@ def _seq(seq: int) -> bytes:
 
 def _new_tek_payloads(spi: int) -> list[tuple[int, bytes]]:
     """SA with one SA TEK (ESP GCM-256, GRE any any) and the KD carrying its 36 key bytes (5.5.1)."""
-    attrs = _tv(1, 1) + _tlv(2, (3600).to_bytes(4, "big")) + _tv(4, 2) + _tv(6, 256)
-    sat = bytes([1, 47]) + ANY + ANY + bytes([20]) + spi.to_bytes(4, "big") + attrs
+    sat = _sa_tek(ANY, ANY, spi)
     sa_body = (2).to_bytes(4, "big") + bytes(4) + (16).to_bytes(2, "big") + bytes(2) + _generic(0, sat)
     key_attr = _tlv(1, bytes(range(36)))
     packet_body = bytes([4]) + spi.to_bytes(4, "big") + key_attr
@@ -394,6 +394,7 @@ def _hand_push(
         "before encryption": 28 + len(signed) + sig_payload_len,  # RFC 6407 / RFC 3547 section 4
         "as sent": sent_len,  # this project before issue 17
         "without SIG": 28 + len(signed),
+        "wrong": 12345,
     }[signed_length]
     signature = rsa_key().sign(
         b"rekey" + _isakmp_header(kek.spi[:8], kek.spi[8:], 18, 33, 1, length) + signed,
@@ -438,6 +439,12 @@ def test_member_accepts_each_reading_of_the_signed_header(signed_length: str) ->
     net = _registered()
     net.inject(_hand_push(net, 5, _new_tek_payloads(0x1234), signed_length=signed_length), (KS_ADDR, 848), GM_ADDR)
     assert net.gm(GM_ADDR).status(net.now).rekeys_cumulative == 1
+
+
+def test_member_refuses_a_signature_over_another_length() -> None:
+    net = _registered()
+    net.inject(_hand_push(net, 5, _new_tek_payloads(0x1234), signed_length="wrong"), (KS_ADDR, 848), GM_ADDR)
+    assert net.gm(GM_ADDR).status(net.now).rejected == {"bad-signature": 1}
 
 
 def test_key_server_signs_the_message_before_encryption() -> None:
@@ -543,3 +550,29 @@ def test_new_transforms_map_to_linux_xfrm(transform: TekTransform, kernel: list[
     spec = TRANSFORMS[transform]
     sa = TekSA(0x1234, transform, bytes(spec.enc_key_len), bytes(spec.int_key_len), (TrafficSelector(),), 60, 0.0)
     assert [a for a in algorithm_args(sa) if not a.startswith("0x")] == kernel
+
+
+def test_deletes_of_unknown_spis_are_ignored_and_of_another_doi_refused() -> None:
+    net = _registered()
+    gm = net.gm(GM_ADDR)
+    teks = gm.status(net.now).teks
+    net.inject(_hand_push(net, 5, [_delete(1, bytes([0, 0, 0, 99]))]), (KS_ADDR, 848), GM_ADDR)
+    assert gm.status(net.now).teks == teks and gm.status(net.now).rekeys_cumulative == 1
+    protocol, body = _delete(1, teks[0].spi.to_bytes(4, "big"))
+    ipsec_doi = (protocol, (1).to_bytes(4, "big") + body[4:])  # RFC 2407's DOI: not GDOI's delete
+    net.inject(_hand_push(net, 6, [ipsec_doi]), (KS_ADDR, 848), GM_ADDR)
+    assert gm.status(net.now).teks == teks and gm.status(net.now).rejected == {"bad-policy": 1}
+
+
+def test_a_refused_push_deletes_nothing() -> None:
+    """All or nothing (issue 13 item 4) with deletes: the Delete is fine, the new TEK has no keys."""
+    net = _registered()
+    gm = net.gm(GM_ADDR)
+    (tek,) = gm.status(net.now).teks
+    sa_without_kd = _new_tek_payloads(0x1234)[:1]
+    payloads = [_delete(1, tek.spi.to_bytes(4, "big")), *sa_without_kd]
+    n_events = len(net.events[GM_ADDR])
+    net.inject(_hand_push(net, 5, payloads), (KS_ADDR, 848), GM_ADDR)
+    assert gm.status(net.now).teks == (tek,) and gm.status(net.now).rejected == {"bad-policy": 1}
+    (rejected,) = net.events[GM_ADDR][n_events:]
+    assert isinstance(rejected, MessageRejected)
