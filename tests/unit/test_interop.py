@@ -105,7 +105,7 @@ def _transform_body() -> bytes:
     "situation",
     [
         0,  # RFC 6407 section 5.1: GDOI's situation is zero
-        1,  # RFC 2407 section 4.2: SIT_IDENTITY_ONLY, what RFC 3547-era stacks (and we, before) sent
+        1,  # RFC 2407 section 4.2: SIT_IDENTITY_ONLY of the IPsec DOI, what this project sent before
     ],
 )
 def test_key_server_accepts_situation_0_and_1(situation: int) -> None:
