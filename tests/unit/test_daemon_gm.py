@@ -19,7 +19,7 @@ import pytest
 
 from dmvpn_lab.gdoi import daemon as daemon_module
 from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon, StartupError
-from dmvpn_lab.gdoi.model import Event, TekInstalled, TekSA, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.model import Event, TekDeleted, TekInstalled, TekSA, TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.xfrm import Acquire, NhrpBinding, XfrmError
 
 GM = "127.0.0.1"
@@ -142,6 +142,21 @@ def test_without_fail_close_nothing_is_installed_before_the_first_tek(tmp_path: 
     assert journal[1:3] == ["neigh show", "engine start"]
 
 
+def test_a_tek_the_key_server_deletes_leaves_the_kernel_at_once(tmp_path: Path) -> None:
+    """Issue 17 item 5: a Delete payload's TekDeleted goes the way of an expired TEK (remove_tek)."""
+    journal: list[str] = []
+
+    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+        engine.events.append(TekInstalled(TEK))
+        daemon._pump()
+        assert not any("state delete" in line for line in journal)
+        engine.events.append(TekDeleted(TEK.spi))
+        daemon._pump()
+
+    run_gm(tmp_path, journal, script, xfrm=True)
+    assert f"xfrm state delete src 0.0.0.0 dst {GM} proto esp spi 0x{TEK.spi:08x}" in journal
+
+
 NEIGHBOURS = """\
 192.168.100.1 dev gre1 lladdr 127.0.0.88 REACHABLE proto nhrp
 192.168.1.10 dev eth2 lladdr 3a:05:68:3e:09:d5 STALE
@@ -182,7 +197,8 @@ def test_a_gm_that_cannot_close_does_not_start(tmp_path: Path) -> None:
     assert "engine start" not in journal
 
 
-def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _record_multicast_joins(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, str]]:
+    """Replace join_multicast: note (group, port, interface) and hand back an ordinary socket."""
     joined: list[tuple[str, int, str]] = []
 
     def fake_join(group: str, port: int, interface_address: str) -> socket.socket:
@@ -193,6 +209,11 @@ def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch:
         return sock
 
     monkeypatch.setattr(daemon_module, "join_multicast", fake_join)
+    return joined
+
+
+def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    joined = _record_multicast_joins(monkeypatch)
 
     def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
         engine.kek = SimpleNamespace(multicast_address=None)  # unicast rekeys: nothing to join
@@ -205,3 +226,18 @@ def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch:
 
     run_gm(tmp_path, journal=[], script=script, xfrm=False)
     assert joined == [("239.192.1.1", 0, GM)]  # once, on the GM's own address and port
+
+
+def test_the_gm_joins_the_rekey_group_on_the_port_its_kek_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 item 7: multicast rekeys go to the SA KEK's destination port, the key server's --port."""
+    joined = _record_multicast_joins(monkeypatch)
+
+    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+        engine.kek = SimpleNamespace(multicast_address="239.192.1.1", multicast_port=8848)
+        engine.events.append(TekInstalled(TEK))
+        daemon._pump()
+
+    run_gm(tmp_path, journal=[], script=script, xfrm=False)
+    assert joined == [("239.192.1.1", 8848, GM)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from engine_harness import (
     FAST_POLICY,
@@ -16,6 +18,7 @@ from engine_harness import (
 )
 
 from dmvpn_lab.gdoi.constants import ExchangeType
+from dmvpn_lab.gdoi.crypto import KekKey
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.ks import REGISTRATION_SA_IDLE_S
 from dmvpn_lab.gdoi.model import (
@@ -229,6 +232,41 @@ def test_rekey_signed_by_another_key_is_rejected_and_changes_nothing() -> None:
     assert not net.gm(GMS[0]).datagrams_to_send(net.now)  # no acknowledgement for a forgery
 
 
+def test_push_reannouncing_the_kek_spi_with_another_algorithm_changes_nothing() -> None:
+    """Issue 13 item 4: a push signed by the key server that names the current KEK SPI with another
+    algorithm (and a key of that algorithm) is refused as a whole; the member keeps its KEK and
+    still accepts the genuine rekeys that follow."""
+    net = make_lab(1)
+    ks = net.ks()
+    group = ks._groups["GDOI_GROUP"]
+    real_kek = group.kek
+    assert real_kek.key.cipher is Phase1Cipher.AES_CBC_256
+    group.kek = replace(real_kek, key=KekKey(Phase1Cipher.TRIPLE_DES, bytes(range(24)), bytes(8)))
+    group.sequence += 1
+    odd = ks._build_push(group, real_kek, net.now)
+    group.sequence -= 1
+    group.kek = real_kek
+    gm = net.gm(GMS[0])
+    assert gm._kek is not None
+    kek_before = (gm._kek.ann, gm._kek.key)
+    before = gm.status(net.now)
+    n_events = len(net.events[GMS[0]])
+    net.inject(odd, (KS_ADDR, 848), GMS[0])
+    (rejected,) = net.events[GMS[0]][n_events:]
+    assert isinstance(rejected, MessageRejected) and rejected.reason == "bad-policy"
+    assert (gm._kek.ann, gm._kek.key) == kek_before
+    after = gm.status(net.now)
+    assert after.kek == before.kek and after.teks == before.teks and after.rekeys_cumulative == 0
+    assert not gm.datagrams_to_send(net.now)
+    ks.force_rekey(net.now)
+    net.advance(1)
+    assert gm.status(net.now).rekeys_cumulative == 1
+    assert ks.status(net.now).groups[0].members[0].rekey_acks == 1
+    ks.force_rekey(net.now)
+    net.advance(1)
+    assert gm.status(net.now).rekeys_cumulative == 2
+
+
 def test_replayed_rekey_is_rejected() -> None:
     net = make_lab(1)
     net.ks().force_rekey(net.now)
@@ -306,6 +344,22 @@ def test_every_tek_transform(transform: TekTransform) -> None:
         TekTransform.ESP_AES256_SHA256: (32, 32),
         TekTransform.ESP_GCM128: (20, 0),
         TekTransform.ESP_GCM256: (36, 0),
+        TekTransform.ESP_3DES_SHA1: (24, 20),
+        TekTransform.ESP_3DES_SHA256: (24, 32),
+        TekTransform.ESP_3DES_SHA384: (24, 48),
+        TekTransform.ESP_3DES_SHA512: (24, 64),
+        TekTransform.ESP_AES128_MD5: (16, 16),
+        TekTransform.ESP_AES128_SHA384: (16, 48),
+        TekTransform.ESP_AES128_SHA512: (16, 64),
+        TekTransform.ESP_AES192_MD5: (24, 16),
+        TekTransform.ESP_AES192_SHA1: (24, 20),
+        TekTransform.ESP_AES192_SHA256: (24, 32),
+        TekTransform.ESP_AES192_SHA384: (24, 48),
+        TekTransform.ESP_AES192_SHA512: (24, 64),
+        TekTransform.ESP_AES256_MD5: (32, 16),
+        TekTransform.ESP_AES256_SHA384: (32, 48),
+        TekTransform.ESP_AES256_SHA512: (32, 64),
+        TekTransform.ESP_GCM192: (28, 0),
     }[transform]
     for ev in evs:
         assert ev.sa.transform is transform

@@ -120,6 +120,12 @@ def test_seed_group_member_config_needs_the_local_address_from_the_command_line(
         ("esp-aes 256 esp-sha256-hmac", TekTransform.ESP_AES256_SHA256),
         ("esp-gcm", TekTransform.ESP_GCM128),
         ("esp-gcm 256", TekTransform.ESP_GCM256),
+        # Issue 17 item 6: the other combinations IOS accepts and Linux xfrm runs.
+        ("esp-3des esp-sha-hmac", TekTransform.ESP_3DES_SHA1),
+        ("esp-3des esp-sha512-hmac", TekTransform.ESP_3DES_SHA512),
+        ("esp-aes 128 esp-md5-hmac", TekTransform.ESP_AES128_MD5),
+        ("esp-aes 192 esp-sha384-hmac", TekTransform.ESP_AES192_SHA384),
+        ("esp-gcm 192", TekTransform.ESP_GCM192),
     ],
 )
 def test_supported_transform_sets(words: str, expected: TekTransform) -> None:
@@ -132,9 +138,10 @@ def test_supported_transform_sets(words: str, expected: TekTransform) -> None:
     ("words", "reason"),
     [
         ("esp-des esp-md5-hmac", "not supported"),
-        ("esp-aes 192 esp-sha-hmac", "192"),
+        ("esp-aes 512 esp-sha-hmac", "512"),
         ("esp-gcm 256 esp-sha-hmac", "own integrity"),
-        ("esp-3des esp-sha-hmac", "only with esp-md5-hmac"),
+        ("esp-3des", "needs an integrity"),
+        ("esp-3des 192 esp-sha-hmac", "takes no key size"),
         ("esp-aes", "needs an integrity"),
         ("esp-sha-hmac", "no ESP cipher"),
         ("esp-aes esp-shaa-hmac", "did you mean 'esp-sha-hmac'"),

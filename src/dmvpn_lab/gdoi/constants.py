@@ -179,11 +179,14 @@ class EncapsulationMode(enum.IntEnum):
 
 
 class AuthAlgorithm(enum.IntEnum):
-    """IPsec DOI authentication algorithms: RFC 2407 section 4.5; HMAC-SHA2-256 from RFC 4868."""
+    """IPsec DOI authentication algorithms: RFC 2407 section 4.5; HMAC-SHA2-256/384/512 from RFC 4868
+    (values from the IANA "IPsec DOI" registry)."""
 
     HMAC_MD5 = 1
     HMAC_SHA = 2
     HMAC_SHA2_256 = 5
+    HMAC_SHA2_384 = 6
+    HMAC_SHA2_512 = 7
 
 
 class EspTransformId(enum.IntEnum):

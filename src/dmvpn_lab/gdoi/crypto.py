@@ -16,8 +16,9 @@ Nothing here implements a primitive: HMAC, hashes, AES, 3DES, DH, ECDH and RSA a
   section 3) and ECP-256 (group 19, RFC 5903; KE data is ``x | y``, the shared secret is ``x``).
 * CBC encryption with IKEv1 padding (RFC 2409 section 5.3 leaves the pad bytes open; we write zeros
   with the pad count in the last byte, and rely on the payload chain, not the padding, to find the end).
-* The GROUPKEY-PUSH protection (RFC 6407 section 4): CBC under the KEK, and an RSA PKCS#1 v1.5
-  signature with the hash the KEK policy names, over ``"rekey" | message``.
+* The GROUPKEY-PUSH protection (RFC 6407 section 4): CBC under the KEK with the IV that came with it
+  (:class:`KekKey`), and an RSA PKCS#1 v1.5 signature with the hash the KEK policy names, over
+  ``"rekey" | HDR | payloads before SIG`` (:func:`rekey_signed_bytes`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from .constants import ISAKMP_HEADER_LEN, REKEY_SIGNATURE_PREFIX
 from .model import DhGroup, Phase1Cipher, Phase1Hash
 
 RandomFn = Callable[[int], bytes]
@@ -278,7 +280,7 @@ _SIG_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 
 
 def kek_encrypt(cipher: Phase1Cipher, key: bytes, iv: bytes, plaintext: bytes) -> bytes:
-    """Encrypt a GROUPKEY-PUSH/ACK body under the KEK; the IV travels as the first cipher block."""
+    """Encrypt a GROUPKEY-PUSH/ACK body under a KEK downloaded without IV: the IV goes in front."""
     return iv + cbc_encrypt(cipher, key, iv, plaintext)
 
 
@@ -287,6 +289,64 @@ def kek_decrypt(cipher: Phase1Cipher, key: bytes, data: bytes) -> bytes:
     if len(data) < 2 * block:
         raise CryptoError(f"KEK-encrypted body of {len(data)} bytes is shorter than IV plus one block")
     return cbc_decrypt(cipher, key, data[:block], data[block:])
+
+
+@dataclass(frozen=True)
+class KekKey:
+    """A KEK and the way GROUPKEY-PUSH and acknowledgement bodies are encrypted under it.
+
+    RFC 6407 section 5.5.2.1: when the cipher mode needs an IV (CBC does), KEK_ALGORITHM_KEY carries
+    the IV in front of the key, and each message under that KEK is encrypted with that IV, its
+    ciphertext right after the ISAKMP header.  This is what the key server sends.  Before issue 17 this
+    project sent the bare key and put a fresh IV in front of every ciphertext instead (``iv`` None);
+    members accept both, told apart by the attribute's length for the algorithm.
+    """
+
+    cipher: Phase1Cipher
+    key: bytes
+    iv: bytes | None
+
+    @classmethod
+    def from_download(cls, cipher: Phase1Cipher, material: bytes) -> KekKey:
+        key_len, block = cipher_key_len(cipher), cipher_block_len(cipher)
+        if len(material) == block + key_len:
+            return cls(cipher, material[block:], material[:block])
+        if len(material) == key_len:
+            return cls(cipher, material, None)
+        raise CryptoError(
+            f"KEK_ALGORITHM_KEY of {len(material)} bytes is neither IV and key ({block + key_len}) "
+            f"nor key ({key_len}) of {cipher.value}"
+        )
+
+    def download(self) -> bytes:
+        """KEK_ALGORITHM_KEY as the KD carries it."""
+        return (self.iv or b"") + self.key
+
+    def seal(self, plaintext: bytes, random: RandomFn) -> bytes:
+        if self.iv is None:
+            return kek_encrypt(self.cipher, self.key, random(cipher_block_len(self.cipher)), plaintext)
+        return cbc_encrypt(self.cipher, self.key, self.iv, plaintext)
+
+    def open(self, ciphertext: bytes) -> bytes:
+        if self.iv is None:
+            return kek_decrypt(self.cipher, self.key, ciphertext)
+        return cbc_decrypt(self.cipher, self.key, self.iv, ciphertext)
+
+
+def rekey_signed_bytes(header: bytes, payloads: bytes, length: int) -> bytes:
+    """What the SIG of a GROUPKEY-PUSH covers: ``"rekey" | HDR | payloads before SIG`` (RFC 6407
+    section 4), with the header's length field set to ``length``.
+
+    The RFC signs "the message before encryption", whose length counts the header, every payload and
+    the SIG, but no IV and no padding: the key server signs that (:func:`rekey_signed_length`).  Stacks
+    differ, so members also try the length as sent and the length without the SIG (see docs/interop.md).
+    """
+    return REKEY_SIGNATURE_PREFIX + header[: ISAKMP_HEADER_LEN - 4] + length.to_bytes(4, "big") + payloads
+
+
+def rekey_signed_length(payloads: bytes, sig_payload_len: int) -> int:
+    """The length of the GROUPKEY-PUSH before encryption: header, payloads and the SIG payload."""
+    return ISAKMP_HEADER_LEN + len(payloads) + sig_payload_len
 
 
 def rsa_sign(key: rsa.RSAPrivateKey, hash_name: str, data: bytes) -> bytes:
@@ -303,7 +363,8 @@ def rsa_verify(key: rsa.RSAPublicKey, hash_name: str, signature: bytes, data: by
 
 
 def rsa_public_der(key: rsa.RSAPublicKey) -> bytes:
-    """The public key as SIG_ALGORITHM_KEY carries it: PKCS#1 RSAPublicKey, DER."""
+    """The public key as SIG_ALGORITHM_KEY carries it: PKCS#1 RSAPublicKey, DER (RFC 6407 section
+    5.5.2.2 points to RFC 3447 appendix A.1.1 for it)."""
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
 
 

@@ -57,6 +57,7 @@ from dmvpn_lab.gdoi.model import (
     RegistrationFailed,
     RekeyReceived,
     RekeySent,
+    TekDeleted,
     TekExpired,
     TekInstalled,
     TrafficSelector,
@@ -532,8 +533,9 @@ class GdoiDaemon:
                         OUTBOUND_SWITCH_DELAY_S, self._switch_outbound, event.sa.spi
                     )
             self._join_rekey_group()
-        elif isinstance(event, TekExpired):
-            self.log.info("%s: TEK spi %s expired, removed", name, spi_text(event.spi))
+        elif isinstance(event, (TekExpired, TekDeleted)):
+            why = "expired" if isinstance(event, TekExpired) else "deleted by the key server"
+            self.log.info("%s: TEK spi %s %s, removed", name, spi_text(event.spi), why)
             if self.applier is not None:
                 self.applier.remove_tek(event.spi, now)
         elif isinstance(event, RekeyReceived):
@@ -576,8 +578,9 @@ class GdoiDaemon:
         group = getattr(kek, "multicast_address", None)
         if not isinstance(group, str) or group in self._multicast:
             return
+        port = getattr(kek, "multicast_port", None) or self.settings.port  # the key server's --port
         try:
-            sock = join_multicast(group, self.settings.port, self.settings.local_address)
+            sock = join_multicast(group, port, self.settings.local_address)
         except OSError as exc:
             self.log.error("%s: cannot join rekey group %s: %s", self.name, group, exc.strerror)
             return

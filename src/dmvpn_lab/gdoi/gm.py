@@ -10,11 +10,15 @@ The member's life, in protocol order:
    attempt fails (``RegistrationFailed``) and the next server in the list is tried after
    ``registration_retry_s``.
 2. Rekeys: a GROUPKEY-PUSH (RFC 6407 section 4) arrives encrypted under the KEK (its SPI is in the
-   cookies).  The member decrypts it, verifies the SIG over ``"rekey" | HDR | SEQ | SA | KD`` with the
-   key server's public key from the KD of the PULL (SIG_ALGORITHM_KEY, section 5.5.2), refuses a
-   sequence number not above the last one (``replayed``), installs the new TEKs at once
-   (``TekInstalled``) and keeps the older ones until their own lifetimes end (``TekExpired``), so
-   traffic flows across the rollover.  A push that brings a new KEK moves the member to it.
+   cookies; the IV came with the key, or, from older key servers, in front of the ciphertext).  The
+   member decrypts it, verifies the SIG over ``"rekey" | HDR | SEQ | [D] | SA | KD`` with the key
+   server's public key from the KD of the PULL (SIG_ALGORITHM_KEY, section 5.5.2; the header's length
+   field is read three ways, see :func:`_verify_push_signature`), refuses a sequence number not above
+   the last one (``replayed``), installs the new TEKs at once (``TekInstalled``) and keeps the older
+   ones until their own lifetimes end (``TekExpired``), so traffic flows across the rollover.  A push
+   that brings a new KEK moves the member to it.  Delete payloads remove the TEKs they name at once
+   (``TekDeleted``) and the KEKs they name; with its current KEK deleted the member registers again.
+   A push is applied whole or not at all: a KEK SPI the member holds keeps its algorithm and keys.
 3. Acknowledgements (RFC 8263): when the SA KEK asks for them, each accepted push is answered with
    ``HDR*, HASH, SEQ, ID`` (exchange GDOI_REKEY_ACK, KEK SPI as cookies, encrypted under the KEK),
    ``HASH = prf(SKEYID_a, M-ID | Ni_b | Nr_b | SEQ | ID)`` from the registration.  A retransmitted
@@ -41,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .codec import (
     Decoded,
     DecodeError,
+    DeletePayload,
     GdoiSaPayload,
     HashPayload,
     Header,
@@ -58,25 +63,29 @@ from .codec import (
 )
 from .constants import (
     ISAKMP_HEADER_LEN,
-    REKEY_SIGNATURE_PREFIX,
+    KEK_SPI_LEN,
+    Doi,
     ExchangeType,
     Flags,
     IdType,
     NotifyType,
     PayloadType,
+    ProtocolId,
+    SaTekProtocol,
 )
 from .crypto import (
     CryptoError,
-    cipher_block_len,
+    KekKey,
     cipher_key_len,
-    kek_decrypt,
-    kek_encrypt,
+    rekey_signed_bytes,
+    rekey_signed_length,
     rsa_public_from_der,
     rsa_verify,
 )
 from .groupsa import (
     SIG_HASH_IOS_NAMES,
     KekAnnouncement,
+    KekKeys,
     PolicyError,
     TekAnnouncement,
     read_kd,
@@ -95,6 +104,7 @@ from .model import (
     RegistrationFailed,
     RekeyReceived,
     RekeyTransport,
+    TekDeleted,
     TekExpired,
     TekInfo,
     TekInstalled,
@@ -118,7 +128,7 @@ class _Reject(Exception):
 @dataclass
 class _Kek:
     ann: KekAnnouncement
-    key: bytes
+    key: KekKey
     public_key: rsa.RSAPublicKey
     expires_at: float
     conn_id: int
@@ -276,6 +286,7 @@ class GroupMember:
                 # RFC 6407 section 5.3: the SA KEK's DST ID is where rekeys come from; a multicast
                 # address there is the group to join, 0.0.0.0 means unicast rekeys.
                 ann.destination if multicast else None,
+                ann.port if multicast else None,
             )
         teks = sorted(self._teks.values(), key=lambda t: t.installed_at)
         selectors = teks[-1].selectors if teks else ()
@@ -420,8 +431,6 @@ class GroupMember:
         tek_keys, kek_keys = read_kd(kd, pull.teks, pull.kek)
         if kek_keys is None or pull.kek is None:
             raise _Reject("bad-policy", "the key download carries no KEK")
-        if len(kek_keys.key) != cipher_key_len(pull.kek.cipher):
-            raise _Reject("bad-policy", "KEK of the wrong length")
         public_key = rsa_public_from_der(kek_keys.public_key_der)
         # accepted: commit
         ike.ivs[pull.message_id] = iv
@@ -452,22 +461,16 @@ class GroupMember:
     # --- rekeys -----------------------------------------------------------------------------------------
 
     def _push(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
-        kek = next(
-            (k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == header.spi), None
-        )
+        kek = self._held_kek(header.spi)
         if kek is None:
             raise _Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
         if not header.encrypted or header.message_id != 0:
             raise _Reject("malformed", "GROUPKEY-PUSH must be encrypted with message ID 0")
-        plain = kek_decrypt(kek.ann.cipher, kek.key, data[ISAKMP_HEADER_LEN:])
+        plain = kek.key.open(data[ISAKMP_HEADER_LEN:])
         decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
         if not decoded or not isinstance(decoded[-1].payload, SigPayload):
             raise _Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
-        signed = REKEY_SIGNATURE_PREFIX + data[:ISAKMP_HEADER_LEN] + b"".join(d.raw for d in decoded[:-1])
-        if not rsa_verify(kek.public_key, kek.ann.sig_hash, decoded[-1].payload.data, signed):
-            raise _Reject(
-                "bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key"
-            )
+        signed = _verify_push_signature(kek, data[:ISAKMP_HEADER_LEN], decoded)
         body = decoded[:-1]
         seq = _one(body, SeqPayload, "GROUPKEY-PUSH").seq
         digest = hashlib.sha256(signed).digest()
@@ -477,16 +480,27 @@ class GroupMember:
             return
         if seq <= self._last_seq:
             raise _Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
-        sa = _one(body, GdoiSaPayload, "GROUPKEY-PUSH")
-        kd = _one(body, KdPayload, "GROUPKEY-PUSH")
-        new_kek, teks = _read_sa(sa)
+        # RFC 6407 section 4: HDR*, SEQ, [D,] SA, KD, [CERT,] SIG.  A push that only deletes SAs
+        # carries no SA and no KD.
+        deletes = [d.payload for d in body if isinstance(d.payload, DeletePayload)]
+        sa = _at_most_one(body, GdoiSaPayload, "GROUPKEY-PUSH")
+        kd = _at_most_one(body, KdPayload, "GROUPKEY-PUSH") or KdPayload(())
+        if sa is None and not deletes:
+            raise _Reject("malformed", "GROUPKEY-PUSH carries neither SA nor Delete")
+        new_kek, teks = _read_sa(sa) if sa is not None else (None, [])
         tek_keys, kek_keys = read_kd(kd, teks, new_kek)
+        dead_teks, dead_keks = _read_deletes(deletes)
+        if (new_kek is not None and new_kek.spi in dead_keks) or dead_teks & {t.spi for t in teks}:
+            raise _Reject("bad-policy", "GROUPKEY-PUSH deletes an SA it announces")
+        held = self._held_kek(new_kek.spi) if new_kek is not None else None
         public_key = None
-        if new_kek is not None and new_kek.spi != kek.ann.spi:
-            if kek_keys is None or len(kek_keys.key) != cipher_key_len(new_kek.cipher):
+        if new_kek is not None and held is not None:
+            _check_refresh(held, new_kek, kek_keys)
+        elif new_kek is not None:
+            if kek_keys is None:
                 raise _Reject("bad-policy", "a new KEK was announced without a valid key")
             public_key = rsa_public_from_der(kek_keys.public_key_der)
-        # accepted: commit
+        # Accepted.  Everything that can fail was checked above, so the push changes all or nothing.
         self._last_seq = seq
         self._last_push = digest
         self._rekeys_cumulative += 1
@@ -494,14 +508,30 @@ class GroupMember:
         self._last_rekey_at = now
         if new_kek is not None and public_key is not None and kek_keys is not None:
             self._install_kek(new_kek, kek_keys.key, public_key, now)
-        elif new_kek is not None and kek is self._kek:
-            self._kek.ann = new_kek  # same KEK, refreshed policy (lifetime, ACK request)
-            self._kek.expires_at = now + new_kek.lifetime_s
+        elif new_kek is not None and held is not None:
+            held.ann = new_kek  # same KEK, refreshed policy (lifetime, ACK request)
+            held.expires_at = now + new_kek.lifetime_s
         self._acks_requested = bool(self._kek and self._kek.ann.ack_requested)
+        acknowledge = self._acks_requested
         self._events.append(RekeyReceived(addr[0], seq))
+        for spi in sorted(dead_teks & set(self._teks)):
+            del self._teks[spi]
+            self._events.append(TekDeleted(spi))
         self._install_teks(teks, tek_keys, now)
-        if self._acks_requested:
+        self._delete_keks(dead_keks, now)
+        if acknowledge:
             self._send_ack(kek, seq, addr)
+
+    def _delete_keks(self, spis: set[bytes], now: float) -> None:
+        """Forget deleted KEKs; without a current one no rekey can be read, so register again now."""
+        self._old_keks = [k for k in self._old_keks if k.ann.spi not in spis]
+        if self._kek is not None and self._kek.ann.spi in spis:
+            self._kek = None
+            self._acks_requested = False
+            self._reregister_at = now
+
+    def _held_kek(self, spi: bytes) -> _Kek | None:
+        return next((k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == spi), None)
 
     def _send_ack(self, kek: _Kek, seq: int, addr: Addr) -> None:
         """RFC 8263: HDR*, HASH, SEQ, ID under the KEK that protected the push."""
@@ -513,8 +543,7 @@ class GroupMember:
         _f, rest = encode_payloads(rest_payloads)
         digest = reg.ike.phase2_hash(0, reg.ni_b + reg.nr_b, rest)
         _f, plain = encode_payloads([HashPayload(digest), *rest_payloads])
-        block = cipher_block_len(kek.ann.cipher)
-        body = kek_encrypt(kek.ann.cipher, kek.key, self._random(block), plain)
+        body = kek.key.seal(plain, self._random)
         header = Header(
             kek.ann.spi[:8],
             kek.ann.spi[8:],
@@ -530,7 +559,7 @@ class GroupMember:
     # --- installing keys ----------------------------------------------------------------------------
 
     def _install_kek(
-        self, ann: KekAnnouncement, key: bytes, public_key: rsa.RSAPublicKey, now: float
+        self, ann: KekAnnouncement, key: KekKey, public_key: rsa.RSAPublicKey, now: float
     ) -> None:
         if self._kek is not None and self._kek.ann.spi != ann.spi:
             self._old_keks.append(self._kek)
@@ -587,6 +616,74 @@ def _read_sa(sa: GdoiSaPayload) -> tuple[KekAnnouncement | None, list[TekAnnounc
     kek = read_kek(keks[0]) if keks else None
     teks = read_teks([p for p in sa.payloads if isinstance(p, SaTekPayload)])
     return kek, teks
+
+
+def _check_refresh(held: _Kek, ann: KekAnnouncement, keys: KekKeys | None) -> None:
+    """A push may refresh the policy of a KEK the member holds, but never its algorithm or keys:
+    RFC 6407 section 5.3 gives a new KEK a new SPI, and a member that took another cipher for the same
+    SPI could read no later push."""
+    if ann.cipher is not held.ann.cipher:
+        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with another algorithm")
+    if keys is not None and (
+        keys.key != held.key
+        or rsa_public_from_der(keys.public_key_der).public_numbers() != held.public_key.public_numbers()
+    ):
+        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with other keys")
+
+
+def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...]) -> bytes:
+    """Check the SIG of a GROUPKEY-PUSH; returns the bytes it covers.
+
+    RFC 6407 section 4 (and RFC 3547 section 4 before it) signs "rekey", the header and the payloads
+    before SIG of the message before encryption.  Stacks read the header's length field in it
+    differently, so each reading is tried: the message before encryption (what the key server here
+    signs), the length as sent (this project before issue 17), the message without its SIG.
+    """
+    payloads = b"".join(d.raw for d in decoded[:-1])
+    sig = decoded[-1]
+    assert isinstance(sig.payload, SigPayload)
+    readings = (
+        rekey_signed_length(payloads, len(sig.raw)),
+        int.from_bytes(header[ISAKMP_HEADER_LEN - 4 :], "big"),
+        ISAKMP_HEADER_LEN + len(payloads),
+    )
+    for length in dict.fromkeys(readings):  # two readings can agree: verify each length once
+        signed = rekey_signed_bytes(header, payloads, length)
+        if rsa_verify(kek.public_key, kek.ann.sig_hash, sig.payload.data, signed):
+            return signed
+    raise _Reject("bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key")
+
+
+def _read_deletes(deletes: list[DeletePayload]) -> tuple[set[int], set[bytes]]:
+    """TEK and KEK SPIs named by Delete payloads (RFC 2408 section 3.15) in a GROUPKEY-PUSH.
+
+    A TEK SPI is 4 bytes, a KEK SPI is the 16-byte cookie pair (RFC 6407 section 5.3); the size tells
+    them apart.  The Protocol-ID of a TEK delete is GDOI_PROTO_IPSEC_ESP (RFC 6407 section 5.4) or,
+    from RFC 3547-era stacks, the IPsec DOI's PROTO_IPSEC_ESP (RFC 2407 section 4.4.1); both are read.
+    SPIs this member does not hold are ignored, as RFC 2408 section 3.15 lets a receiver do.
+    """
+    teks: set[int] = set()
+    keks: set[bytes] = set()
+    for delete in deletes:
+        if delete.doi != Doi.GDOI:
+            raise _Reject("bad-policy", f"Delete payload of DOI {delete.doi} in a GROUPKEY-PUSH")
+        if delete.spi_size == 4 and delete.protocol_id in (SaTekProtocol.IPSEC_ESP, ProtocolId.IPSEC_ESP):
+            teks.update(int.from_bytes(spi, "big") for spi in delete.spis)
+        elif delete.spi_size == KEK_SPI_LEN:
+            keks.update(delete.spis)
+        else:
+            raise _Reject(
+                "bad-policy",
+                f"Delete payload of protocol {delete.protocol_id} with {delete.spi_size}-byte SPIs",
+            )
+    return teks, keks
+
+
+def _at_most_one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T | None:
+    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
+    if len(found) > 1:
+        raise _Reject("malformed", f"{what}: more than one {cls.__name__}")
+    return found[0] if found else None
 
 
 def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:

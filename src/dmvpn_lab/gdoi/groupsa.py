@@ -4,19 +4,22 @@ Both the GROUPKEY-PULL (message 2 carries the SA, message 4 the KD) and the GROU
 KD together) describe the same things, so the key server builds them and the group member reads
 them here:
 
-* SA KEK (RFC 6407 section 5.3): the rekey SA.  Protocol UDP (17), source = the key server at port
-  848, destination = the multicast group (or 0.0.0.0 for unicast rekeys), the 16-byte SPI, and the
-  attributes KEK_ALGORITHM, KEK_KEY_LENGTH, KEK_KEY_LIFETIME, SIG_HASH_ALGORITHM, SIG_ALGORITHM,
-  SIG_KEY_LENGTH, plus KEK_ACK_REQUESTED when unicast members must acknowledge (RFC 8263 section 3).
+* SA KEK (RFC 6407 section 5.3): the rekey SA.  Protocol UDP (17), source = the key server at its
+  port (848 unless configured), destination = the multicast group (or 0.0.0.0 for unicast rekeys) at
+  the same port, the 16-byte SPI, and the attributes KEK_ALGORITHM, KEK_KEY_LENGTH (which members
+  default for 3DES), KEK_KEY_LIFETIME, SIG_HASH_ALGORITHM, SIG_ALGORITHM, SIG_KEY_LENGTH, plus
+  KEK_ACK_REQUESTED when unicast members must acknowledge (RFC 8263 section 3).
 * SA TEK (section 5.4.1, GDOI_PROTO_IPSEC_ESP): one payload per traffic selector (an ACL line):
-  IP protocol, source and destination as ID_IPV4_ADDR_SUBNET, the ESP transform ID and SPI, then
-  RFC 2407 attributes (SA life type/duration, encapsulation mode, authentication algorithm, key length).
+  IP protocol, source and destination (ID_IPV4_ADDR for a host, ID_IPV4_ADDR_SUBNET otherwise; both
+  are read), the ESP transform ID and SPI, then RFC 2407 attributes (SA life type/duration,
+  encapsulation mode, authentication algorithm, key length).
 * KD (section 5.5): a TEK key packet per SPI (TEK_ALGORITHM_KEY and TEK_INTEGRITY_KEY; for AES-GCM
   the algorithm key is the key followed by the 4-byte salt, RFC 4106 section 8.1) and a KEK key packet
-  (KEK_ALGORITHM_KEY and SIG_ALGORITHM_KEY, the key server's RSA public key).
+  (KEK_ALGORITHM_KEY, the IV then the key as section 5.5.2.1 says, and SIG_ALGORITHM_KEY, the key
+  server's RSA public key).
 
-Key sizes per transform: 3DES 24 bytes + HMAC-MD5 16; AES-CBC 16/32 + HMAC-SHA1 20 or HMAC-SHA-256 32;
-AES-GCM 16/32 + 4 bytes of salt and no integrity key.
+Key sizes per transform: 3DES 24 bytes, AES-CBC 16/24/32, AES-GCM 16/24/32 + 4 bytes of salt and no
+integrity key; HMAC keys are as long as their hash (MD5 16, SHA-1 20, SHA-256 32, SHA-384 48, SHA-512 64).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from .constants import (
     Situation,
     TekKeyAttr,
 )
+from .crypto import CryptoError, KekKey
 from .model import GDOI_PORT, Phase1Cipher, TekTransform, TrafficSelector
 
 UDP = 17
@@ -72,32 +76,52 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class TransformSpec:
-    esp_id: int
+    esp_id: EspTransformId
     key_bits: int | None
-    auth: int | None
+    auth: AuthAlgorithm | None
     enc_key_len: int  # bytes of TEK_ALGORITHM_KEY (salt included for GCM)
     int_key_len: int  # bytes of TEK_INTEGRITY_KEY
 
 
-TRANSFORMS: dict[TekTransform, TransformSpec] = {
-    TekTransform.ESP_3DES_MD5: TransformSpec(EspTransformId.ESP_3DES, None, AuthAlgorithm.HMAC_MD5, 24, 16),
-    TekTransform.ESP_AES128_SHA1: TransformSpec(EspTransformId.ESP_AES, 128, AuthAlgorithm.HMAC_SHA, 16, 20),
-    TekTransform.ESP_AES256_SHA1: TransformSpec(EspTransformId.ESP_AES, 256, AuthAlgorithm.HMAC_SHA, 32, 20),
-    TekTransform.ESP_AES128_SHA256: TransformSpec(
-        EspTransformId.ESP_AES, 128, AuthAlgorithm.HMAC_SHA2_256, 16, 32
-    ),
-    TekTransform.ESP_AES256_SHA256: TransformSpec(
-        EspTransformId.ESP_AES, 256, AuthAlgorithm.HMAC_SHA2_256, 32, 32
-    ),
-    TekTransform.ESP_GCM128: TransformSpec(EspTransformId.ESP_AES_GCM_16, 128, None, 16 + 4, 0),
-    TekTransform.ESP_GCM256: TransformSpec(EspTransformId.ESP_AES_GCM_16, 256, None, 32 + 4, 0),
+# IOS transform-set words -> what goes on the wire.  Ciphers: ESP transform ID (RFC 2407 section 4.4.4,
+# RFC 3602, RFC 4106 section 8.4) and whether KEY_LENGTH is sent (not for fixed-length 3DES).
+# Integrity: AUTH_ALGORITHM (RFC 2407 section 4.5, RFC 4868) and its key bytes (the hash length).
+_ESP_CIPHERS: dict[str, EspTransformId] = {
+    "esp-3des": EspTransformId.ESP_3DES,
+    "esp-aes": EspTransformId.ESP_AES,
+    "esp-gcm": EspTransformId.ESP_AES_GCM_16,
 }
+_ESP_INTEGRITY: dict[str, tuple[AuthAlgorithm, int]] = {
+    "esp-md5-hmac": (AuthAlgorithm.HMAC_MD5, 16),
+    "esp-sha-hmac": (AuthAlgorithm.HMAC_SHA, 20),
+    "esp-sha256-hmac": (AuthAlgorithm.HMAC_SHA2_256, 32),
+    "esp-sha384-hmac": (AuthAlgorithm.HMAC_SHA2_384, 48),
+    "esp-sha512-hmac": (AuthAlgorithm.HMAC_SHA2_512, 64),
+}
+
+
+def _transform_spec(transform: TekTransform) -> TransformSpec:
+    """Read ``esp-aes 256 esp-sha-hmac`` and the like (see :class:`TekTransform`)."""
+    cipher, *rest = transform.value.split()
+    bits = int(rest.pop(0)) if rest and rest[0].isdigit() else 128
+    auth, int_key_len = _ESP_INTEGRITY[rest[0]] if rest else (None, 0)
+    esp_id = _ESP_CIPHERS[cipher]
+    if esp_id is EspTransformId.ESP_3DES:
+        return TransformSpec(esp_id, None, auth, 24, int_key_len)  # three DES keys, parity included
+    salt = 4 if esp_id is EspTransformId.ESP_AES_GCM_16 else 0  # RFC 4106 section 8.1
+    return TransformSpec(esp_id, bits, auth, bits // 8 + salt, int_key_len)
+
+
+TRANSFORMS: dict[TekTransform, TransformSpec] = {t: _transform_spec(t) for t in TekTransform}
 
 KEK_CIPHERS: dict[Phase1Cipher, tuple[KekAlgorithm, int]] = {
     Phase1Cipher.TRIPLE_DES: (KekAlgorithm.TRIPLE_DES, 192),
     Phase1Cipher.AES_CBC_128: (KekAlgorithm.AES, 128),
     Phase1Cipher.AES_CBC_256: (KekAlgorithm.AES, 256),
 }
+# RFC 6407 section 5.3.4: KEK_KEY_LENGTH matters for ciphers of several key lengths (AES); members
+# default it for the fixed-length ones.  3DES counts its parity bits: 192.
+FIXED_KEK_KEY_BITS: dict[int, int] = {KekAlgorithm.TRIPLE_DES: 192}
 SIG_HASHES: dict[str, SigHashAlgorithm] = {
     "md5": SigHashAlgorithm.MD5,
     "sha1": SigHashAlgorithm.SHA1,
@@ -112,8 +136,7 @@ class KekPolicy:
     """The rekey SA as it is announced (``lifetime_s`` is what remains when the message is built)."""
 
     spi: bytes
-    cipher: Phase1Cipher
-    key: bytes
+    key: KekKey
     lifetime_s: int
     sig_hash: str  # "sha256", "sha1" or "md5"
     sig_key_bits: int
@@ -121,6 +144,7 @@ class KekPolicy:
     source: str  # key server address
     destination: str  # multicast group, or 0.0.0.0 for unicast rekeys
     ack_requested: bool
+    port: int  # the key server's UDP port: rekeys come from it and go to it (section 5.3)
 
 
 @dataclass(frozen=True)
@@ -134,8 +158,12 @@ class TekPolicy:
     replay_time_window_s: int | None
 
 
-def _subnet_id(cidr: str) -> IdSpec:
+def _selector_id(cidr: str) -> IdSpec:
+    """RFC 2407 section 4.6.2.1 has a type for a single address: a /32 goes as ID_IPV4_ADDR, as deployed
+    stacks send hosts; anything wider as ID_IPV4_ADDR_SUBNET.  :func:`_cidr_of` reads both."""
     net = ipaddress.IPv4Network(cidr, strict=False)
+    if net.prefixlen == net.max_prefixlen:
+        return IdSpec(IdType.IPV4_ADDR, 0, net.network_address.packed)
     return IdSpec(IdType.IPV4_ADDR_SUBNET, 0, net.network_address.packed + net.netmask.packed)
 
 
@@ -157,7 +185,7 @@ def _addr_id(address: str, port: int) -> IdSpec:
 
 
 def sa_kek_payload(kek: KekPolicy) -> SaKekPayload:
-    alg, bits = KEK_CIPHERS[kek.cipher]
+    alg, bits = KEK_CIPHERS[kek.key.cipher]
     attrs = [
         Attribute(KekAttr.KEK_ALGORITHM, alg),
         Attribute(KekAttr.KEK_KEY_LENGTH, bits),
@@ -169,7 +197,7 @@ def sa_kek_payload(kek: KekPolicy) -> SaKekPayload:
     if kek.ack_requested:
         attrs.append(Attribute(KekAttr.KEK_ACK_REQUESTED, KekAckType.CUMULATIVE))
     return SaKekPayload(
-        UDP, _addr_id(kek.source, GDOI_PORT), _addr_id(kek.destination, GDOI_PORT), kek.spi, tuple(attrs)
+        UDP, _addr_id(kek.source, kek.port), _addr_id(kek.destination, kek.port), kek.spi, tuple(attrs)
     )
 
 
@@ -190,8 +218,8 @@ def sa_tek_payloads(tek: TekPolicy) -> list[SaTekPayload]:
         SaTekPayload(
             SaTekProtocol.IPSEC_ESP,
             sel.protocol,
-            _subnet_id(sel.source),
-            _subnet_id(sel.destination),
+            _selector_id(sel.source),
+            _selector_id(sel.destination),
             spec.esp_id,
             tek.spi,
             tuple(attrs),
@@ -222,7 +250,7 @@ def kd_payload(kek: KekPolicy | None, teks: Sequence[TekPolicy]) -> KdPayload:
                 KdType.KEK,
                 kek.spi,
                 (
-                    Attribute(KekKeyAttr.KEK_ALGORITHM_KEY, kek.key),
+                    Attribute(KekKeyAttr.KEK_ALGORITHM_KEY, kek.key.download()),
                     Attribute(KekKeyAttr.SIG_ALGORITHM_KEY, kek.public_key_der),
                 ),
             )
@@ -244,6 +272,7 @@ class KekAnnouncement:
     sig_key_bits: int
     destination: str
     ack_requested: bool
+    port: int  # the destination port: where multicast rekeys arrive
 
 
 @dataclass(frozen=True)
@@ -270,7 +299,10 @@ def read_kek(sak: SaKekPayload) -> KekAnnouncement:
     if len(sak.spi) != KEK_SPI_LEN:
         raise PolicyError("bad-policy", f"{what}: SPI of {len(sak.spi)} bytes")
     alg = _int_attr(sak.attributes, KekAttr.KEK_ALGORITHM, what)
-    bits = _int_attr(sak.attributes, KekAttr.KEK_KEY_LENGTH, what)
+    if find_attribute(sak.attributes, KekAttr.KEK_KEY_LENGTH) is None and alg in FIXED_KEK_KEY_BITS:
+        bits = FIXED_KEK_KEY_BITS[alg]  # a fixed-length cipher needs no length, and some stacks omit it
+    else:
+        bits = _int_attr(sak.attributes, KekAttr.KEK_KEY_LENGTH, what)
     cipher = next((c for c, v in KEK_CIPHERS.items() if v == (alg, bits)), None)
     if cipher is None:
         raise PolicyError("bad-policy", f"{what}: KEK algorithm {alg}/{bits} bits not supported")
@@ -286,7 +318,8 @@ def read_kek(sak: SaKekPayload) -> KekAnnouncement:
     if sak.dst.id_type != IdType.IPV4_ADDR or len(sak.dst.data) != 4:
         raise PolicyError("bad-policy", f"{what}: destination must be an IPv4 address")
     dest = str(ipaddress.IPv4Address(sak.dst.data))
-    return KekAnnouncement(sak.spi, cipher, lifetime, sig_hash, key_bits, dest, ack is not None)
+    port = sak.dst.port or GDOI_PORT  # RFC 2407 section 4.6.2: port 0 means "any"; GDOI's own is 848
+    return KekAnnouncement(sak.spi, cipher, lifetime, sig_hash, key_bits, dest, ack is not None, port)
 
 
 def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
@@ -300,6 +333,8 @@ def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
         keylen_a = find_attribute(sat.attributes, IpsecAttr.KEY_LENGTH)
         auth = auth_a.as_int() if auth_a is not None else None
         keylen = keylen_a.as_int() if keylen_a is not None else None
+        if sat.transform_id == EspTransformId.ESP_3DES and keylen == 192:
+            keylen = None  # some stacks name 3DES's one key length; RFC 2407 section 4.5 needs none
         transform = next(
             (
                 t
@@ -333,7 +368,7 @@ def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
 
 @dataclass(frozen=True)
 class KekKeys:
-    key: bytes
+    key: KekKey
     public_key_der: bytes
 
 
@@ -370,7 +405,10 @@ def read_kd(
             sig = find_attribute(pkt.attributes, KekKeyAttr.SIG_ALGORITHM_KEY)
             if k is None or sig is None:
                 raise PolicyError("bad-policy", "KEK key packet lacks the KEK or the signature key")
-            kek_keys = KekKeys(k.as_bytes(), sig.as_bytes())
+            try:
+                kek_keys = KekKeys(KekKey.from_download(kek.cipher, k.as_bytes()), sig.as_bytes())
+            except CryptoError as exc:
+                raise PolicyError("bad-policy", f"KEK key packet: {exc}") from exc
         else:
             raise PolicyError("bad-policy", f"key packet type {pkt.kd_type} is not supported")
     missing = set(wanted) - set(tek_keys)

@@ -83,7 +83,8 @@ PROTOCOL_NUMBERS = {
     "pim": 103,
 }
 
-_ESP_TRANSFORM_WORDS = ["esp-3des", "esp-aes", "esp-gcm", "esp-md5-hmac", "esp-sha-hmac", "esp-sha256-hmac"]
+_ESP_INTEGRITY_WORDS = ["esp-md5-hmac", "esp-sha-hmac", "esp-sha256-hmac", "esp-sha384-hmac", "esp-sha512-hmac"]
+_ESP_TRANSFORM_WORDS = ["esp-3des", "esp-aes", "esp-gcm", *_ESP_INTEGRITY_WORDS]
 _ALL_TRANSFORM_WORDS = [
     *_ESP_TRANSFORM_WORDS,
     "esp-des",
@@ -93,8 +94,6 @@ _ALL_TRANSFORM_WORDS = [
     "ah-md5-hmac",
     "ah-sha-hmac",
     "ah-sha256-hmac",
-    "esp-sha384-hmac",
-    "esp-sha512-hmac",
     "comp-lzs",
 ]
 
@@ -225,7 +224,7 @@ def transform_from_words(words: list[str]) -> TekTransform:
             if index + 1 < len(words) and words[index + 1].isdigit():
                 key_bits = int(words[index + 1])
                 index += 1
-        elif word in ("esp-md5-hmac", "esp-sha-hmac", "esp-sha256-hmac"):
+        elif word in _ESP_INTEGRITY_WORDS:
             if integrity is not None:
                 raise _Refused(f"two integrity algorithms in one transform set ({integrity}, {word})")
             integrity = word
@@ -241,33 +240,17 @@ def transform_from_words(words: list[str]) -> TekTransform:
         index += 1
     if cipher is None:
         raise _Refused("no ESP cipher in the transform set (esp-3des, esp-aes or esp-gcm)")
-    if cipher == "esp-3des":
-        if key_bits is not None:
-            raise _Refused("esp-3des takes no key size")
-        if integrity == "esp-md5-hmac":
-            return TekTransform.ESP_3DES_MD5
-        raise _Refused("esp-3des is supported only with esp-md5-hmac")
-    if cipher == "esp-gcm":
-        if integrity is not None:
-            raise _Refused("esp-gcm carries its own integrity; drop " + integrity)
-        if key_bits in (None, 128):
-            return TekTransform.ESP_GCM128
-        if key_bits == 256:
-            return TekTransform.ESP_GCM256
-        raise _Refused(f"esp-gcm {key_bits} is not supported (128 or 256)")
-    if key_bits not in (None, 128, 256):
-        raise _Refused(f"esp-aes {key_bits} is not supported (128 or 256)")
-    table = {
-        ("esp-sha-hmac", False): TekTransform.ESP_AES128_SHA1,
-        ("esp-sha-hmac", True): TekTransform.ESP_AES256_SHA1,
-        ("esp-sha256-hmac", False): TekTransform.ESP_AES128_SHA256,
-        ("esp-sha256-hmac", True): TekTransform.ESP_AES256_SHA256,
-    }
-    if integrity is None:
-        raise _Refused("esp-aes needs an integrity transform (esp-sha-hmac or esp-sha256-hmac)")
-    if integrity == "esp-md5-hmac":
-        raise _Refused("esp-aes with esp-md5-hmac is not supported; use esp-sha-hmac or esp-sha256-hmac")
-    return table[(integrity, key_bits == 256)]
+    if cipher == "esp-3des" and key_bits is not None:
+        raise _Refused("esp-3des takes no key size")
+    if cipher == "esp-gcm" and integrity is not None:
+        raise _Refused("esp-gcm carries its own integrity; drop " + integrity)
+    if cipher != "esp-gcm" and integrity is None:
+        raise _Refused(f"{cipher} needs an integrity transform ({', '.join(_ESP_INTEGRITY_WORDS)})")
+    if key_bits not in (None, 128, 192, 256):
+        raise _Refused(f"{cipher} {key_bits} is not supported (128, 192 or 256)")
+    # TekTransform values are the canonical IOS spelling: the key size only when it is not 128.
+    size = [str(key_bits)] if key_bits not in (None, 128) else []
+    return TekTransform(" ".join([cipher, *size, *([integrity] if integrity else [])]))
 
 
 def _acl_address(words: list[str], index: int) -> tuple[str, int]:

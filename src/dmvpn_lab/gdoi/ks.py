@@ -26,8 +26,9 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
    (IOS ``authorization address ipv4 ACL``) refuses members its access list does not permit
    (``unauthorized``, told with an AUTHENTICATION-FAILED notify), as IOS's GDOI-1-UNAUTHORIZED_IPADDR.
 3. GROUPKEY-PUSH (RFC 6407 section 4): ``HDR*, SEQ, SA, KD, SIG`` with the KEK SPI as the cookies
-   and message ID 0, signed (PKCS#1 v1.5 over ``"rekey" | HDR | SEQ | SA | KD``, the header as sent),
-   then encrypted under the KEK with a fresh IV carried as the first cipher block.  A new TEK is made
+   and message ID 0, signed (PKCS#1 v1.5 over ``"rekey" | HDR | SEQ | SA | KD``, the header of the
+   message before encryption: its length counts the SIG, not the padding), then encrypted under the
+   KEK with the IV that the KD gave members in front of the key (section 5.5.2.1).  A new TEK is made
    ``rekey_ahead_s`` before the newest one expires; the old TEK stays in every SA until it expires.
    Unicast rekeys go to every registered member and are retransmitted every
    ``rekey_retransmit_interval_s``, ``rekey_retransmit_count`` times, to members that have not
@@ -51,10 +52,9 @@ import hmac
 import ipaddress
 import itertools
 import os
-import struct
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -75,30 +75,28 @@ from .codec import (
     encode_payloads,
 )
 from .constants import (
+    GENERIC_HEADER_LEN,
     ISAKMP_HEADER_LEN,
-    REKEY_SIGNATURE_PREFIX,
     Doi,
     ExchangeType,
     Flags,
     IdType,
     NotifyType,
-    PayloadType,
     ProtocolId,
 )
 from .crypto import (
     CryptoError,
+    KekKey,
     cipher_block_len,
     cipher_key_len,
-    ikev1_pad,
-    kek_decrypt,
-    kek_encrypt,
     prf,
+    rekey_signed_bytes,
+    rekey_signed_length,
     rsa_public_der,
     rsa_sign,
 )
 from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
 from .model import (
-    GDOI_PORT,
     MAX_HALF_OPEN_LIMIT,
     Event,
     GroupPolicy,
@@ -219,8 +217,7 @@ class _Tek:
 @dataclass
 class _Kek:
     spi: bytes
-    cipher: Phase1Cipher
-    key: bytes
+    key: KekKey
     created_at: float
     lifetime_s: int
 
@@ -512,10 +509,11 @@ class KeyServer:
         )
 
     def _new_kek(self, policy: GroupPolicy, now: float) -> _Kek:
+        cipher = policy.kek_cipher
         return _Kek(
             self._random(16),
-            policy.kek_cipher,
-            self._random(cipher_key_len(policy.kek_cipher)),
+            # RFC 6407 section 5.5.2.1: the IV members need for CBC comes with the key.
+            KekKey(cipher, self._random(cipher_key_len(cipher)), self._random(cipher_block_len(cipher))),
             now,
             policy.kek_lifetime_s,
         )
@@ -532,7 +530,6 @@ class KeyServer:
         dest = pol.rekey_multicast_address if multicast and pol.rekey_multicast_address else "0.0.0.0"
         return KekPolicy(
             group.kek.spi,
-            group.kek.cipher,
             group.kek.key,
             max(0, int(group.kek.expires_at() - now)),
             self._sig_hash(pol),
@@ -541,6 +538,7 @@ class KeyServer:
             self.config.local_address,
             dest,
             ack_requested=not multicast,
+            port=self.config.port,
         )
 
     def _tek_policies(self, group: _Group, now: float) -> tuple[TekPolicy, ...]:
@@ -564,8 +562,8 @@ class KeyServer:
         return KekInfo(
             pol.rekey_transport,
             max(0, int(group.kek.expires_at() - now)),
-            group.kek.cipher,
-            cipher_key_len(group.kek.cipher) * 8,
+            group.kek.key.cipher,
+            cipher_key_len(group.kek.key.cipher) * 8,
             SIG_HASH_IOS_NAMES[self._sig_hash(pol)],
             group.signing_key.key_size,
             group.kek.spi,
@@ -618,7 +616,7 @@ class KeyServer:
     def _transmit(self, group: _Group, pending: _PendingRekey) -> None:
         pol = group.policy
         if pending.multicast and pol.rekey_multicast_address:
-            self._out.append((pending.datagram, (pol.rekey_multicast_address, GDOI_PORT)))
+            self._out.append((pending.datagram, (pol.rekey_multicast_address, self.config.port)))
             return
         for address in sorted(pending.unacked):
             m = group.members.get(address)
@@ -651,27 +649,18 @@ class KeyServer:
         teks = self._tek_policies(group, now)
         payloads: list[Payload] = [SeqPayload(group.sequence), sa_payload(kek, teks), kd_payload(kek, teks)]
         sig_len = (group.signing_key.key_size + 7) // 8
-        _first, body = encode_payloads([*payloads, SigPayload(b"\x00" * sig_len)])
-        signed_part = body[: len(body) - 4 - sig_len]
-        block = cipher_block_len(protect.cipher)
-        total = ISAKMP_HEADER_LEN + block + len(ikev1_pad(body, block))
+        first, body = encode_payloads([*payloads, SigPayload(b"\x00" * sig_len)])  # chains KD to SIG
+        signed_part = body[: len(body) - GENERIC_HEADER_LEN - sig_len]
         header = Header(
-            protect.spi[:8],
-            protect.spi[8:],
-            PayloadType.SEQ,
-            ExchangeType.GROUPKEY_PUSH,
-            Flags.ENCRYPTION,
-            0,
-            total,
+            protect.spi[:8], protect.spi[8:], first, ExchangeType.GROUPKEY_PUSH, Flags.ENCRYPTION, 0, 0
         )
-        hdr = header.encode()
-        sig = rsa_sign(
-            group.signing_key, self._sig_hash(group.policy), REKEY_SIGNATURE_PREFIX + hdr + signed_part
-        )
-        plain = signed_part + struct.pack("!BBH", 0, 0, 4 + len(sig)) + sig
-        datagram = hdr + kek_encrypt(protect.cipher, protect.key, self._random(block), plain)
-        assert len(datagram) == total
-        return datagram
+        # Signed as the message stands before encryption: its length counts the SIG but no padding.
+        length = rekey_signed_length(signed_part, GENERIC_HEADER_LEN + sig_len)
+        signed = rekey_signed_bytes(header.encode(), signed_part, length)
+        sig = rsa_sign(group.signing_key, self._sig_hash(group.policy), signed)
+        _first, sig_payload = encode_payloads([SigPayload(sig)])
+        ciphertext = protect.key.seal(signed_part + sig_payload, self._random)
+        return replace(header, length=ISAKMP_HEADER_LEN + len(ciphertext)).encode() + ciphertext
 
     # --- receiving ----------------------------------------------------------------------------------
 
@@ -948,7 +937,7 @@ class KeyServer:
         group, kek = found
         if not header.encrypted:
             raise _Reject("malformed", "acknowledgement is not encrypted")
-        plain = kek_decrypt(kek.cipher, kek.key, data[ISAKMP_HEADER_LEN:])
+        plain = kek.key.open(data[ISAKMP_HEADER_LEN:])
         decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
         first = decoded[0].payload if decoded else None
         if not isinstance(first, HashPayload):

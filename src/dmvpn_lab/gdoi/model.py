@@ -42,14 +42,35 @@ class DhGroup(enum.IntEnum):
 
 
 class TekTransform(enum.Enum):
-    """ESP transforms the KS can hand out for the TEK (IOS ``crypto ipsec transform-set`` names)."""
+    """ESP transforms the KS can hand out for the TEK, named as IOS ``crypto ipsec transform-set`` writes
+    them (a cipher, its key size unless 128, an integrity transform).
+
+    Every combination of these ciphers and integrity transforms that IOS accepts and Linux xfrm can run
+    is here; ``groupsa.TRANSFORMS`` reads the words to find the wire numbers and key sizes.
+    """
 
     ESP_3DES_MD5 = "esp-3des esp-md5-hmac"
+    ESP_3DES_SHA1 = "esp-3des esp-sha-hmac"
+    ESP_3DES_SHA256 = "esp-3des esp-sha256-hmac"
+    ESP_3DES_SHA384 = "esp-3des esp-sha384-hmac"
+    ESP_3DES_SHA512 = "esp-3des esp-sha512-hmac"
+    ESP_AES128_MD5 = "esp-aes esp-md5-hmac"
     ESP_AES128_SHA1 = "esp-aes esp-sha-hmac"
-    ESP_AES256_SHA1 = "esp-aes 256 esp-sha-hmac"
     ESP_AES128_SHA256 = "esp-aes esp-sha256-hmac"
+    ESP_AES128_SHA384 = "esp-aes esp-sha384-hmac"
+    ESP_AES128_SHA512 = "esp-aes esp-sha512-hmac"
+    ESP_AES192_MD5 = "esp-aes 192 esp-md5-hmac"
+    ESP_AES192_SHA1 = "esp-aes 192 esp-sha-hmac"
+    ESP_AES192_SHA256 = "esp-aes 192 esp-sha256-hmac"
+    ESP_AES192_SHA384 = "esp-aes 192 esp-sha384-hmac"
+    ESP_AES192_SHA512 = "esp-aes 192 esp-sha512-hmac"
+    ESP_AES256_MD5 = "esp-aes 256 esp-md5-hmac"
+    ESP_AES256_SHA1 = "esp-aes 256 esp-sha-hmac"
     ESP_AES256_SHA256 = "esp-aes 256 esp-sha256-hmac"
+    ESP_AES256_SHA384 = "esp-aes 256 esp-sha384-hmac"
+    ESP_AES256_SHA512 = "esp-aes 256 esp-sha512-hmac"
     ESP_GCM128 = "esp-gcm"
+    ESP_GCM192 = "esp-gcm 192"
     ESP_GCM256 = "esp-gcm 256"
 
 
@@ -232,7 +253,14 @@ class TekInstalled:
 
 @dataclass(frozen=True)
 class TekExpired:
-    """GM: remove the state with this SPI (its lifetime ran out, or a rekey deleted it)."""
+    """GM: remove the state with this SPI (its lifetime ran out)."""
+
+    spi: int
+
+
+@dataclass(frozen=True)
+class TekDeleted:
+    """GM: remove the state with this SPI now: a rekey's Delete payload named it (RFC 6407 section 4)."""
 
     spi: int
 
@@ -294,6 +322,7 @@ Event = (
     | Registered
     | TekInstalled
     | TekExpired
+    | TekDeleted
     | RekeyReceived
     | RegistrationFailed
     | MemberRegistered
@@ -329,6 +358,7 @@ class KekInfo:
     # RFC 6407 section 5.3: the SA KEK's destination ID names the group rekeys are sent to; None for
     # unicast rekeys (the KS puts 0.0.0.0 there).
     multicast_address: str | None = None
+    multicast_port: int | None = None  # the SA KEK's destination port: where multicast rekeys arrive
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ Choices this module makes, with their reasons:
 
 * The SA payload's DOI is GDOI (2): RFC 6407 section 2.1.1 says the phase 1 SA payload carries the
   GDOI DOI value.  (Wireshark 4.0 then parses no proposals; the wire test rewrites an analysis copy.)
+  Its situation is GDOI's 0; a responder also accepts the IPsec DOI's 1 (``ACCEPTED_SITUATIONS``).
+* Messages 5 and 6 are the first encrypted ones, so a wrong pre-shared key shows there.  A wrong key
+  decrypts to random bytes, which cannot start with a sane payload header: that is ``bad-hash``.  A
+  message that decrypts to a sane start but then fails to decode is ``malformed``, naming the payload.
 * With pre-shared keys the responder must pick the key before it can read message 5, so keys are
   looked up by the peer's IP address (RFC 2409 section 5.4).  An address with no key is refused at
   message 1 with the reason ``no-psk``.
@@ -63,6 +67,7 @@ from .codec import (
     tlv_int,
 )
 from .constants import (
+    GENERIC_HEADER_LEN,
     ISAKMP_HEADER_LEN,
     Doi,
     ExchangeType,
@@ -97,6 +102,9 @@ from .crypto import (
 from .model import DhGroup, IsakmpPolicy, Phase1Cipher, Phase1Hash
 
 NONCE_LEN = 32  # RFC 2409 section 5: nonces of 8 to 256 bytes
+# GDOI's situation is 0 (RFC 6407 section 5.1) and that is what the member sends; a key server also
+# takes the IPsec DOI's SIT_IDENTITY_ONLY (RFC 2407 section 4.2), which this project sent before.
+ACCEPTED_SITUATIONS = (Situation.NONE, Situation.IDENTITY_ONLY)
 
 
 class Phase1Error(Exception):
@@ -202,6 +210,31 @@ def _ke_and_nonce(header: Header, data: bytes, what: str) -> tuple[KePayload, No
     return ke, nonce
 
 
+def _open_main_mode(
+    cipher: Phase1Cipher, key: bytes, iv: bytes, header: Header, ciphertext: bytes, what: str
+) -> tuple[Decoded, ...]:
+    """Decrypt and decode Main Mode message 5 or 6; tells a wrong key from a malformed message."""
+    try:
+        plain = cbc_decrypt(cipher, key, iv, ciphertext)
+    except CryptoError as exc:
+        raise Phase1Error("malformed", f"{what}: {exc}") from exc
+    if not _sane_first_payload(plain):
+        raise Phase1Error("bad-hash", f"{what} did not decrypt to payloads (wrong pre-shared key?)")
+    try:
+        return decode_payloads(header.next_payload, plain, gdoi_sa=False, padded=True)
+    except DecodeError as exc:
+        raise Phase1Error("malformed", f"{what}: {exc}") from exc
+
+
+def _sane_first_payload(plain: bytes) -> bool:
+    """A generic payload header (RFC 2408 section 3.2) with a zero RESERVED byte and a length that fits:
+    random bytes from a wrong key pass this a few times in a million."""
+    if len(plain) < GENERIC_HEADER_LEN:
+        return False
+    reserved, length = plain[1], int.from_bytes(plain[2:4], "big")
+    return reserved == 0 and GENERIC_HEADER_LEN <= length <= len(plain)
+
+
 # --- The established ISAKMP SA ------------------------------------------------------------------------
 
 
@@ -285,7 +318,7 @@ class IkeSa:
 
 def _sa_payload(policies: Sequence[IsakmpPolicy]) -> SaPayload:
     transforms = tuple(transform_for(p, i + 1) for i, p in enumerate(_policies_in_order(policies)))
-    return SaPayload(Doi.GDOI, Situation.IDENTITY_ONLY, (ProposalPayload(1, ProtocolId.ISAKMP, b"", transforms),))
+    return SaPayload(Doi.GDOI, Situation.NONE, (ProposalPayload(1, ProtocolId.ISAKMP, b"", transforms),))
 
 
 class MainModeInitiator:
@@ -404,11 +437,7 @@ class MainModeInitiator:
         if not header.encrypted:
             raise Phase1Error("malformed", "message 6 must be encrypted")
         ct = data[ISAKMP_HEADER_LEN:]
-        try:
-            plain = cbc_decrypt(self.suite.cipher, self.keys.enc_key, self.iv, ct)
-            decoded = decode_payloads(header.next_payload, plain, gdoi_sa=False, padded=True)
-        except (CryptoError, DecodeError) as exc:
-            raise Phase1Error("bad-hash", f"message 6 did not decrypt ({exc})") from exc
+        decoded = _open_main_mode(self.suite.cipher, self.keys.enc_key, self.iv, header, ct, "message 6")
         idir = _only(decoded, IdPayload, "message 6")
         hsh = _only(decoded, HashPayload, "message 6").payload
         assert isinstance(hsh, HashPayload)
@@ -473,6 +502,8 @@ def _choose(policies: Sequence[IsakmpPolicy], sa: SaPayload, sai_b: bytes) -> Of
     """The first policy (by priority) that an offered transform matches exactly; lifetime the smaller."""
     if sa.doi not in (Doi.GDOI, Doi.IPSEC):
         raise Phase1Error("malformed", f"phase 1 SA with DOI {sa.doi}")
+    if sa.situation not in ACCEPTED_SITUATIONS:
+        raise Phase1Error("no-proposal", f"phase 1 SA with situation {sa.situation:#x}")
     for pol in _policies_in_order(policies):
         for prop in sa.proposals:
             if prop.protocol_id != ProtocolId.ISAKMP:
@@ -581,13 +612,9 @@ class MainModeResponder:
         if not header.encrypted:
             raise Phase1Error("malformed", "message 5 must be encrypted")
         ct = data[ISAKMP_HEADER_LEN:]
-        try:
-            plain = cbc_decrypt(self.suite.cipher, self.keys.enc_key, self.iv, ct)
-            decoded = decode_payloads(header.next_payload, plain, gdoi_sa=False, padded=True)
-            idii = _only(decoded, IdPayload, "message 5")
-            hsh = _only(decoded, HashPayload, "message 5").payload
-        except (CryptoError, DecodeError, Phase1Error) as exc:
-            raise Phase1Error("bad-hash", f"message 5 did not decrypt (wrong pre-shared key?): {exc}") from exc
+        decoded = _open_main_mode(self.suite.cipher, self.keys.enc_key, self.iv, header, ct, "message 5")
+        idii = _only(decoded, IdPayload, "message 5")
+        hsh = _only(decoded, HashPayload, "message 5").payload
         assert isinstance(hsh, HashPayload)
         expect = hash_i(
             self.suite.hash,

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmvpn_lab.gdoi.constants import EspTransformId
+from dmvpn_lab.gdoi.groupsa import TRANSFORMS
 from dmvpn_lab.gdoi.model import (
     GDOI_PORT,
     GmStatus,
@@ -206,7 +208,9 @@ def _ident(selector: TrafficSelector, end: str) -> str:
     return f"({address}/{mask}/{selector.protocol}/0)"
 
 
-_IV_BYTES = {TekTransform.ESP_3DES_MD5: 8, TekTransform.ESP_GCM128: 8, TekTransform.ESP_GCM256: 8}
+def _iv_bytes(transform: TekTransform) -> int:
+    """ESP IV size: the 3DES block, the 8-byte GCM nonce (RFC 4106 section 3.1), else the AES block."""
+    return 8 if TRANSFORMS[transform].esp_id in (EspTransformId.ESP_3DES, EspTransformId.ESP_AES_GCM_16) else 16
 
 
 def _selector_json(selector: TrafficSelector) -> dict[str, Any]:
@@ -627,7 +631,7 @@ def _esp_sa_lines(tek: TekInfo, conn_id: int, crypto_map: str) -> list[str]:
         f"        conn id: {conn_id}, flow_id: SW:{conn_id}, sibling_flags 80000040, "
         f"crypto map: {crypto_map}",
         f"        sa timing: remaining key lifetime (sec): ({tek.lifetime_remaining_s})",
-        f"        IV size: {_IV_BYTES.get(tek.transform, 16)} bytes",
+        f"        IV size: {_iv_bytes(tek.transform)} bytes",
         f"        replay detection support: {replay}",
         "        Status: ACTIVE",
     ]

@@ -46,7 +46,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from dmvpn_lab.gdoi.model import GDOI_PORT, TekSA, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.constants import AuthAlgorithm, EspTransformId
+from dmvpn_lab.gdoi.groupsa import TRANSFORMS
+from dmvpn_lab.gdoi.model import GDOI_PORT, TekSA, TrafficSelector
 
 Runner = Callable[[Sequence[str]], str]
 
@@ -113,34 +115,31 @@ def _leading_options(args: Sequence[str]) -> list[str]:
 
 # --- Pure command construction --------------------------------------------------------------------
 
-_KEY_LENGTHS: dict[TekTransform, tuple[int, int]] = {  # (encryption key bytes, integrity key bytes)
-    TekTransform.ESP_3DES_MD5: (24, 16),
-    TekTransform.ESP_AES128_SHA1: (16, 20),
-    TekTransform.ESP_AES256_SHA1: (32, 20),
-    TekTransform.ESP_AES128_SHA256: (16, 32),
-    TekTransform.ESP_AES256_SHA256: (32, 32),
-    TekTransform.ESP_GCM128: (16 + 4, 0),  # RFC 4106 section 8.1: key then 4-byte salt
-    TekTransform.ESP_GCM256: (32 + 4, 0),
+# The kernel's names for the ESP algorithms of groupsa.TRANSFORMS; HMAC ICVs are truncated to 96 bits for
+# MD5 and SHA-1 (RFC 2403, RFC 2404) and to half the hash for SHA-2 (RFC 4868 section 2.3).
+_KERNEL_CIPHERS = {EspTransformId.ESP_3DES: "cbc(des3_ede)", EspTransformId.ESP_AES: "cbc(aes)"}
+_KERNEL_INTEGRITY = {
+    AuthAlgorithm.HMAC_MD5: ("hmac(md5)", 96),
+    AuthAlgorithm.HMAC_SHA: ("hmac(sha1)", 96),
+    AuthAlgorithm.HMAC_SHA2_256: ("hmac(sha256)", 128),
+    AuthAlgorithm.HMAC_SHA2_384: ("hmac(sha384)", 192),
+    AuthAlgorithm.HMAC_SHA2_512: ("hmac(sha512)", 256),
 }
 
 
 def algorithm_args(sa: TekSA) -> list[str]:
     """The ``enc``/``auth-trunc`` or ``aead`` part of ``ip xfrm state add`` for a TEK."""
-    enc_len, auth_len = _KEY_LENGTHS[sa.transform]
-    if len(sa.encryption_key) != enc_len or len(sa.integrity_key) != auth_len:
+    spec = TRANSFORMS[sa.transform]
+    if len(sa.encryption_key) != spec.enc_key_len or len(sa.integrity_key) != spec.int_key_len:
         raise XfrmError(
-            f"TEK spi {spi_text(sa.spi)}: {sa.transform.value} needs {enc_len}+{auth_len} key "
-            f"bytes, got {len(sa.encryption_key)}+{len(sa.integrity_key)}"
+            f"TEK spi {spi_text(sa.spi)}: {sa.transform.value} needs {spec.enc_key_len}+{spec.int_key_len} "
+            f"key bytes, got {len(sa.encryption_key)}+{len(sa.integrity_key)}"
         )
     enc = "0x" + sa.encryption_key.hex()
-    auth = "0x" + sa.integrity_key.hex()
-    if sa.transform in (TekTransform.ESP_GCM128, TekTransform.ESP_GCM256):
+    if spec.auth is None:  # AES-GCM: key then 4-byte salt (RFC 4106 section 8.1), 16-byte ICV
         return ["aead", "rfc4106(gcm(aes))", enc, "128"]
-    if sa.transform is TekTransform.ESP_3DES_MD5:
-        return ["enc", "cbc(des3_ede)", enc, "auth-trunc", "hmac(md5)", auth, "96"]
-    if sa.transform in (TekTransform.ESP_AES128_SHA1, TekTransform.ESP_AES256_SHA1):
-        return ["enc", "cbc(aes)", enc, "auth-trunc", "hmac(sha1)", auth, "96"]
-    return ["enc", "cbc(aes)", enc, "auth-trunc", "hmac(sha256)", auth, "128"]
+    auth, icv_bits = _KERNEL_INTEGRITY[spec.auth]
+    return ["enc", _KERNEL_CIPHERS[spec.esp_id], enc, "auth-trunc", auth, "0x" + sa.integrity_key.hex(), str(icv_bits)]
 
 
 def spi_text(spi: int) -> str:
