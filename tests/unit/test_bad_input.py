@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from engine_harness import KS_ADDR, make_lab
+from test_cli import GM_YAML
 
 from dmvpn_lab.gdoi.cli import main
 from dmvpn_lab.gdoi.config import load_config
@@ -48,15 +49,6 @@ groups:
   - name: G2
     identity: 2
     rekey: {rsa_modulus: 1024}
-"""
-
-GM_YAML = """\
-role: gm
-local_address: 127.0.0.1
-group: G
-identity: 1
-servers: [127.0.0.1]
-psk: {127.0.0.1: cisco}
 """
 
 
