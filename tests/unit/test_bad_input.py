@@ -206,6 +206,20 @@ def test_ks_refuses_a_non_unicast_address(
     assert not (tmp_path / "run").exists()
 
 
+def test_ks_refuses_a_subnet_broadcast_address(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Not visible in the address itself (it depends on the netmask): the daemon asks the kernel.
+    config = write(tmp_path, "ks.yaml", KS_YAML)
+    code, out = run(
+        capsys, "ks", "--config", str(config), "--local-address", "127.255.255.255", "--port", str(free_port()),
+        "--run-dir", str(tmp_path / "run"), "--key-dir", str(tmp_path / "k"),
+    )  # fmt: skip
+    assert code == 2
+    assert one_clear_line(out) == (
+        "gdoi: gdoi-ks: address 127.255.255.255 is a broadcast address on this host; bind a unicast address "
+        "of an interface"
+    )
+
+
 # --- control socket ------------------------------------------------------------------------------
 
 

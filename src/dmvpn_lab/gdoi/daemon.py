@@ -852,6 +852,10 @@ def _read_pid(path: Path) -> int | None:
 
 def bind_udp(address: str, port: int) -> socket.socket:
     """A UDP socket bound to ``(address, port)``, or a :class:`StartupError` that says why not."""
+    if _is_broadcast(address):
+        raise StartupError(
+            f"address {address} is a broadcast address on this host; bind a unicast address of an interface"
+        )
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.bind((address, port))
@@ -873,6 +877,22 @@ def bind_udp(address: str, port: int) -> socket.socket:
     _grow_buffers(sock)
     sock.setblocking(False)
     return sock
+
+
+def _is_broadcast(address: str) -> bool:
+    """Whether the kernel routes ``address`` as a broadcast (a subnet's directed broadcast included).
+
+    Linux lets a socket bind to one, but only the routing table knows which addresses they are: a UDP
+    socket without SO_BROADCAST is refused (EACCES) when it connects to one, and nothing is sent.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 9))
+        except PermissionError:
+            return True
+        except OSError:
+            return False
+    return False
 
 
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
