@@ -103,6 +103,13 @@ def test_unicode_digits_in_ios_are_refused(
     assert code == 2 and expected in one_clear_line(out)
 
 
+def test_a_bare_crypto_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Found by test_config_readers_raise_only_config_errors: an IndexError.
+    config = write(tmp_path, "ks.ios", "crypto\n" + (FIXTURES / "ks-seed.ios").read_text())
+    code, out = run(capsys, "check-config", str(config))
+    assert code == 1 and one_clear_line(out) == f"[ERROR   ] {config}:1: incomplete command `crypto`"
+
+
 def test_deeply_nested_yaml(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     config = write(tmp_path, "ks.yaml", "role: ks\nlocal_address: 127.0.0.1\ngroups: " + "[" * 5000 + "\n")
     code, out = run(capsys, "check-config", str(config))
@@ -135,6 +142,23 @@ def test_registration_retry_must_be_finite_and_in_range(
     assert line.startswith(f"gdoi: {config}:7: registration_retry: ")
     assert f"got {shown}" in line or "outside 0.1..3600 s" in line
     assert load_config(write(tmp_path, "ok.yaml", GM_YAML + "registration_retry: 2.5\n")).registration_retry_s == 2.5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("identity: " + "1" * 5000, ":4: not valid YAML at column 11: cannot read '1111111111"),
+        ("crypto_map: 2001-99-99", ":7: not valid YAML at column 13: cannot read '2001-99-99': month must be in 1..12"),
+    ],
+)
+def test_yaml_values_python_cannot_build(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, line: str, expected: str
+) -> None:
+    # PyYAML raised a bare ValueError (int() digit limit, datetime()) for these.
+    text = GM_YAML.replace("identity: 1", line) if line.startswith("identity") else GM_YAML + line + "\n"
+    config = write(tmp_path, "gm.yaml", text)
+    code, out = run(capsys, "gm", "--config", str(config), "--no-xfrm", "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and one_clear_line(out).startswith(f"gdoi: {config}{expected}")
 
 
 def test_yaml_syntax_error_is_reported_where_it_is(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

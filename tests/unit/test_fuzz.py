@@ -34,6 +34,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 from engine_harness import KS_ADDR, Network, make_lab, rsa_key
@@ -51,6 +52,7 @@ from dmvpn_lab.gdoi.codec import (
     decode_message,
     decode_payloads,
 )
+from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, detect_format, parse_yaml_config
 from dmvpn_lab.gdoi.constants import (
     ISAKMP_HEADER_LEN,
     REKEY_SIGNATURE_PREFIX,
@@ -61,6 +63,7 @@ from dmvpn_lab.gdoi.constants import (
 from dmvpn_lab.gdoi.crypto import cbc_decrypt, cipher_block_len, ikev1_pad, kek_decrypt, kek_encrypt, rsa_sign
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.groupsa import KekAnnouncement, PolicyError, read_kd, read_kek, read_teks
+from dmvpn_lab.gdoi.ios_config import parse_ios_config
 from dmvpn_lab.gdoi.ks import KeyServer
 from dmvpn_lab.gdoi.model import (
     Event,
@@ -200,6 +203,44 @@ def test_decode_message_random_bytes(data: bytes) -> None:
 def test_decode_payloads_random_bytes(first: int, data: bytes, gdoi_sa: bool, padded: bool) -> None:
     with contextlib.suppress(DecodeError):
         decode_payloads(first, data, gdoi_sa=gdoi_sa, padded=padded)
+
+
+# --- the configuration readers ---------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+CONFIG_SEEDS = [
+    (FIXTURES / "ks-seed.ios").read_text(),
+    (FIXTURES / "gm-seed.ios").read_text(),
+    "role: ks\nlocal_address: 1.1.1.1\npsk: {2.2.2.2: cisco}\nisakmp_policies: [{group: 14, lifetime: 600}]\n"
+    "groups:\n  - name: G\n    identity: 1\n    acl: [permit gre any any, {protocol: udp}]\n"
+    "    rekey: {transport: multicast, multicast_address: 239.1.1.1, ahead: 10}\n",
+    "role: gm\nlocal_address: 2.2.2.2\ngroup: G\nidentity: 1\nservers: [1.1.1.1]\npsk: {1.1.1.1: x}\n"
+    "registration_retry: 5\nfail_close: {acl: [permit gre host 1.1.1.1 any]}\n",
+]
+CONFIG_TOKENS = [
+    "\u00b2", "\uff11", "0", "-1", "99999999999", "1" * 5000, " ", ":", "[", "{", "]", "}", "!", "#", "&a", "*a",
+    ".nan", ".inf", "~", "'", '"', "\x00", "host", "any", "0.0.0.0", "224.0.0.1", "permit", "deny", "label",
+    "number", "\n", "\n ", "\n  ", "2001-99-99", "crypto", "crypto gdoi group", "identity number",
+]  # fmt: skip
+config_edits = st.lists(
+    st.tuples(st.integers(0, 1 << 16), st.integers(0, 40), st.sampled_from(CONFIG_TOKENS)), min_size=1, max_size=4
+)
+
+
+@fuzz_settings(FUZZ_EXAMPLES // 2)
+@given(st.sampled_from(CONFIG_SEEDS), config_edits, st.booleans())
+def test_config_readers_raise_only_config_errors(seed: str, plan: list[tuple[int, int, str]], checking: bool) -> None:
+    """Issue 13 item 6: any configuration text gives a ConfigError (one located line), never another exception."""
+    text = seed
+    for where, cut, token in plan:
+        pos = where % (len(text) + 1)
+        text = text[:pos] + token + text[pos + cut % 8 :]
+    report = ConfigReport("fuzz", "yaml")
+    with contextlib.suppress(ConfigError):
+        if detect_format(text) == "yaml":
+            parse_yaml_config(text, report)
+        else:
+            parse_ios_config(text, report, checking=checking)
 
 
 # --- both engines, whole datagrams ------------------------------------------------------------------------

@@ -231,6 +231,17 @@ class _StrictYamlLoader(yaml.SafeLoader):
         finally:
             self._depth = depth
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # A scalar that looks like a number or a date but is not one (5000 digits, 2001-99-99) makes
+        # PyYAML raise ValueError without saying where: say where.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            text = str(node.value)
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            where: Any = node.start_mark
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read {shown!r}: {exc}", where) from None
+
 
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` for configurations (see :class:`_StrictYamlLoader`)."""

@@ -427,6 +427,8 @@ class _Parser:
             self.report.lines_outside_crypto += 1
 
     def _crypto_line(self, words: list[str], lowered: list[str], number: int) -> None:
+        if len(words) < 2:
+            raise ConfigError("incomplete command `crypto`")
         head = lowered[1:3]
         if lowered[1:4] == ["key", "generate", "rsa"]:
             self._rsa_key(words, lowered)
