@@ -310,6 +310,16 @@ def test_show_against_unexpected_json(capsys: pytest.CaptureFixture[str], tmp_pa
     assert line.startswith(("gdoi: cannot show the daemon's answer in", "gdoi: the daemon refused:")), line
 
 
+@pytest.mark.parametrize("answer", [b"\xff\xfe{}", b"[" * 30_000, b'{"ok": tru'])
+def test_show_against_an_answer_that_is_not_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, answer: bytes
+) -> None:
+    with answering(tmp_path / "gdoi-ks.sock", answer):
+        code, out = run(capsys, "show", "crypto", "gdoi", "--run-dir", str(tmp_path))
+    assert code == 2
+    assert one_clear_line(out) == f"gdoi: the daemon at {tmp_path}/gdoi-ks.sock sent something that is not JSON"
+
+
 @pytest.fixture
 def ks_running(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Path]:
     """A real key server daemon (two groups) on 127.0.0.1, an ephemeral port; yields its run directory."""

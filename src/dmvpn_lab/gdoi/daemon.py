@@ -177,7 +177,7 @@ def control_request(
             raise NoDaemonError(f"the daemon at {path} did not answer within {timeout:.0f} s") from None
     try:
         answer = json.loads(b"".join(chunks) or b"null")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
         raise NoDaemonError(f"the daemon at {path} sent something that is not JSON") from None
     if not isinstance(answer, dict):
         raise NoDaemonError(f"the daemon at {path} closed the connection without an answer")
