@@ -171,6 +171,12 @@ def test_yaml_syntax_error_is_reported_where_it_is(capsys: pytest.CaptureFixture
     )
 
 
+def test_yaml_without_a_role_is_not_read_as_ios(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = write(tmp_path, "lab.yml", "name: dmvpn-gdoi\ntopology:\n  nodes: {}\n")
+    code, out = run(capsys, "check-config", str(config))
+    assert code == 1 and "role must be 'ks' or 'gm', not None" in one_clear_line(out)
+
+
 def test_two_groups_with_one_identity(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     config = write(tmp_path, "ks.yaml", KS_YAML.replace("identity: 2", "identity: 1"))
     code, out = run(capsys, "check-config", str(config))

@@ -258,23 +258,25 @@ def yaml_error(exc: yaml.YAMLError) -> ConfigError:
 
 
 def detect_format(text: str) -> Literal["ios", "yaml"]:
-    """YAML if the content is a mapping with a ``role`` key; IOS otherwise."""
+    """YAML if the first meaningful line is a ``key:`` (no IOS command starts so) or the content is a
+    mapping with a ``role`` key; IOS otherwise.
+
+    Why the first line decides: a YAML file with a mistake in it (a syntax error, a missing ``role``)
+    must get that mistake reported, not be read as IOS and reported as having no ``crypto gdoi group``.
+    """
     for raw in text.splitlines():
         stripped = raw.strip()
         if not stripped or stripped.startswith(("!", "#", "---")):
             continue
         if ":" not in stripped.split("!", 1)[0] or stripped.startswith(("crypto ", "interface ", "ip ")):
             return "ios"
-        first_line = stripped
+        if _YAML_KEY_LINE.match(stripped):
+            return "yaml"
         break
-    else:
-        return "ios"
     try:
         data = load_yaml(text)
     except yaml.YAMLError:
-        # A file that starts like YAML is YAML with a mistake in it: say where, rather than reading it as
-        # IOS and reporting that it has no `crypto gdoi group`.
-        return "yaml" if _YAML_KEY_LINE.match(first_line) else "ios"
+        return "ios"
     return "yaml" if isinstance(data, dict) and "role" in data else "ios"
 
 
