@@ -355,12 +355,11 @@ def check_rsa_modulus(bits: int, *, line: int | None = None) -> int:
 RSA_KEY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def check_rsa_key_label(label: str, *, line: int | None = None) -> str:
+def check_rsa_key_label(label: str) -> str:
     """The key server keeps the key in ``<key-dir>/<label>.pem``, so a label must be a safe file name."""
     if not RSA_KEY_LABEL.match(label):
         raise ConfigError(
             f"RSA key label {label!r} is not usable as a file name",
-            line=line,
             hint="letters, digits, _ . - (up to 64, starting with a letter or digit)",
         )
     return label
@@ -373,20 +372,16 @@ def identity_taken(name: str, identity: int, group_by_identity: Mapping[int, str
 
 def check_local_address(address: str, role: str) -> str:
     """The address a daemon binds must be one unicast address: it is the source of every message and the
-    ID members and key servers know each other by.  (A subnet's directed broadcast cannot be told apart
-    from a host address without the netmask; the kernel refuses to send from it.)"""
+    ID members and key servers know each other by.  (A subnet's directed broadcast depends on the
+    netmask: the daemon asks the kernel about it when it binds.)"""
     ip = ipaddress.IPv4Address(address)
-    kind = (
-        "the unspecified address"
-        if ip.is_unspecified
-        else "a multicast address"
-        if ip.is_multicast
-        else "the broadcast address"
-        if ip == ipaddress.IPv4Address("255.255.255.255")
-        else "a reserved address"
-        if ip.is_reserved
-        else None
-    )
+    kinds = [
+        (ip.is_unspecified, "the unspecified address"),
+        (ip.is_multicast, "a multicast address"),
+        (ip == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"),
+        (ip.is_reserved, "a reserved address"),
+    ]
+    kind = next((text for hit, text in kinds if hit), None)
     if kind is not None:
         daemon = "key server" if role == "ks" else "group member"
         raise ConfigError(

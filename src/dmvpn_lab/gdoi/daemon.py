@@ -199,6 +199,8 @@ class _Keylog:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise OSError(exc.errno, "it is a symbolic link (refused)") from None
+            if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+                raise OSError(exc.errno, "it is not a regular file") from None
             raise
         try:
             if not stat.S_ISREG(os.fstat(descriptor).st_mode):
