@@ -638,6 +638,8 @@ def parse_yaml_config(text: str, report: ConfigReport, *, local_address: str | N
     try:
         check_local_address(address, role)
     except ConfigError as exc:
+        if local_address is not None:
+            raise  # it came from --local-address: no line of the file to point at
         raise reader.error(("local_address",), exc.message, exc.hint) from None
     if role == "ks":
         return _yaml_ks(reader, reader.mapping(data, (), _KS_KEYS), address)
