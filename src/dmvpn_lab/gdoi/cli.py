@@ -190,10 +190,10 @@ def _run_show(args: argparse.Namespace) -> int:
     if not answer.get("ok"):
         return _error(f"the daemon refused: {answer.get('error')}")
     try:
-        view = show.view_from_json(answer["status"])
+        view = show.view_from_json(answer.get("status"))
         output = show.render(command, view, as_json=args.json)
     except ValueError as exc:
-        return _error(str(exc))
+        return _error(f"cannot show the daemon's answer in {args.run_dir}: {exc}")
     if isinstance(output, dict):
         print(json.dumps(output, indent=2, sort_keys=True))
     else:

@@ -85,6 +85,8 @@ Unknown keys are errors (with the list of known ones), never silently dropped.
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,17 +209,80 @@ class ConfigReport:
 # --- Entry points ---------------------------------------------------------------------------------
 
 
+MAX_YAML_DEPTH = 32  # the deepest schema path is 6 levels; deeper nesting is a mistake or an attack
+_YAML_KEY_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*:(\s|$)")
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with bounded nesting.
+
+    Why: an alias is expanded each time it is used, so a few hundred bytes of nested aliases build a
+    tree of billions of nodes (a "billion laughs"), and the composer recurses once per nesting level,
+    so thousands of ``[`` end in a RecursionError.  The schema needs neither.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        where: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted in a configuration", where
+            )
+        depth = getattr(self, "_depth", 0)
+        if depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", where
+            )
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # A scalar that looks like a number or a date but is not one (5000 digits, 2001-99-99) makes
+        # PyYAML raise ValueError without saying where: say where.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            text = str(node.value)
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            where: Any = node.start_mark
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read {shown!r}: {exc}", where) from None
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` for configurations (see :class:`_StrictYamlLoader`)."""
+    return yaml.load(text, Loader=_StrictYamlLoader)  # a SafeLoader: builds plain data only
+
+
+def yaml_error(exc: yaml.YAMLError) -> ConfigError:
+    """A YAML error as one located line: ``file:LINE: not valid YAML at column C: what``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return ConfigError(f"not valid YAML: {problem}")
+    return ConfigError(f"not valid YAML at column {mark.column + 1}: {problem}", line=mark.line + 1)
+
+
 def detect_format(text: str) -> Literal["ios", "yaml"]:
-    """YAML if the content is a mapping with a ``role`` key; IOS otherwise."""
+    """YAML if the first meaningful line is a ``key:`` (no IOS command starts so) or the content is a
+    mapping with a ``role`` key; IOS otherwise.
+
+    Why the first line decides: a YAML file with a mistake in it (a syntax error, a missing ``role``)
+    must get that mistake reported, not be read as IOS and reported as having no ``crypto gdoi group``.
+    """
     for raw in text.splitlines():
         stripped = raw.strip()
         if not stripped or stripped.startswith(("!", "#", "---")):
             continue
         if ":" not in stripped.split("!", 1)[0] or stripped.startswith(("crypto ", "interface ", "ip ")):
             return "ios"
+        if _YAML_KEY_LINE.match(stripped):
+            return "yaml"
         break
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError:
         return "ios"
     return "yaml" if isinstance(data, dict) and "role" in data else "ios"
@@ -295,6 +360,45 @@ def check_rsa_modulus(bits: int, *, line: int | None = None) -> int:
     return bits
 
 
+RSA_KEY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_rsa_key_label(label: str) -> str:
+    """The key server keeps the key in ``<key-dir>/<label>.pem``, so a label must be a safe file name."""
+    if not RSA_KEY_LABEL.match(label):
+        raise ConfigError(
+            f"RSA key label {label!r} is not usable as a file name",
+            hint="letters, digits, _ . - (up to 64, starting with a letter or digit)",
+        )
+    return label
+
+
+def identity_taken(name: str, identity: int, group_by_identity: Mapping[int, str]) -> str:
+    """Members ask for a group by its identity alone (RFC 6407 section 3.2), so two groups cannot share one."""
+    return f"group {name}: identity {identity} is already used by group {group_by_identity[identity]}"
+
+
+def check_local_address(address: str, role: str) -> str:
+    """The address a daemon binds must be one unicast address: it is the source of every message and the
+    ID members and key servers know each other by.  (A subnet's directed broadcast depends on the
+    netmask: the daemon asks the kernel about it when it binds.)"""
+    ip = ipaddress.IPv4Address(address)
+    kinds = [
+        (ip.is_unspecified, "the unspecified address"),
+        (ip.is_multicast, "a multicast address"),
+        (ip == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"),
+        (ip.is_reserved, "a reserved address"),
+    ]
+    kind = next((text for hit, text in kinds if hit), None)
+    if kind is not None:
+        daemon = "key server" if role == "ks" else "group member"
+        raise ConfigError(
+            f"local address {address} is {kind}; a {daemon} binds one unicast address of this host",
+            hint="set local_address (or --local-address) to an address on an interface, e.g. a loopback",
+        )
+    return address
+
+
 # --- YAML -----------------------------------------------------------------------------------------
 
 _CIPHERS = {c.value: c for c in Phase1Cipher} | {"aes": Phase1Cipher.AES_CBC_128}
@@ -357,7 +461,7 @@ class _Lines:
     def __init__(self, text: str) -> None:
         self.by_path: dict[tuple[str | int, ...], int] = {}
         try:
-            root = yaml.compose(text)
+            root = yaml.compose(text, Loader=_StrictYamlLoader)
         except yaml.YAMLError:
             return
         if root is not None:
@@ -408,6 +512,14 @@ class _YamlReader:
         if not low <= value <= high:
             raise self.error(path, f"{value} is outside {low}..{high}")
         return value
+
+    def seconds(self, value: Any, path: tuple[str | int, ...], low: float, high: float) -> float:
+        """A finite number of seconds in ``low..high`` (YAML also spells ``.nan`` and ``.inf``)."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.error(path, f"expected a number of seconds, got {value!r}")
+        if not low <= value <= high:
+            raise self.error(path, f"{value} s is outside {low:g}..{high:g} s")
+        return float(value)
 
     def string(self, value: Any, path: tuple[str | int, ...]) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -540,12 +652,9 @@ def _yaml_acl_address(text: str) -> list[str]:
 
 def parse_yaml_config(text: str, report: ConfigReport, *, local_address: str | None = None) -> Config:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", line=mark.line + 1 if mark else None
-        ) from None
+        raise yaml_error(exc) from None
     reader = _YamlReader(text)
     if not isinstance(data, dict):
         raise reader.error((), "expected a mapping at the top level")
@@ -561,6 +670,12 @@ def parse_yaml_config(text: str, report: ConfigReport, *, local_address: str | N
         raise reader.error(
             (), "local_address is missing", hint="add `local_address: A` or pass --local-address"
         )
+    try:
+        check_local_address(address, role)
+    except ConfigError as exc:
+        if local_address is not None:
+            raise  # it came from --local-address: no line of the file to point at
+        raise reader.error(("local_address",), exc.message, exc.hint) from None
     if role == "ks":
         return _yaml_ks(reader, reader.mapping(data, (), _KS_KEYS), address)
     return _yaml_gm(reader, reader.mapping(data, (), _GM_KEYS), address)
@@ -572,6 +687,7 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str) -> KeyS
         raise reader.error(("groups",), "a key server needs a non-empty `groups` list")
     groups = []
     seen: set[str] = set()
+    group_by_identity: dict[int, str] = {}
     for index, item in enumerate(groups_value):
         here: tuple[str | int, ...] = ("groups", index)
         group = reader.mapping(item, here, _GROUP_KEYS)
@@ -605,10 +721,19 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str) -> KeyS
             group.get("tek_lifetime", base.tek_lifetime_s), (*here, "tek_lifetime"), 60, 86400 * 7
         )
         replay = group.get("replay_time_window")
+        identity = reader.integer(group["identity"], (*here, "identity"))
+        if identity in group_by_identity:
+            raise reader.error((*here, "identity"), identity_taken(name, identity, group_by_identity))
+        group_by_identity[identity] = name
+        label_path = (*here, "rekey", "rsa_key_label")
+        try:
+            label = check_rsa_key_label(reader.string(rekey.get("rsa_key_label", base.rsa_key_label), label_path))
+        except ConfigError as exc:
+            raise reader.error(label_path, exc.message, exc.hint) from None
         groups.append(
             GroupPolicy(
                 name=name,
-                identity=reader.integer(group["identity"], (*here, "identity")),
+                identity=identity,
                 transform=reader.choice(
                     group.get("transform", base.transform.value), (*here, "transform"), _TRANSFORMS
                 ),
@@ -634,9 +759,7 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str) -> KeyS
                     10,
                 ),
                 rekey_multicast_address=multicast,
-                rsa_key_label=reader.string(
-                    rekey.get("rsa_key_label", base.rsa_key_label), (*here, "rekey", "rsa_key_label")
-                ),
+                rsa_key_label=label,
                 rsa_modulus=modulus,
                 replay_time_window_s=None
                 if replay is None
@@ -679,9 +802,7 @@ def _yaml_gm(reader: _YamlReader, data: Mapping[str, Any], address: str) -> Grou
     if not isinstance(servers_value, list) or not servers_value:
         raise reader.error(("servers",), "expected a non-empty list of key server addresses")
     servers = tuple(reader.address(s, ("servers", i)) for i, s in enumerate(servers_value))
-    retry = data.get("registration_retry", 10.0)
-    if isinstance(retry, bool) or not isinstance(retry, int | float) or retry <= 0:
-        raise reader.error(("registration_retry",), f"expected a positive number of seconds, got {retry!r}")
+    retry = reader.seconds(data.get("registration_retry", 10.0), ("registration_retry",), 0.1, 3600.0)
     return GroupMemberConfig(
         local_address=address,
         group_name=reader.string(data["group"], ("group",)),

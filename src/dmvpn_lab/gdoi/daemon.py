@@ -8,7 +8,8 @@ turns their events into side effects, so it stays small enough to read in one si
   datagram the engine wants to send goes out at once (a GM also joins the rekey multicast group, if the
   KEK says there is one);
 * one timer, always set to the engine's ``get_timer()``, on ``loop.time()`` (the engine's clock);
-* events become one log line each, a keylog line per phase 1 (``--keylog``: ``<icookie hex> <key hex>``,
+* events become one log line each (rejected datagrams: a summary per interval, :class:`RejectionLog`),
+  a keylog line per phase 1 (``--keylog``: ``<icookie hex> <key hex>``,
   flushed at once, for Wireshark), and xfrm calls on a GM (unless ``--no-xfrm``);
 * a control socket ``<run-dir>/gdoi-<role>.sock`` that takes one JSON request per connection
   (``status``, ``rekey``, ``acks``, ``add-peer``, ``stop``) and a pid file beside it;
@@ -32,11 +33,13 @@ import logging
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
 import traceback
 import typing
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +89,7 @@ DEFAULT_KEY_DIR = Path("/var/lib/dmvpn-lab/gdoi-keys")
 CONTROL_TIMEOUT_S = 10.0
 READ_BATCH = 256
 MAX_REQUEST_BYTES = 64 * 1024
+REJECTED_LOG_INTERVAL_S = 10.0  # rejected datagrams are summed up in one log line per interval
 
 
 class StartupError(Exception):
@@ -121,6 +125,9 @@ def find_daemon(run_dir: Path, role: str | None = None) -> Path:
     """The control socket of the daemon in ``run_dir`` (``role`` picks one when both a KS and GM run)."""
     roles = [role] if role else ["gm", "ks"]
     present = [socket_path(run_dir, r) for r in roles if socket_path(run_dir, r).exists()]
+    for path in present:
+        if not path.is_socket():
+            raise NoDaemonError(f"{path} is not a socket (remove it; a daemon puts its control socket there)")
     if not present:
         raise NoDaemonError(_no_daemon_message(run_dir, role))
     if len(present) > 1:
@@ -171,7 +178,7 @@ def control_request(
             raise NoDaemonError(f"the daemon at {path} did not answer within {timeout:.0f} s") from None
     try:
         answer = json.loads(b"".join(chunks) or b"null")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
         raise NoDaemonError(f"the daemon at {path} sent something that is not JSON") from None
     if not isinstance(answer, dict):
         raise NoDaemonError(f"the daemon at {path} closed the connection without an answer")
@@ -185,7 +192,24 @@ class _Keylog:
     """``<icookie hex> <encryption key hex>`` per phase 1, flushed at once (Wireshark needs it live)."""
 
     def __init__(self, path: Path) -> None:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # The keys let anyone read the captures: never follow a link someone planted in our place, never
+        # block on a FIFO, and make the file 0600 even if it was there before with a looser mode.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            descriptor = os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(exc.errno, "it is a symbolic link (refused)") from None
+            if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+                raise OSError(exc.errno, "it is not a regular file") from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise OSError(errno.EINVAL, "it is not a regular file")
+            os.fchmod(descriptor, 0o600)
+        except OSError:
+            os.close(descriptor)
+            raise
         self._file = os.fdopen(descriptor, "a", encoding="ascii")
 
     def write(self, event: Phase1Established) -> None:
@@ -194,6 +218,56 @@ class _Keylog:
 
     def close(self) -> None:
         self._file.close()
+
+
+class RejectionLog:
+    """Rejected datagrams as log lines: the first in full, then at most one summary per interval.
+
+    Why: a datagram is rejected for the price of a read, so one line each turns a flood of garbage into
+    megabytes of log a second.  The first rejection after a quiet interval is logged at once with its
+    detail (what an operator debugging a member needs); the rest are counted by reason and summed up
+    when the interval ends.
+    """
+
+    MAX_PEERS = 1024  # distinct sources counted per interval; past this the count says "at least"
+
+    def __init__(self, interval_s: float = REJECTED_LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._until: float | None = None  # end of the current interval; None while quiet
+        self._reasons: Counter[str] = Counter()
+        self._peers: set[str] = set()
+
+    def add(self, event: MessageRejected, now: float) -> str | None:
+        """A line to log now, or None when the rejection is only counted."""
+        if self._until is None or now >= self._until:
+            summary = self.flush()
+            self._until = now + self.interval_s
+            first = f"rejected a datagram from {event.peer}: {event.reason} ({event.detail})"
+            return first if summary is None else f"{summary}; then {first}"
+        self._reasons[event.reason] += 1
+        if len(self._peers) < self.MAX_PEERS:
+            self._peers.add(event.peer)
+        return None
+
+    def due(self) -> float | None:
+        """When :meth:`flush` has something to say (None: nothing counted)."""
+        return self._until if self._reasons else None
+
+    def flush(self) -> str | None:
+        """The summary of what was counted since the last line, and a fresh interval; None if nothing."""
+        if not self._reasons:
+            self._until = None
+            return None
+        total = sum(self._reasons.values())
+        by_reason = ", ".join(f"{reason} {count}" for reason, count in self._reasons.most_common())
+        peers = f"{len(self._peers)}{'+' if len(self._peers) >= self.MAX_PEERS else ''}"
+        line = (
+            f"rejected {total} more datagram(s) from {peers} source(s) in {self.interval_s:g} s: {by_reason}"
+        )
+        self._reasons.clear()
+        self._peers.clear()
+        self._until = None
+        return line
 
 
 def _describe_tek(event: TekInstalled) -> str:
@@ -254,6 +328,8 @@ class GdoiDaemon:
         self._watchers: list[MonitorWatcher[Any]] = []
         self._pending_registration: Registered | None = None
         self._extra_status: Callable[[], dict[str, Any]] = dict
+        self._rejections = RejectionLog()
+        self._rejections_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle --
 
@@ -339,6 +415,11 @@ class GdoiDaemon:
         except OSError as exc:
             raise StartupError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
         path = socket_path(run_dir, self.settings.role)
+        if path.exists() and not path.is_socket():
+            raise StartupError(
+                f"{path} exists and is not a socket; remove it (the control socket goes there) "
+                "or use another --run-dir"
+            )
         if path.exists():
             if _answers(path):
                 pid = _read_pid(pid_path(run_dir, self.settings.role))
@@ -392,6 +473,9 @@ class GdoiDaemon:
                     self.log.error("%s: engine stop failed: %s", self.name, exc)
         if self._timer is not None:
             self._timer.cancel()
+        if self._rejections_timer is not None:
+            self._rejections_timer.cancel()
+        self._log_rejections()
         for watcher in self._watchers:
             await watcher.stop()
         if self.applier is not None:
@@ -555,9 +639,18 @@ class GdoiDaemon:
                 event.members,
             )
         elif isinstance(event, MessageRejected):
-            self.log.warning(
-                "%s: rejected a datagram from %s: %s (%s)", name, event.peer, event.reason, event.detail
-            )
+            line = self._rejections.add(event, now)
+            if line is not None:
+                self.log.warning("%s: %s", name, line)
+            due = self._rejections.due()
+            if due is not None and self._rejections_timer is None:
+                self._rejections_timer = self._loop.call_at(due, self._log_rejections)
+
+    def _log_rejections(self) -> None:
+        self._rejections_timer = None
+        line = self._rejections.flush()
+        if line is not None:
+            self.log.warning("%s: %s", self.name, line)
 
     def _switch_outbound(self, spi: int) -> None:
         if self.applier is None:
@@ -653,6 +746,8 @@ class GdoiDaemon:
                 answer = await self._control(request)
             except (ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
                 answer = {"ok": False, "error": f"bad request: {exc}"}
+            except RecursionError:  # json nests as deep as the request does
+                answer = {"ok": False, "error": "bad request: JSON nested too deeply"}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError):
@@ -693,10 +788,12 @@ class GdoiDaemon:
             if not callable(force):
                 return {"ok": False, "error": "only a key server rekeys"}
             group = request.get("group")
+            if group is not None and not isinstance(group, str):
+                return {"ok": False, "error": f'rekey "group" must be a group name, not {group!r:.40}'}
             try:
-                force(now, group if isinstance(group, str) else None)
+                force(now, group)
             except (KeyError, ValueError) as exc:
-                return {"ok": False, "error": f"cannot rekey: {exc}"}
+                return {"ok": False, "error": f"cannot rekey: {exc.args[0] if exc.args else exc}"}
             self._pump()
             return {"ok": True}
         if command == "acks":
@@ -760,6 +857,10 @@ def _read_pid(path: Path) -> int | None:
 
 def bind_udp(address: str, port: int) -> socket.socket:
     """A UDP socket bound to ``(address, port)``, or a :class:`StartupError` that says why not."""
+    if _is_broadcast(address):
+        raise StartupError(
+            f"address {address} is a broadcast address on this host; bind a unicast address of an interface"
+        )
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.bind((address, port))
@@ -781,6 +882,22 @@ def bind_udp(address: str, port: int) -> socket.socket:
     _grow_buffers(sock)
     sock.setblocking(False)
     return sock
+
+
+def _is_broadcast(address: str) -> bool:
+    """Whether the kernel routes ``address`` as a broadcast (a subnet's directed broadcast included).
+
+    Linux lets a socket bind to one, but only the routing table knows which addresses they are: a UDP
+    socket without SO_BROADCAST is refused (EACCES) when it connects to one, and nothing is sent.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 9))
+        except PermissionError:
+            return True
+        except OSError:
+            return False
+    return False
 
 
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024

@@ -476,7 +476,7 @@ class GroupMember:
         digest = hashlib.sha256(signed).digest()
         if seq == self._last_seq and digest == self._last_push:
             if self._acks_requested:
-                self._send_ack(kek, seq, addr)  # the key server did not hear our acknowledgement
+                self._send_ack(kek, seq)  # the key server did not hear our acknowledgement
             return
         if seq <= self._last_seq:
             raise _Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
@@ -520,7 +520,7 @@ class GroupMember:
         self._install_teks(teks, tek_keys, now)
         self._delete_keks(dead_keks, now)
         if acknowledge:
-            self._send_ack(kek, seq, addr)
+            self._send_ack(kek, seq)
 
     def _delete_keks(self, spis: set[bytes], now: float) -> None:
         """Forget deleted KEKs; without a current one no rekey can be read, so register again now."""
@@ -533,8 +533,10 @@ class GroupMember:
     def _held_kek(self, spi: bytes) -> _Kek | None:
         return next((k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == spi), None)
 
-    def _send_ack(self, kek: _Kek, seq: int, addr: Addr) -> None:
-        """RFC 8263: HDR*, HASH, SEQ, ID under the KEK that protected the push."""
+    def _send_ack(self, kek: _Kek, seq: int) -> None:
+        """RFC 8263: HDR*, HASH, SEQ, ID under the KEK that protected the push, to the key server this
+        member registered with (whoever delivered the push may be anyone: a push is not bound to its
+        source address, and an ACK sent there would let a replayer aim our traffic at a third party)."""
         if not self._send_acks or self._reg is None:
             return
         reg = self._reg
@@ -553,7 +555,7 @@ class GroupMember:
             0,
             ISAKMP_HEADER_LEN + len(body),
         )
-        self._out.append((header.encode() + body, (addr[0], self.config.server_port)))
+        self._out.append((header.encode() + body, (reg.server, self.config.server_port)))
         self._acks_sent += 1
 
     # --- installing keys ----------------------------------------------------------------------------

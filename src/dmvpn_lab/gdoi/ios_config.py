@@ -50,6 +50,9 @@ from dmvpn_lab.gdoi.config import (
     RSA_MODULUS_MIN,
     ConfigError,
     ConfigReport,
+    check_local_address,
+    check_rsa_key_label,
+    identity_taken,
     parse_ipv4,
 )
 from dmvpn_lab.gdoi.model import (
@@ -188,11 +191,15 @@ class _IosConfig:
 # --- Small word parsers ---------------------------------------------------------------------------
 
 
+def _is_number(word: str) -> bool:
+    """Plain decimal digits: ``str.isdigit()`` also accepts ``²`` and other digits ``int()`` refuses."""
+    return word.isascii() and word.isdigit()
+
+
 def _int(word: str, what: str, low: int = 0, high: int = 2**32 - 1) -> int:
-    try:
-        value = int(word)
-    except ValueError:
-        raise ConfigError(f"{what} must be a number, not {word!r}") from None
+    if not _is_number(word):
+        raise ConfigError(f"{what} must be a number, not {word!r}")
+    value = int(word)
     if not low <= value <= high:
         raise ConfigError(f"{what} {value} is outside {low}..{high}")
     return value
@@ -221,7 +228,7 @@ def transform_from_words(words: list[str]) -> TekTransform:
             if cipher is not None:
                 raise _Refused(f"two ciphers in one transform set ({cipher}, {word})")
             cipher = word
-            if index + 1 < len(words) and words[index + 1].isdigit():
+            if index + 1 < len(words) and _is_number(words[index + 1]):
                 key_bits = int(words[index + 1])
                 index += 1
         elif word in _ESP_INTEGRITY_WORDS:
@@ -277,7 +284,7 @@ def _acl_address(words: list[str], index: int) -> tuple[str, int]:
 
 def parse_acl_entry(words: list[str]) -> TrafficSelector:
     """``permit gre any any`` (words, optional leading sequence number) -> :class:`TrafficSelector`."""
-    if words and words[0].isdigit():
+    if words and _is_number(words[0]):
         words = words[1:]
     if not words:
         raise ConfigError("empty ACL entry")
@@ -289,7 +296,7 @@ def parse_acl_entry(words: list[str]) -> TrafficSelector:
     if len(words) < 2:
         raise ConfigError("`permit` needs a protocol")
     proto_word = words[1].lower()
-    if proto_word.isdigit():
+    if _is_number(proto_word):
         protocol = _int(proto_word, "protocol", 0, 255)
     elif proto_word in PROTOCOL_NUMBERS:
         protocol = PROTOCOL_NUMBERS[proto_word]
@@ -368,7 +375,7 @@ class _Parser:
                     self._finish_stanza()
                     self._top_line(words, number, stripped)
             except _Refused as exc:
-                self.report.refuse(number, stripped, str(exc))
+                self.report.refuse(number, stripped, exc.message)
             except _Ignored as exc:
                 self.report.ignore(number, stripped, str(exc))
             except ConfigError as exc:
@@ -442,6 +449,8 @@ class _Parser:
             self.report.lines_outside_crypto += 1
 
     def _crypto_line(self, words: list[str], lowered: list[str], number: int) -> None:
+        if len(words) < 2:
+            raise ConfigError("incomplete command `crypto`")
         head = lowered[1:3]
         if lowered[1:4] == ["key", "generate", "rsa"]:
             self._rsa_key(words, lowered)
@@ -489,6 +498,7 @@ class _Parser:
         label = words[lowered.index("label") + 1] if lowered.index("label") + 1 < len(words) else ""
         if not label:
             raise ConfigError("`label` needs a name")
+        check_rsa_key_label(label)
         modulus = 2048
         if "modulus" in lowered:
             position = lowered.index("modulus") + 1
@@ -537,7 +547,7 @@ class _Parser:
         if lowered[3] == "local-address" and len(words) >= 5:
             self.ios.map_local_interface[name] = normalise_interface(" ".join(words[4:]))
             return
-        if len(words) >= 5 and words[3].isdigit():
+        if len(words) >= 5 and _is_number(words[3]):
             if lowered[4] != "gdoi":
                 raise _Refused(
                     f"crypto map entries of type {words[4]!r} are not GDOI; only `gdoi` is supported"
@@ -579,7 +589,7 @@ class _Parser:
                 raise _Refused(f"hash {' '.join(value)} is not supported (sha256, sha, md5)")
             self.policy_fields["hash"] = hashes[value[0]]
         elif key == "group":
-            if len(value) != 1 or not value[0].isdigit() or int(value[0]) not in {g.value for g in DhGroup}:
+            if len(value) != 1 or not _is_number(value[0]) or int(value[0]) not in {g.value for g in DhGroup}:
                 raise _Refused(f"DH group {' '.join(value)} is not supported (2, 14, 19)")
             self.policy_fields["group"] = DhGroup(int(value[0]))
         elif key == "lifetime":
@@ -652,7 +662,7 @@ class _Parser:
         elif lowered[:3] == ["rekey", "address", "ipv4"] and len(words) == 4:
             group.rekey_address_acl = (words[3], number)
         elif lowered[:4] == ["rekey", "authentication", "mypubkey", "rsa"] and len(words) == 5:
-            group.rsa_label = words[4]
+            group.rsa_label = check_rsa_key_label(words[4])
         elif lowered[:2] == ["rekey", "retransmit"] and len(words) == 5 and lowered[3] == "number":
             group.retransmit = (
                 _int(words[2], "retransmit interval", 1, 3600),
@@ -718,7 +728,7 @@ class _Parser:
 
     def _acl_line(self, words: list[str], number: int, text: str) -> None:
         assert self.acl is not None
-        body = words[1:] if words and words[0].isdigit() else words
+        body = words[1:] if words and _is_number(words[0]) else words
         if body and body[0].lower() == "remark":
             return
         if body and body[0].lower() == "deny":
@@ -826,9 +836,13 @@ def _build_ks(
 ) -> KeyServerConfig:
     policies: list[GroupPolicy] = []
     addresses = {g.ks_address for g in groups if g.ks_address}
+    group_by_identity: dict[int, str] = {}
     for group in groups:
         if group.identity is None:
             raise ConfigError(f"group {group.name} has no `identity number N`", line=group.line)
+        if group.identity in group_by_identity:
+            raise ConfigError(identity_taken(group.name, group.identity, group_by_identity), line=group.line)
+        group_by_identity[group.identity] = group.name
         if group.sa_number is None:
             raise ConfigError(
                 f"group {group.name} has no `sa ipsec N`",
@@ -903,7 +917,7 @@ def _build_ks(
             hint="add it or pass --local-address",
         )
     return KeyServerConfig(
-        local_address=address,
+        local_address=check_local_address(address, "ks"),
         groups=tuple(policies),
         psk_by_peer=dict(ios.psk_by_peer),
         isakmp_policies=_policies(ios),
@@ -980,9 +994,9 @@ def _build_gm(
     crypto_map = next((m for m, g, _ in mapped if g == group.name), "DMVPN")
     interface = ios.map_interfaces.get(crypto_map, "eth1")
     if local_address is not None:
-        address = parse_ipv4(local_address, what="--local-address")
+        address = check_local_address(parse_ipv4(local_address, what="--local-address"), "gm")
     elif checking:
-        address = "0.0.0.0"
+        address = "0.0.0.0"  # a placeholder: the file does not say, and the check goes on
     else:
         named = ios.map_local_interface.get(crypto_map)
         raise ConfigError(

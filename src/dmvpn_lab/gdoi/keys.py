@@ -12,7 +12,6 @@ changed its mode, and the operator should know.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dmvpn_lab.gdoi.config import RSA_MODULUS_MAX, RSA_MODULUS_MIN
+from dmvpn_lab.gdoi.config import RSA_KEY_LABEL, RSA_MODULUS_MAX, RSA_MODULUS_MIN
 from dmvpn_lab.gdoi.model import GroupPolicy
-
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class SigningKeyError(Exception):
@@ -31,7 +28,7 @@ class SigningKeyError(Exception):
 
 
 def key_path(key_dir: Path, label: str) -> Path:
-    if not _LABEL.match(label):
+    if not RSA_KEY_LABEL.match(label):  # the config loader refuses these already
         raise SigningKeyError(
             f"RSA key label {label!r} is not usable as a file name (letters, digits, _ . -)"
         )

@@ -159,14 +159,21 @@ def view_to_json(view: View) -> dict[str, Any]:
     return data
 
 
-def view_from_json(data: dict[str, Any]) -> View:
+def view_from_json(data: Any) -> View:
+    """The view a daemon's ``status`` answer holds; ValueError for anything not shaped like one."""
+    if not isinstance(data, dict):
+        raise ValueError(f"status is not a JSON object: {data!r:.80}")
     role = data.get("role")
     body = {k: v for k, v in data.items() if k != "role"}
-    if role == "gm":
-        return typing.cast(GmView, from_jsonable(GmView, body))
-    if role == "ks":
-        return typing.cast(KsView, from_jsonable(KsView, body))
-    raise ValueError(f"status has no known role: {role!r}")
+    kind = {"gm": GmView, "ks": KsView}.get(role) if isinstance(role, str) else None
+    if kind is None or not isinstance(role, str):
+        raise ValueError(f"status has no known role: {role!r:.80}")
+    try:
+        return typing.cast(View, from_jsonable(kind, body))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # Another version of the daemon, or something else on the socket: say so, not where it broke.
+        shape = f"{type(exc).__name__}: {exc!s:.120}"
+        raise ValueError(f"status of a {role.upper()} in an unexpected shape ({shape})") from None
 
 
 # --- Small formatting helpers ---------------------------------------------------------------------
