@@ -34,6 +34,13 @@ def ping_totals(output: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+# While a new spoke-to-spoke shortcut forms (redirect, resolution, the member's outbound state), the
+# first packets can wait hundreds of milliseconds under the sandbox kernel, and past ping's 2 s wait
+# under load.  Pings whose job is to build the shortcut allow that many losses; the flows measured
+# after it allow none.  How long a new flow takes to go direct is the benchmark's to measure.
+NEW_FLOW_LOSS = 2
+
+
 @dataclass
 class Lab:
     topology: Topology
@@ -121,7 +128,8 @@ def drive_protected_traffic(lab: Lab, pcap: Path) -> Capture:
     """Drive every kind of traffic the seed says is protected, while capturing on the underlay."""
     spokes = checks.spokes(lab.shell)
     hub = checks.hub(lab.shell)
-    with capture(lab.shell, "internet", "any", pcap) as cap:
+    # Headers are all the verdict reads; a short snapshot keeps up with the bulk transfers.
+    with capture(lab.shell, "internet", "any", pcap, snaplen=256) as cap:
         for spoke in spokes:  # fresh resolution: forget shortcuts first
             lab.shell.vtysh(spoke.name, "clear ip nhrp shortcut")
         lab.shell.vtysh(hub.name, "clear bgp *")  # sessions re-open: OPEN/UPDATE cross the tunnel
@@ -133,7 +141,12 @@ def drive_protected_traffic(lab: Lab, pcap: Path) -> Capture:
                 timeout=90,
             )
         lab.ping(lab.host_of(hub.name), lab.address_of_host(lab.host_of(spokes[0].name)), count=5)
-        lab.ping(lab.host_of(spokes[-1].name), lab.address_of_host(lab.host_of(spokes[0].name)), count=10)
+        lab.ping(
+            lab.host_of(spokes[-1].name),
+            lab.address_of_host(lab.host_of(spokes[0].name)),
+            count=10,
+            max_lost=NEW_FLOW_LOSS,  # shortcuts were cleared: a new flow
+        )
         tcp_transfer(lab, lab.host_of(hub.name), lab.host_of(spokes[1].name))
         tcp_transfer(lab, lab.host_of(spokes[-1].name), lab.host_of(spokes[0].name))
     return cap
@@ -150,7 +163,10 @@ def tcp_transfer(lab: Lab, client: str, server: str) -> None:
             timeout=20,
             interval=0.2,
         )
-        out = lab.shell.run(client, ["iperf3", "-c", address, "-p", "5201", "-n", "2M", "-J"], timeout=120).stdout
+        # 2 MB at a modest rate: the point is a protected TCP transfer, not a throughput the capture
+        # under the sandbox kernel could not keep up with.
+        argv = ["iperf3", "-c", address, "-p", "5201", "-n", "2M", "-b", "20M", "-J"]
+        out = lab.shell.run(client, argv, timeout=120).stdout
         assert '"bytes"' in out, out[-500:]
     finally:
         daemon.kill()

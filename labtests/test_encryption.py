@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from dmvpn_lab.lab import checks
 from dmvpn_lab.lab.capture import capture
-from labtests.lib import drive_protected_traffic
+from labtests.lib import NEW_FLOW_LOSS, drive_protected_traffic
 from labtests.wire import inject, judge_capture, lab_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.encryption]
@@ -32,14 +33,16 @@ def test_verdict_flags_every_kind_of_leak_injected_on_the_underlay(lab, request)
     spoke1, spoke2, spoke3 = (lab.topology.nodes[n] for n in ("spoke1", "spoke2", "spoke3"))
     lo1, lo2, lo3 = (s.env["GDOI_LOCAL_ADDRESS"] for s in (spoke1, spoke2, spoke3))
     lan2, lan3 = (lab.address_of_host(lab.host_of(s.name)) for s in (spoke1, spoke2))
+    port2 = checks.underlay_ports(lab.shell)[spoke2.name]
     pcap = lab.artifact(request.node.name, "underlay.pcap")
     with capture(lab.shell, "internet", "any", pcap) as cap:
-        lab.ping(lab.host_of(spoke3.name), lan2, count=5)
+        lab.ping(lab.host_of(spoke3.name), lan2, count=5, max_lost=NEW_FLOW_LOSS)
         inject(
             lab.shell,
             "internet",
             f"send(IP(src='{lo1}', dst='{lo2}')/GRE(key_present=1, key=123)/IP(src='{lan2}', dst='{lan3}')/ICMP())",
-            f"send(IP(src='{lan2}', dst='{lan3}')/ICMP())",
+            # The underlay has no route to the LANs: put the frame on the port toward spoke2 directly.
+            f"sendp(Ether(dst='ff:ff:ff:ff:ff:ff')/IP(src='{lan2}', dst='{lan3}')/ICMP(), iface='{port2}')",
             f"send(IP(src='{lo2}', dst='{lo3}')/UDP(sport=500, dport=500)/Raw(bytes(28)))",
             "sendp(Ether(dst='ff:ff:ff:ff:ff:ff')/IPv6(dst='ff02::1')/ICMPv6EchoRequest(), iface='eth1')",
         )

@@ -7,6 +7,7 @@ import pytest
 from dmvpn_lab.lab import checks
 from dmvpn_lab.lab.capture import capture, read_packets
 from dmvpn_lab.lab.converge import json_mismatch, wait_for_json
+from labtests.lib import NEW_FLOW_LOSS
 from labtests.wire import judge_capture, lab_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.nhrp]
@@ -45,7 +46,7 @@ def test_spoke3_to_spoke1_resolves_and_goes_direct_encrypted(lab, request):
     # Capture on the underlay port facing spoke3: every packet spoke3 sends, via the hub or direct.
     port = checks.underlay_ports(lab.shell)[spoke3.name]
     with capture(lab.shell, "internet", port, pcap) as cap:
-        lab.ping(lab.host_of(spoke3.name), dst, count=10, interval=0.2)
+        lab.ping(lab.host_of(spoke3.name), dst, count=10, interval=0.2, max_lost=NEW_FLOW_LOSS)
         cache = wait_for_json(
             lambda: lab.shell.vtysh_json(spoke3.name, "show ip nhrp cache json"),
             {"table": [{"protocol": spoke1_tunnel, "nbma": spoke1_nbma}]},

@@ -22,7 +22,7 @@ import pytest
 
 from dmvpn_lab.lab import checks
 from dmvpn_lab.lab.converge import stays, wait_for_json
-from labtests.lib import ping_totals
+from labtests.lib import NEW_FLOW_LOSS, ping_totals
 
 pytestmark = [pytest.mark.lab, pytest.mark.nhrp]
 
@@ -86,7 +86,7 @@ def _shortcut_changes(route_events, lan):
 
 def _ping_until_shortcut(lab, spoke, peer, *, count, why):
     """Ping from the spoke's LAN to the peer's, then wait for the spoke's NHRP route to the peer's LAN."""
-    lab.ping(lab.host_of(spoke.name), lab.address_of_host(lab.host_of(peer.name)), count=count)
+    lab.ping(lab.host_of(spoke.name), lab.address_of_host(lab.host_of(peer.name)), count=count, max_lost=NEW_FLOW_LOSS)
     wait_for_json(
         lambda: lab.shell.vtysh_json(spoke.name, "show ip route nhrp json"),
         {peer.labels["dmvpn-lab.lan"]: [{"protocol": "nhrp", "selected": True}]},

@@ -12,7 +12,7 @@ import pytest
 from dmvpn_lab.lab import checks
 from dmvpn_lab.lab.capture import capture, read_packets
 from dmvpn_lab.lab.converge import wait_for_json
-from labtests.lib import ping_totals
+from labtests.lib import NEW_FLOW_LOSS, ping_totals
 from labtests.wire import assert_one_switch, judge_capture, lab_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.rekey]
@@ -37,7 +37,7 @@ def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request
     old = max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"])
     flow_s = old["lifetime_remaining_s"] + 15  # past the rekey (30 s before expiry) and the old TEK's end
     dst = lab.address_of_host(lab.host_of("spoke1"))
-    lab.ping(lab.host_of("spoke2"), dst, count=3)
+    lab.ping(lab.host_of("spoke2"), dst, count=5, max_lost=NEW_FLOW_LOSS)  # builds the shortcut
     pcap = lab.artifact(request.node.name, "rollover.pcap")
     count = int(flow_s / 0.05)
     with capture(lab.shell, "internet", "any", pcap, bpf="esp"):

@@ -48,12 +48,21 @@ class Capture:
 
 
 @contextlib.contextmanager
-def capture(shell: NodeShell, node: str, interface: str, pcap: Path, *, bpf: str = "") -> Iterator[Capture]:
-    """Capture on ``node``'s ``interface`` into ``pcap`` for the duration of the ``with`` block."""
+def capture(
+    shell: NodeShell, node: str, interface: str, pcap: Path, *, bpf: str = "", snaplen: int = 0
+) -> Iterator[Capture]:
+    """Capture on ``node``'s ``interface`` into ``pcap`` for the duration of the ``with`` block.
+
+    ``snaplen`` keeps only the first bytes of each packet (0: all of it): enough for the headers a
+    verdict reads, and lighter for a capture that must not drop packets during a bulk transfer.
+    """
     pcap.parent.mkdir(parents=True, exist_ok=True)
     if pcap.exists():
         pcap.unlink()
-    argv = ["tshark", "-q", "-n", "-i", interface, "-w", str(pcap), "-F", "pcap"]
+    # A 32 MiB kernel buffer rides out bursts while dumpcap is slow to run (the sandbox kernel).
+    argv = ["tshark", "-q", "-n", "-i", interface, "-B", "32", "-w", str(pcap), "-F", "pcap"]
+    if snaplen:
+        argv += ["-s", str(snaplen)]
     if bpf:
         argv += ["-f", bpf]
     log = pcap.with_suffix(".tshark.log").open("wb")
