@@ -97,6 +97,7 @@ def _start(name: str, options: list[str], results: Path, rootdir: Path, lock: th
     # pytest prunes older numbered temp folders when a session starts, so sessions running at once must
     # not share the default base folder: each group gets its own.
     basetemp = Path(tempfile.gettempdir()) / f"dmvpn-lab-pytest-{os.getpid()}" / name
+    basetemp.parent.mkdir(parents=True, exist_ok=True)  # pytest creates only the last folder
     argv = [sys.executable, "-m", "pytest", *SHARDS[name], f"--basetemp={basetemp}", *options]
     log = (results / f"run-{name}.log").open("w")
     proc = subprocess.Popen(
