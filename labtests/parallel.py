@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,11 @@ def run(options: list[str], results: Path, rootdir: Path) -> int:
         outcome_file(results, name).unlink(missing_ok=True)
         suite_times_file(results, name).unlink(missing_ok=True)
     lock = threading.Lock()
-    shards = [_start(name, options, results, rootdir, lock) for name in SHARDS]
+    # pytest prunes older numbered temp folders when a session starts, so sessions running at once must
+    # not share the default base folder: each group gets its own, removed at the end (results/ keeps
+    # what a test saves).
+    temp_root = Path(tempfile.mkdtemp(prefix="dmvpn-lab-pytest-"))
+    shards = [_start(name, options, results, rootdir, lock, temp_root) for name in SHARDS]
     print(f"parallel run: {', '.join(s.name for s in shards)} (each log in {results}/run-<name>.log)", flush=True)
     for shard in shards:
         shard.proc.wait()
@@ -87,18 +92,17 @@ def run(options: list[str], results: Path, rootdir: Path) -> int:
         shard.log.close()
         path = outcome_file(results, shard.name)
         shard.counts = json.loads(path.read_text()) if path.exists() else {}
+    shutil.rmtree(temp_root, ignore_errors=True)
     return _report(shards, results)
 
 
-def _start(name: str, options: list[str], results: Path, rootdir: Path, lock: threading.Lock) -> _Shard:
+def _start(
+    name: str, options: list[str], results: Path, rootdir: Path, lock: threading.Lock, temp_root: Path
+) -> _Shard:
     env = dict(os.environ, DMVPN_LAB_SHARD=name, DMVPN_LAB_RESULTS=str(results))
     if name in HOST_SHARDS:
         env["DMVPN_LAB_NO_SANDBOX"] = "1"
-    # pytest prunes older numbered temp folders when a session starts, so sessions running at once must
-    # not share the default base folder: each group gets its own.
-    basetemp = Path(tempfile.gettempdir()) / f"dmvpn-lab-pytest-{os.getpid()}" / name
-    basetemp.parent.mkdir(parents=True, exist_ok=True)  # pytest creates only the last folder
-    argv = [sys.executable, "-m", "pytest", *SHARDS[name], f"--basetemp={basetemp}", *options]
+    argv = [sys.executable, "-m", "pytest", *SHARDS[name], f"--basetemp={temp_root / name}", *options]
     log = (results / f"run-{name}.log").open("w")
     proc = subprocess.Popen(
         argv, cwd=rootdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
