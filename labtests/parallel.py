@@ -39,8 +39,12 @@ SHARDS: dict[str, tuple[str, ...]] = {
         "labtests/test_rekey.py",
         "labtests/test_negative.py",
     ),
-    "rekey-lab": ("labtests/test_rekey_timers.py", "labtests/test_encryption_control.py"),
-    "own-labs": ("labtests/test_nhrp_lifecycle.py", "labtests/test_baseline.py"),
+    "rekey-lab": ("labtests/test_rekey_timers.py",),
+    "own-labs": (
+        "labtests/test_nhrp_lifecycle.py",
+        "labtests/test_baseline.py",
+        "labtests/test_encryption_control.py",
+    ),
 }
 HOST_SHARDS = frozenset({"unit"})  # run on this host: no sandbox kernel needed
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
