@@ -9,14 +9,14 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.utils import rdpcap
 
+from dmvpn_lab.gdoi.constants import ISAKMP_HEADER_LEN, ExchangeType
+from dmvpn_lab.gdoi.model import GDOI_PORT
 from dmvpn_lab.lab import checks
 from dmvpn_lab.lab.capture import capture
 from dmvpn_lab.lab.converge import wait_for_json
 from labtests.wire import judge_capture, lab_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.negative]
-
-GDOI_PUSH = 33  # RFC 6407 section 4: GROUPKEY-PUSH exchange type
 
 
 def _rejected(lab, node: str) -> dict[str, int]:
@@ -81,7 +81,7 @@ def _captured_push(lab, request, target_address: str) -> bytes:
     ks = checks.key_server(lab.shell)
     gm = next(g for g in checks.group_members(lab.shell) if g.env["GDOI_LOCAL_ADDRESS"] == target_address)
     pcap = lab.artifact(request.node.name, "push.pcap")
-    with capture(lab.shell, ks.name, "eth1", pcap, bpf="udp port 848"):
+    with capture(lab.shell, ks.name, "eth1", pcap, bpf=f"udp port {GDOI_PORT}"):
         for _ in range(2):
             before = lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")["rekeys_cumulative"]
             lab.shell.gdoi(ks.name, "rekey")
@@ -94,7 +94,7 @@ def _captured_push(lab, request, target_address: str) -> bytes:
     for pkt in rdpcap(str(pcap)):
         if IP in pkt and UDP in pkt and pkt[IP].dst == target_address:
             payload = bytes(pkt[UDP].payload)
-            if len(payload) > 28 and payload[18] == GDOI_PUSH:  # ISAKMP header: exchange type at offset 18
+            if len(payload) > ISAKMP_HEADER_LEN and payload[18] == ExchangeType.GROUPKEY_PUSH:  # exchange type byte
                 return payload
     raise AssertionError(f"no GROUPKEY-PUSH to {target_address} in {pcap}")
 
@@ -104,7 +104,8 @@ def _send_from_ks(lab, payload: bytes, target: str) -> None:
     src = ks.env["GDOI_LOCAL_ADDRESS"]
     script = (
         "import sys; from scapy.all import IP, UDP, Raw, send; "
-        f"send(IP(src='{src}', dst='{target}')/UDP(sport=848, dport=848)/Raw(bytes.fromhex(sys.argv[1])), verbose=0)"
+        f"send(IP(src='{src}', dst='{target}')/UDP(sport={GDOI_PORT}, dport={GDOI_PORT})"
+        "/Raw(bytes.fromhex(sys.argv[1])), verbose=0)"
     )
     lab.shell.run(ks.name, [sys.executable, "-c", script, payload.hex()])
 

@@ -274,18 +274,12 @@ def _router_setup(r: Router, hub: Router, *, group_sa: bool = False, per_peer: b
         f"ip addr add {r.tunnel_ip}/32 dev gre1",
         f"ip link set gre1 mtu {TUNNEL_MTU} up",
     ]
-    if group_sa:
-        # The first packet toward a new peer raises XFRM ACQUIRE; queue it until the GM has installed
-        # the outbound group state (microseconds later) instead of dropping it.
+    if group_sa or per_peer:
+        # The first packet toward a new peer raises XFRM ACQUIRE: queue it while the GM installs the
+        # outbound group state (microseconds) or IKEv2 negotiates (up to the kernel's queue limit),
+        # instead of dropping it.
         lines.append("sysctl -qw net.core.xfrm_larval_drop=0")
-        # A larval state left by an ACQUIRE nobody answered (the GM restarting) blocks that peer until it
-        # expires: keep that short so a restarted GM's own ACQUIREs come through quickly.
-        lines.append("sysctl -qw net.core.xfrm_acq_expires=3")
-    if per_peer:
-        # Same kernel setting as the GDOI lab: packets that hit a trap policy wait in the kernel while
-        # IKEv2 negotiates (up to its queue limit) instead of being dropped at once.
-        lines.append("sysctl -qw net.core.xfrm_larval_drop=0")
-        # A larval state left by an ACQUIRE nobody answered (the GM restarting) blocks that peer until it
+        # A larval state left by an ACQUIRE nobody answered (a GM restarting) blocks that peer until it
         # expires: keep that short so a restarted GM's own ACQUIREs come through quickly.
         lines.append("sysctl -qw net.core.xfrm_acq_expires=3")
     if r.is_hub:

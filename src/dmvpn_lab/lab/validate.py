@@ -30,7 +30,12 @@ class Result:
         return text
 
 
-Check = tuple[str, Callable[[NodeShell], str | None], str]
+@dataclass(frozen=True)
+class Check:
+    name: str
+    problem: Callable[[NodeShell], str | None]  # None when the lab passes
+    hint: str
+    needs_gdoi: bool = False  # applies only to a lab with a key server (not the plain variant)
 
 
 def _gms_registered(shell: NodeShell) -> str | None:
@@ -77,29 +82,32 @@ def _spoke_to_spoke(shell: NodeShell) -> str | None:
 
 
 CHECKS: list[Check] = [
-    (
+    Check(
         "GDOI: every GM registered, same TEK",
         _gms_registered,
         "see `dmvpn-lab show NODE crypto gdoi` and the KS log; check the pre-shared key and the KS address",
+        needs_gdoi=True,
     ),
-    (
+    Check(
         "GDOI: one KS session per GM",
         checks.ks_sessions_problem,
         "`dmvpn-lab show ks crypto isakmp sa` should list one GDOI_IDLE line per GM",
+        needs_gdoi=True,
     ),
-    (
+    Check(
         "xfrm: group SAs only, no phase 2, no IKE",
         _no_per_peer_sa,
         "`dmvpn-lab exec NODE -- ip xfrm state` / `ip xfrm policy` / `ss -lun`: every SPI must be the "
         "group's, every member needs its inbound group state and GRE policies, and no IKE daemon may run",
+        needs_gdoi=True,
     ),
-    (
+    Check(
         "NHRP: spokes registered at the hub",
         _hub_nhrp,
         "`dmvpn-lab vtysh hub -c 'show ip nhrp cache'`; check network-id, nhs and GDOI on the spoke",
     ),
-    ("BGP: every LAN routed everywhere", _routes, "`dmvpn-lab vtysh NODE -c 'show bgp summary'`"),
-    (
+    Check("BGP: every LAN routed everywhere", _routes, "`dmvpn-lab vtysh NODE -c 'show bgp summary'`"),
+    Check(
         "data: spoke LAN to spoke LAN ping",
         _spoke_to_spoke,
         "check the hub's NHRP redirect (NFLOG rule) and the spokes' `ip nhrp shortcut`",
@@ -110,14 +118,14 @@ CHECKS: list[Check] = [
 def run_checks(shell: NodeShell) -> list[Result]:
     has_gdoi = checks.key_server(shell) is not None
     results = []
-    for name, check, hint in CHECKS:
-        if not has_gdoi and name.startswith(("GDOI", "xfrm")):
+    for check in CHECKS:
+        if check.needs_gdoi and not has_gdoi:
             continue
         try:
-            problem = check(shell)
+            problem = check.problem(shell)
         except (NodeCommandError, ValueError, KeyError) as exc:
             problem = str(exc).splitlines()[0]
-        results.append(Result(name, problem is None, problem or "ok", hint))
+        results.append(Result(check.name, problem is None, problem or "ok", check.hint))
     return results
 
 
