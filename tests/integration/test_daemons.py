@@ -3,7 +3,7 @@
 The KS runs the seed's IOS configuration (addresses moved to loopback), the GMs the seed's GM stanzas
 with ``--local-address`` and ``--no-xfrm``.  Everything is awaited by polling the control socket, never by
 sleeping.  UDP 848 is captured with tshark for the whole run; the last test has tshark decrypt the capture
-with the daemons' keylog (LAB-FACTS: an analysis copy with the phase 1 DOI set to 1, and a profile
+with the daemons' keylog (docs/lab-facts.md: an analysis copy with the phase 1 DOI set to 1, and a profile
 folder holding ``ikev1_decryption_table``) and checks what the wire carried.
 """
 
@@ -235,7 +235,7 @@ def test_show_text_looks_like_ios(lab: Lab) -> None:
 
 
 def _analysis_copy(pcap: Path, out: Path) -> int:
-    """Copy ``pcap`` with every phase 1 SA payload's DOI 2 rewritten to 1 (LAB-FACTS, tshark 4.0)."""
+    """Copy ``pcap`` with every phase 1 SA payload's DOI 2 rewritten to 1 (docs/lab-facts.md, tshark 4.0)."""
     data = bytearray(pcap.read_bytes())
     magic = struct.unpack_from("<I", data, 0)[0]
     order = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
@@ -333,6 +333,6 @@ def test_capture_decrypts_with_the_keylog_and_carries_the_policy(lab: Lab) -> No
         analysis, env, "frame.number", "isakmp.sat.protocol_id", display="_ws.malformed"
     )
     unexplained = [r[0] for r in malformed if not r[1]]
-    assert not unexplained, "malformed frames beyond tshark 4.0's SA TEK bug (LAB-FACTS): " + ", ".join(
+    assert not unexplained, "malformed frames beyond tshark 4.0's SA TEK bug (docs/lab-facts.md): " + ", ".join(
         unexplained
     )

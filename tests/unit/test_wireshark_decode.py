@@ -4,7 +4,7 @@ A registration of two members, one rekey with acknowledgements, and a third memb
 after the rekey are recorded into a pcap (UDP/848 between 127.0.0.x), the phase 1 keys are written
 as Wireshark's ``ikev1_decryption_table`` and tshark decodes the whole capture.
 
-Known limits of Debian 12's tshark 4.0 (shared/LAB-FACTS.md, "GDOI wire facts"):
+Known limits of Debian 12's tshark 4.0 (docs/lab-facts.md, "GDOI on the wire"):
 
 * RFC 6407 section 2.1.1 puts the GDOI DOI (2) in the phase 1 SA payload; tshark 4.0 then parses no
   proposals, learns no cipher and cannot decrypt.  The test analyses a copy whose phase 1 SA DOI is

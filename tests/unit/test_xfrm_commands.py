@@ -70,7 +70,7 @@ class FakeIp:
 
 
 def short(line: str) -> str:
-    """Drop algorithm and key material so the tests read like the LAB-FACTS recipe."""
+    """Drop algorithm and key material so the tests read like the recipe in docs/lab-facts.md."""
     for marker in (" aead ", " enc "):
         if marker in line:
             head, _, rest = line.partition(marker)

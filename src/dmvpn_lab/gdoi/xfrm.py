@@ -1,6 +1,6 @@
 """The kernel side of a group member: TEKs into Linux xfrm.  The only module that changes the kernel.
 
-Why it looks like this (see LAB-FACTS.md, "Group SA in plain Linux xfrm"):
+Why it looks like this (see docs/lab-facts.md, "The group SA in plain Linux xfrm"):
 
 * Every member shares one SPI and key per TEK, so nothing is negotiated pairwise.  Per selector of the
   downloaded ACL (``permit gre any any``) there is a ``dir out`` and a ``dir in`` policy with
