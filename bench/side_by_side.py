@@ -46,8 +46,9 @@ from dmvpn_lab.lab import checks, generate, preflight, sandbox
 from dmvpn_lab.lab.capture import capture, tshark_fields
 from dmvpn_lab.lab.converge import ConvergenceError, wait_for_json
 from dmvpn_lab.lab.generate import LabSpec, Protection
-from dmvpn_lab.lab.netns import NetnsRuntime, swanctl_sas
+from dmvpn_lab.lab.netns import NetnsRuntime
 from dmvpn_lab.lab.node import NodeShell
+from dmvpn_lab.lab.strongswan import swanctl_sas
 from dmvpn_lab.lab.topology import Topology, load_topology
 
 REPO = Path(__file__).resolve().parent.parent
@@ -229,7 +230,7 @@ def fresh_pairs(spokes: list[str]) -> Iterator[tuple[str, str]]:
 
 def full_mesh(lab: Lab) -> None:
     """Every spoke's host pings every host behind a higher-numbered spoke, all flows at once."""
-    spokes = [n.name for n in checks.spokes(lab.shell)]
+    spokes = [n.name for n in lab.topology.spokes()]
     procs = []
     for i, a in enumerate(spokes):
         targets = [lab.label(lab.label(b, "host"), "address") for b in spokes[i + 1 :]]
@@ -243,8 +244,8 @@ def full_mesh(lab: Lab) -> None:
 
 def mesh_state(lab: Lab, variant: Protection) -> dict[str, Any]:
     """SA counts once the mesh settled (every spoke keyed toward every other spoke, or 60 s passed)."""
-    routers = [n.name for n in checks.routers(lab.shell)]
-    spokes = [n.name for n in checks.spokes(lab.shell)]
+    routers = [n.name for n in lab.topology.routers()]
+    spokes = [n.name for n in lab.topology.spokes()]
     n = len(spokes)
 
     def direct_peers(node: str) -> int:
@@ -278,7 +279,7 @@ def mesh_state(lab: Lab, variant: Protection) -> dict[str, Any]:
         ike_sas = ike / 2
         ipsec_pairs = child / 2
     else:
-        ks = checks.key_server(lab.shell)
+        ks = lab.topology.key_server()
         assert ks is not None
         sessions = lab.shell.gdoi_json(ks.name, "show", "crypto", "isakmp", "sa")["ipv4"]
         ike_sas = float(sum(1 for s in sessions if s["state"] == "GDOI_IDLE"))
@@ -308,7 +309,7 @@ def run_variant(variant: Protection, n: int, args: argparse.Namespace, root: Pat
     lab, out = bring_up(spec, root, results)
     log(f"    up in {out['bring_up_s']} s, keying {out['keying_s']} s")
     try:
-        spokes = [s.name for s in checks.spokes(lab.shell)]
+        spokes = [s.name for s in lab.topology.spokes()]
         if n == args.flow_spokes:
             out["flows"] = timed_flows(lab, spokes, args, results)
         full_mesh(lab)

@@ -126,14 +126,14 @@ def bring_up(config: pytest.Config, path: str) -> Iterator[Lab]:
 
 def drive_protected_traffic(lab: Lab, pcap: Path) -> Capture:
     """Drive every kind of traffic the seed says is protected, while capturing on the underlay."""
-    spokes = checks.spokes(lab.shell)
-    hub = checks.hub(lab.shell)
+    spokes = lab.topology.spokes()
+    hub = lab.topology.hub()
     # Headers are all the verdict reads; a short snapshot keeps up with the bulk transfers.
     with capture(lab.shell, "internet", "any", pcap, snaplen=256) as cap:
         for spoke in spokes:  # fresh resolution: forget shortcuts first
             lab.shell.vtysh(spoke.name, "clear ip nhrp shortcut")
         lab.shell.vtysh(hub.name, "clear bgp *")  # sessions re-open: OPEN/UPDATE cross the tunnel
-        for router in checks.routers(lab.shell):
+        for router in lab.topology.routers():
             wait_for_json(
                 lambda r=router: lab.shell.vtysh_json(r.name, "show ip route bgp json"),
                 checks.routes_expected(lab.shell, router),

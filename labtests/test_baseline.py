@@ -13,7 +13,7 @@ import pytest
 from dmvpn_lab.lab import checks
 from dmvpn_lab.lab.capture import capture, read_packets
 from dmvpn_lab.lab.converge import wait_for_json
-from dmvpn_lab.lab.netns import swanctl_sas
+from dmvpn_lab.lab.strongswan import swanctl_sas
 from labtests.lib import Lab, bring_up
 
 pytestmark = [pytest.mark.lab, pytest.mark.encryption]
@@ -33,7 +33,7 @@ def _ike_peers(lab: Lab, node: str) -> dict[str, str]:
 
 def test_spokes_hold_only_their_hub_tunnel_before_traffic(ipsec_lab: Lab) -> None:
     hub_nbma = ipsec_lab.node_label("hub", "nbma")
-    for spoke in checks.spokes(ipsec_lab.shell):
+    for spoke in ipsec_lab.topology.spokes():
         peers = _ike_peers(ipsec_lab, spoke.name)
         assert peers == {"hub": hub_nbma}, f"{spoke.name}: IKE SAs {peers}, expected only the one with the hub"
 
@@ -43,7 +43,7 @@ def test_no_phase2_check_fails_on_per_peer_ipsec(ipsec_lab: Lab, request: pytest
     per-peer SPIs in the kernels."""
     problems = checks.per_peer_sa_problems(ipsec_lab.shell)
     ipsec_lab.save(request.node.name, "problems.json", problems)
-    for router in checks.routers(ipsec_lab.shell):
+    for router in ipsec_lab.topology.routers():
         mine = [p for p in problems if p.startswith(f"{router.name}:")]
         assert any("IKE daemon" in p for p in mine), f"{router.name}: IKE daemon not noticed: {problems}"
         assert any("no group SPI" in p for p in mine), f"{router.name}: per-peer SPIs not noticed: {problems}"
@@ -85,7 +85,7 @@ def test_spoke_to_spoke_flow_negotiates_a_per_peer_ike_sa(ipsec_lab: Lab, reques
 
 def test_underlay_carries_esp_and_no_cleartext_gre(ipsec_lab: Lab, request: pytest.FixtureRequest) -> None:
     lab = ipsec_lab
-    nbmas = {r.labels["dmvpn-lab.nbma"] for r in checks.routers(lab.shell)}
+    nbmas = {r.labels["dmvpn-lab.nbma"] for r in lab.topology.routers()}
     pcap = lab.artifact(request.node.name, "underlay.pcap")
     with capture(lab.shell, "internet", "any", pcap, bpf="inbound"):
         lab.ping(lab.host_of("hub"), lab.address_of_host(lab.host_of("spoke2")), count=10, interval=0.05)

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.gdoi]
 def test_every_gm_holds_the_same_tek_as_the_ks(lab):
     group = checks.group_spis(lab.shell)
     assert group, "the KS hands out no TEK"
-    for gm in checks.group_members(lab.shell):
+    for gm in lab.topology.group_members():
         status = lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")
         assert checks.gm_registered(status) is None, f"{gm.name}: {checks.gm_registered(status)}"
         held = {int(t["spi"]) for t in status["teks"]}
@@ -24,7 +24,7 @@ def test_every_gm_holds_the_same_tek_as_the_ks(lab):
 
 
 def test_ks_lists_one_gdoi_idle_session_per_gm_and_no_ipsec_sa(lab, request):
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     lab.save(
         request.node.name, "ks-show-crypto-isakmp-sa.txt", lab.shell.gdoi(ks.name, "show", "crypto", "isakmp", "sa")
     )
@@ -67,8 +67,8 @@ def test_no_phase2_check_sees_a_planted_per_peer_sa_and_ike_daemon(lab, request)
 
 
 def test_gm_sessions_are_only_the_ks_and_rekey_sas(lab, request):
-    ks_address = checks.key_server(lab.shell).env["GDOI_LOCAL_ADDRESS"]
-    for gm in checks.group_members(lab.shell):
+    ks_address = lab.topology.key_server().env["GDOI_LOCAL_ADDRESS"]
+    for gm in lab.topology.group_members():
         sas = lab.shell.gdoi_json(gm.name, "show", "crypto", "isakmp", "sa")["ipv4"]
         lab.save(request.node.name, f"{gm.name}-isakmp.json", sas)
         own = gm.env["GDOI_LOCAL_ADDRESS"]
@@ -85,8 +85,8 @@ def test_gm_sessions_are_only_the_ks_and_rekey_sas(lab, request):
 def test_xfrm_holds_only_group_states_in_the_group_shape(lab, request):
     """One inbound state per TEK (src 0.0.0.0, dst own NBMA); outbound only toward NHRP peers."""
     group = checks.group_spis(lab.shell)
-    nbma_of = {r.labels["dmvpn-lab.nbma"]: r.name for r in checks.routers(lab.shell)}
-    for router in checks.routers(lab.shell):
+    nbma_of = {r.labels["dmvpn-lab.nbma"]: r.name for r in lab.topology.routers()}
+    for router in lab.topology.routers():
         own = router.labels["dmvpn-lab.nbma"]
         states = checks.xfrm_states(lab.shell, router.name)
         lab.save(request.node.name, f"{router.name}-xfrm-state.txt", "\n".join(map(str, states)))

@@ -24,7 +24,7 @@ def _rejected(lab, node: str) -> dict[str, int]:
 
 
 def test_wrong_psk_never_registers_and_never_sends_in_clear(lab, request, tmp_path):
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     spoke2 = lab.topology.nodes["spoke2"]
     good = spoke2.binds["/etc/gdoi/gdoi.cfg"]
     bad = tmp_path / "gdoi-wrong-psk.cfg"
@@ -78,8 +78,8 @@ def _captured_push(lab, request, target_address: str) -> bytes:
     Replaying the newest push would be a retransmission (the member just ACKs it again); the first one
     is a genuine, correctly signed message whose sequence number is already behind.
     """
-    ks = checks.key_server(lab.shell)
-    gm = next(g for g in checks.group_members(lab.shell) if g.env["GDOI_LOCAL_ADDRESS"] == target_address)
+    ks = lab.topology.key_server()
+    gm = next(g for g in lab.topology.group_members() if g.env["GDOI_LOCAL_ADDRESS"] == target_address)
     pcap = lab.artifact(request.node.name, "push.pcap")
     with capture(lab.shell, ks.name, "eth1", pcap, bpf=f"udp port {GDOI_PORT}"):
         for _ in range(2):
@@ -100,7 +100,7 @@ def _captured_push(lab, request, target_address: str) -> bytes:
 
 
 def _send_from_ks(lab, payload: bytes, target: str) -> None:
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     src = ks.env["GDOI_LOCAL_ADDRESS"]
     script = (
         "import sys; from scapy.all import IP, UDP, Raw, send; "
@@ -114,7 +114,7 @@ def _send_from_ks(lab, payload: bytes, target: str) -> None:
 def test_forged_or_replayed_rekey_changes_nothing(lab, request, attack, reason):
     # Target a GM the KS currently pushes to (after a KS restart, members re-join only as their TEKs end).
     members = set(checks.ks_members(lab.shell))
-    target_gm = next((g for g in checks.group_members(lab.shell) if g.env["GDOI_LOCAL_ADDRESS"] in members), None)
+    target_gm = next((g for g in lab.topology.group_members() if g.env["GDOI_LOCAL_ADDRESS"] in members), None)
     assert target_gm is not None, f"the KS has no members to push to: {members}"
     target = target_gm.env["GDOI_LOCAL_ADDRESS"]
     push = _captured_push(lab, request, target)

@@ -18,7 +18,7 @@ def _by_name(lab, name):
 
 
 def test_hub_holds_every_spoke_as_dynamic_entry(lab, request):
-    hub = checks.hub(lab.shell)
+    hub = lab.topology.hub()
     cache = lab.shell.vtysh_json(hub.name, "show ip nhrp cache json")
     lab.save(request.node.name, "hub-nhrp-cache.json", cache)
     lab.save(request.node.name, "hub-show-ip-nhrp.txt", lab.shell.vtysh(hub.name, "show ip nhrp cache"))
@@ -26,7 +26,7 @@ def test_hub_holds_every_spoke_as_dynamic_entry(lab, request):
 
 
 def test_spoke3_to_spoke1_resolves_and_goes_direct_encrypted(lab, request):
-    spoke3, spoke1, hub = _by_name(lab, "spoke3"), _by_name(lab, "spoke1"), checks.hub(lab.shell)
+    spoke3, spoke1, hub = _by_name(lab, "spoke3"), _by_name(lab, "spoke1"), lab.topology.hub()
     spoke1_tunnel, spoke1_nbma = spoke1.labels["dmvpn-lab.tunnel-ip"], spoke1.labels["dmvpn-lab.nbma"]
     spoke3_nbma, hub_nbma = spoke3.labels["dmvpn-lab.nbma"], hub.labels["dmvpn-lab.nbma"]
     for spoke in (spoke3, spoke1):

@@ -188,13 +188,13 @@ def test_shortcut_is_kept_while_used_and_ages_out_unused(nhrp_lab, request):
     # Back to the hub path: spoke2 still reaches spoke1's LAN, first through the hub (two tunnel hops).
     trace = lab.shell.run(lab.host_of(spoke2.name), ["traceroute", "-n", "-q", "1", "-w", "2", dst]).stdout
     lab.save(request.node.name, "traceroute-after.txt", trace)
-    hub_tunnel = checks.hub(lab.shell).labels["dmvpn-lab.tunnel-ip"]
+    hub_tunnel = lab.topology.hub().labels["dmvpn-lab.tunnel-ip"]
     assert hub_tunnel in trace.split(), f"after aging out, the first packets did not cross the hub:\n{trace}"
 
 
 def test_network_id_is_local_a_spoke_with_another_one_still_registers(nhrp_lab, request):
     lab = nhrp_lab
-    hub, spoke2 = checks.hub(lab.shell), lab.topology.nodes["spoke2"]
+    hub, spoke2 = lab.topology.hub(), lab.topology.nodes["spoke2"]
     lab.shell.vtysh_config(spoke2.name, ["interface gre1", "ip nhrp network-id 999"])
     try:
         lab.shell.vtysh(hub.name, "clear ip nhrp cache")
@@ -211,7 +211,7 @@ def test_network_id_is_local_a_spoke_with_another_one_still_registers(nhrp_lab, 
 
 def _wait_registered(lab, spoke, why, *, timeout):
     """Wait for the hub to hold ``spoke`` as a registered (dynamic) entry with its NBMA address."""
-    hub = checks.hub(lab.shell)
+    hub = lab.topology.hub()
     return wait_for_json(
         lambda: _cache_entry(lab, hub, spoke) or {},
         {"type": "dynamic", "nbma": spoke.labels["dmvpn-lab.nbma"]},
@@ -221,7 +221,7 @@ def _wait_registered(lab, spoke, why, *, timeout):
 
 
 def _wait_all_registered(lab):
-    hub = checks.hub(lab.shell)
+    hub = lab.topology.hub()
     return wait_for_json(
         lambda: lab.shell.vtysh_json(hub.name, "show ip nhrp cache json"),
         checks.hub_nhrp_expected(lab.shell),
@@ -233,7 +233,7 @@ def _wait_all_registered(lab):
 @pytest.mark.negative
 def test_spoke_with_wrong_nhrp_authentication_is_not_registered(nhrp_lab, request):
     lab = nhrp_lab
-    hub, spoke1, spoke2 = checks.hub(lab.shell), lab.topology.nodes["spoke1"], lab.topology.nodes["spoke2"]
+    hub, spoke1, spoke2 = lab.topology.hub(), lab.topology.nodes["spoke1"], lab.topology.nodes["spoke2"]
     _wait_all_registered(lab)
     refused_before = _auth_failures(lab, hub, spoke2)
     lab.shell.vtysh_config(spoke2.name, ["interface gre1", "ip nhrp authentication wrongpw"])

@@ -17,12 +17,12 @@ pytestmark = [pytest.mark.lab, pytest.mark.rekey]
 
 
 def test_forced_rekey_during_a_flow_loses_no_packet(lab, request):
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     spoke3, spoke1 = lab.topology.nodes["spoke3"], lab.topology.nodes["spoke1"]
     before = checks.group_spis(lab.shell)
     acks_before = {
         gm.name: lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")["rekey_acks_sent"]
-        for gm in checks.group_members(lab.shell)
+        for gm in lab.topology.group_members()
     }
     dst = lab.address_of_host(lab.host_of(spoke1.name))
     # Shortcut in place before the measured flow (building it may cost a packet or two).
@@ -40,7 +40,7 @@ def test_forced_rekey_during_a_flow_loses_no_packet(lab, request):
             timeout=60,
         )
         new_spi = max(new - before)
-        for gm in checks.group_members(lab.shell):
+        for gm in lab.topology.group_members():
             wait_for_json(
                 lambda gm=gm: lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi"),
                 lambda s, gm=gm: (
@@ -65,14 +65,14 @@ def test_forced_rekey_during_a_flow_loses_no_packet(lab, request):
 
 
 def test_ks_restart_never_lets_traffic_out_in_clear(lab, request):
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     try:
         _ks_restart_without_cleartext(lab, ks, lab.artifact(request.node.name, "ks-restart.pcap"))
     finally:
         # The restarted KS hands out a new TEK while members keep the old one until it nears its end (one
         # hour here), as IOS does without a cooperative KS: have every member register again so the
         # suites after this one find one group.
-        for gm in checks.group_members(lab.shell):
+        for gm in lab.topology.group_members():
             lab.runtime.restart_gdoi(gm.name)
         checks.wait_converged(lab.shell, timeout=180, progress=lambda _line: None)
 

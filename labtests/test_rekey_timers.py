@@ -48,7 +48,7 @@ def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request
     text = out.decode()
     lab.save(request.node.name, "ping.txt", text[-2000:])
     assert f"{count} packets transmitted, {count} received" in text, text[-400:]
-    for router in checks.routers(lab.shell):
+    for router in lab.topology.routers():
         wait_for_json(
             lambda r=router: [s.spi for s in checks.xfrm_states(lab.shell, r.name)],
             lambda spis: None if old["spi"] not in spis else f"old SPI 0x{old['spi']:x} still installed",
@@ -64,7 +64,7 @@ def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request
 
 def test_gm_whose_acks_stop_is_dropped_and_registers_again(fast_lab, request):
     lab = fast_lab
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     spoke1 = lab.topology.nodes["spoke1"]
     address = spoke1.env["GDOI_LOCAL_ADDRESS"]
     lab.shell.gdoi(spoke1.name, "acks", "off")
@@ -97,7 +97,7 @@ def test_gm_whose_acks_stop_is_dropped_and_registers_again(fast_lab, request):
 
 def test_ks_restart_members_register_again_and_nothing_leaves_in_clear(fast_lab, request):
     lab = fast_lab
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     dst = lab.address_of_host(lab.host_of("spoke1"))
     pcap = lab.artifact(request.node.name, "ks-restart.pcap")
     before = checks.group_spis(lab.shell)
@@ -109,7 +109,7 @@ def test_ks_restart_members_register_again_and_nothing_leaves_in_clear(fast_lab,
             ["ping", "-n", "-i", "0.2", "-w", str(FAST_TEK_LIFETIME_S + 30), dst],
             log=subprocess.PIPE,
         )
-        wanted = {gm.env["GDOI_LOCAL_ADDRESS"] for gm in checks.group_members(lab.shell)}
+        wanted = {gm.env["GDOI_LOCAL_ADDRESS"] for gm in lab.topology.group_members()}
         wait_for_json(
             lambda: set(checks.ks_members(lab.shell)),
             lambda m: None if m >= wanted else f"registered: {sorted(m)}",

@@ -22,21 +22,21 @@ pytestmark = pytest.mark.lab
 
 def test_every_gm_registered_with_the_ks(lab):
     spis = set()
-    for gm in checks.group_members(lab.shell):
+    for gm in lab.topology.group_members():
         status = lab.shell.gdoi_json(gm.name, "show", "crypto", "gdoi")
         lab.save("smoke", f"{gm.name}-show-crypto-gdoi.json", status)
         assert checks.gm_registered(status) is None, f"{gm.name}: {checks.gm_registered(status)}"
         spis.add(tuple(sorted(t["spi"] for t in status["teks"])))
     assert len(spis) == 1, f"GMs hold different TEKs: {spis}"
-    ks = checks.key_server(lab.shell)
+    ks = lab.topology.key_server()
     assert ks is not None
     members = lab.shell.gdoi(ks.name, "show", "crypto", "gdoi", "ks", "members")
-    for gm in checks.group_members(lab.shell):
+    for gm in lab.topology.group_members():
         assert gm.env["GDOI_LOCAL_ADDRESS"] in members, f"KS does not list {gm.name}:\n{members}"
 
 
 def test_spokes_registered_at_the_hub(lab):
-    hub = checks.hub(lab.shell)
+    hub = lab.topology.hub()
     cache = wait_for_json(
         lambda: lab.shell.vtysh_json(hub.name, "show ip nhrp cache json"),
         checks.hub_nhrp_expected(lab.shell),

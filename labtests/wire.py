@@ -116,11 +116,11 @@ def judge(packets: Iterable[PacketSummary], policy: WirePolicy, *, dropped: int 
 
 def lab_policy(shell: NodeShell, *, group_spis: Iterable[int] | None = None) -> WirePolicy:
     """The lab's policy: the KS's current SPIs (or the ones given), its address and the GMs' addresses."""
-    ks = checks.key_server(shell)
+    ks = shell.topology.key_server()
     return WirePolicy(
         group_spis=frozenset(checks.group_spis(shell) if group_spis is None else group_spis),
         ks_addresses=frozenset({ks.env["GDOI_LOCAL_ADDRESS"]} if ks else set()),
-        gm_addresses=frozenset(gm.env["GDOI_LOCAL_ADDRESS"] for gm in checks.group_members(shell)),
+        gm_addresses=frozenset(gm.env["GDOI_LOCAL_ADDRESS"] for gm in shell.topology.group_members()),
     )
 
 

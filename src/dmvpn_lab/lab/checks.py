@@ -14,30 +14,6 @@ from dmvpn_lab.lab.converge import wait_for_json
 from dmvpn_lab.lab.node import NodeShell
 from dmvpn_lab.lab.topology import Node
 
-
-def routers(shell: NodeShell) -> list[Node]:
-    return [n for n in shell.topology.nodes.values() if n.role in ("hub", "spoke")]
-
-
-def hub(shell: NodeShell) -> Node:
-    hubs = [n for n in shell.topology.nodes.values() if n.role == "hub"]
-    if len(hubs) != 1:
-        raise ValueError(f"lab {shell.topology.name} must have exactly one node labelled dmvpn-lab.role: hub")
-    return hubs[0]
-
-
-def spokes(shell: NodeShell) -> list[Node]:
-    return [n for n in shell.topology.nodes.values() if n.role == "spoke"]
-
-
-def group_members(shell: NodeShell) -> list[Node]:
-    return [n for n in shell.topology.nodes.values() if n.gdoi_role == "gm"]
-
-
-def key_server(shell: NodeShell) -> Node | None:
-    return next((n for n in shell.topology.nodes.values() if n.gdoi_role == "ks"), None)
-
-
 # --- expectations ------------------------------------------------------------------------------------
 
 
@@ -55,14 +31,14 @@ def hub_nhrp_expected(shell: NodeShell) -> dict[str, Any]:
     return {
         "table": [
             {"type": "dynamic", "protocol": s.labels["dmvpn-lab.tunnel-ip"], "nbma": s.labels["dmvpn-lab.nbma"]}
-            for s in spokes(shell)
+            for s in shell.topology.spokes()
         ]
     }
 
 
 def routes_expected(shell: NodeShell, router: Node) -> dict[str, Any]:
     """Every other router's LAN in this router's BGP routes (an NHRP shortcut may outrank it later)."""
-    return {r.labels["dmvpn-lab.lan"]: [{"protocol": "bgp"}] for r in routers(shell) if r.name != router.name}
+    return {r.labels["dmvpn-lab.lan"]: [{"protocol": "bgp"}] for r in shell.topology.routers() if r.name != router.name}
 
 
 def wait_converged(
@@ -70,7 +46,7 @@ def wait_converged(
 ) -> dict[str, Any]:
     """Wait for GDOI registration, NHRP registration at the hub and BGP routes everywhere."""
     outputs: dict[str, Any] = {}
-    for gm in group_members(shell):
+    for gm in shell.topology.group_members():
         outputs[f"{gm.name}/gdoi"] = wait_for_json(
             lambda gm=gm: shell.gdoi_json(gm.name, "show", "crypto", "gdoi"),  # type: ignore[misc]
             gm_registered,
@@ -78,15 +54,15 @@ def wait_converged(
             timeout=timeout,
         )
         progress(f"  {gm.name}: registered with the key server")
-    the_hub = hub(shell)
+    the_hub = shell.topology.hub()
     outputs["hub/nhrp"] = wait_for_json(
         lambda: shell.vtysh_json(the_hub.name, "show ip nhrp cache json"),
         hub_nhrp_expected(shell),
         what=f"{the_hub.name}: show ip nhrp cache json",
         timeout=timeout,
     )
-    progress(f"  {the_hub.name}: {len(spokes(shell))} spokes registered over NHRP")
-    for router in routers(shell):
+    progress(f"  {the_hub.name}: {len(shell.topology.spokes())} spokes registered over NHRP")
+    for router in shell.topology.routers():
         outputs[f"{router.name}/routes"] = wait_for_json(
             lambda router=router: shell.vtysh_json(router.name, "show ip route bgp json"),  # type: ignore[misc]
             routes_expected(shell, router),
@@ -128,7 +104,7 @@ def xfrm_policy_count(shell: NodeShell, node: str) -> int:
 
 def ks_teks(shell: NodeShell) -> list[dict[str, Any]]:
     """The TEKs the key server currently hands out (``gdoi show crypto gdoi --json``), all groups."""
-    ks = key_server(shell)
+    ks = shell.topology.key_server()
     if ks is None:
         return []
     status = shell.gdoi_json(ks.name, "show", "crypto", "gdoi")
@@ -142,7 +118,7 @@ def group_spis(shell: NodeShell) -> set[int]:
 
 def ks_members(shell: NodeShell) -> dict[str, dict[str, Any]]:
     """The key server's members by address (``gdoi show crypto gdoi ks members --json``)."""
-    ks = key_server(shell)
+    ks = shell.topology.key_server()
     if ks is None:
         return {}
     members = shell.gdoi_json(ks.name, "show", "crypto", "gdoi", "ks", "members")["members"]
@@ -162,12 +138,12 @@ def underlay_ports(shell: NodeShell) -> dict[str, str]:
 
 def ks_sessions_problem(shell: NodeShell) -> str | None:
     """The KS must hold exactly one GDOI_IDLE phase-1 session per GM."""
-    ks = key_server(shell)
+    ks = shell.topology.key_server()
     if ks is None:
         return "no key server in this lab"
     sas = shell.gdoi_json(ks.name, "show", "crypto", "isakmp", "sa")["ipv4"]
     idle = sorted(sa["src"] for sa in sas if sa["state"] == "GDOI_IDLE")
-    want = sorted(gm.env["GDOI_LOCAL_ADDRESS"] for gm in group_members(shell))
+    want = sorted(gm.env["GDOI_LOCAL_ADDRESS"] for gm in shell.topology.group_members())
     if idle != want:
         return f"GDOI_IDLE sessions from {idle}, expected one from each of {want}"
     return None
@@ -202,8 +178,8 @@ def per_peer_sa_problems(shell: NodeShell) -> list[str]:
     group = group_spis(shell)
     if not group:
         problems.append("the key server hands out no TEK (is there one?)")
-    ks = key_server(shell)
-    for node in [*routers(shell), *([ks] if ks else [])]:
+    ks = shell.topology.key_server()
+    for node in [*shell.topology.routers(), *([ks] if ks else [])]:
         problems += [f"{node.name}: an IKE daemon listens on {where}" for where in ike_listeners(shell, node.name)]
         states = xfrm_states(shell, node.name)
         foreign = [s for s in states if s.proto != "esp" or s.spi not in group]
@@ -212,7 +188,7 @@ def per_peer_sa_problems(shell: NodeShell) -> list[str]:
             problems.append(f"{node.name}: {len(foreign)} xfrm states with no group SPI ({shown})")
     if ks is not None and (xfrm_states(shell, ks.name) or xfrm_policy_count(shell, ks.name)):
         problems.append(f"{ks.name}: the key server holds kernel IPsec state")
-    for gm in (r for r in routers(shell) if r.gdoi_role == "gm"):
+    for gm in (r for r in shell.topology.routers() if r.gdoi_role == "gm"):
         own = gm.labels["dmvpn-lab.nbma"]
         states = xfrm_states(shell, gm.name)
         held = {int(t["spi"]) for t in shell.gdoi_json(gm.name, "show", "crypto", "gdoi").get("teks", [])}

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from dmvpn_lab.lab.strongswan import STRONGSWAN_CONF_PATH, SWANCTL_CONF_PATH
 from dmvpn_lab.lab.topology import FRR_CONF_PATH, GDOI_CONF_PATH, SETUP_PATH
 
 ROUTER_IMAGE = "ghcr.io/dmvpn-lab/router:0.1.0-frr10.3"
@@ -46,10 +47,6 @@ GDOI_IDENTITY = 123  # seed: identity number 123
 PSK = "cisco"  # seed: crypto isakmp key 0 cisco
 TUNNEL_MTU = 1400  # room for GRE + ESP on a 1500-byte underlay
 HUB_ASN = 65000
-# The ipsec baseline: where strongSwan's files land in a node (containerlab binds; the netns runtime
-# reads them from there). The strongswan.conf part is a drop-in that /etc/strongswan.conf includes.
-SWANCTL_CONF_PATH = "/etc/swanctl/swanctl.conf"
-STRONGSWAN_CONF_PATH = "/etc/strongswan.d/dmvpn-lab.conf"
 # IKEv2 proposal (MODP like the GDOI phase 1) and the ESP transform of the seed's GDOI TEK
 # (esp-3des esp-md5-hmac), so both labs put the same bytes on the wire and differ in key management only.
 IKE_PROPOSAL = "aes128-sha256-modp2048"

@@ -90,6 +90,26 @@ class Topology:
         """The node's name as containerlab gives it, which is also its network namespace here."""
         return f"clab-{self.name}-{node}"
 
+    # --- nodes by their role in the lab (labels ``dmvpn-lab.role`` and the GDOI role) --------------
+
+    def routers(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.role in ("hub", "spoke")]
+
+    def hub(self) -> Node:
+        hubs = [n for n in self.nodes.values() if n.role == "hub"]
+        if len(hubs) != 1:
+            raise ValueError(f"lab {self.name} must have exactly one node labelled dmvpn-lab.role: hub")
+        return hubs[0]
+
+    def spokes(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.role == "spoke"]
+
+    def group_members(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.gdoi_role == "gm"]
+
+    def key_server(self) -> Node | None:
+        return next((n for n in self.nodes.values() if n.gdoi_role == "ks"), None)
+
     def ordered_nodes(self) -> list[Node]:
         """Nodes in start order: every node after the nodes it waits for (containerlab ``stages``)."""
         done: list[Node] = []

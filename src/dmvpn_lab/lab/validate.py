@@ -40,7 +40,7 @@ class Check:
 
 def _gms_registered(shell: NodeShell) -> str | None:
     spis: dict[str, list[int]] = {}
-    for gm in checks.group_members(shell):
+    for gm in shell.topology.group_members():
         status = shell.gdoi_json(gm.name, "show", "crypto", "gdoi")
         problem = checks.gm_registered(status)
         if problem:
@@ -57,12 +57,12 @@ def _no_per_peer_sa(shell: NodeShell) -> str | None:
 
 
 def _hub_nhrp(shell: NodeShell) -> str | None:
-    hub = checks.hub(shell)
+    hub = shell.topology.hub()
     return json_mismatch(checks.hub_nhrp_expected(shell), shell.vtysh_json(hub.name, "show ip nhrp cache json"))
 
 
 def _routes(shell: NodeShell) -> str | None:
-    for router in checks.routers(shell):
+    for router in shell.topology.routers():
         problem = json_mismatch(
             checks.routes_expected(shell, router), shell.vtysh_json(router.name, "show ip route bgp json")
         )
@@ -72,7 +72,7 @@ def _routes(shell: NodeShell) -> str | None:
 
 
 def _spoke_to_spoke(shell: NodeShell) -> str | None:
-    spokes = checks.spokes(shell)
+    spokes = shell.topology.spokes()
     if len(spokes) < 2:
         return None
     src_host, dst_host = spokes[-1].labels["dmvpn-lab.host"], spokes[0].labels["dmvpn-lab.host"]
@@ -116,7 +116,7 @@ CHECKS: list[Check] = [
 
 
 def run_checks(shell: NodeShell) -> list[Result]:
-    has_gdoi = checks.key_server(shell) is not None
+    has_gdoi = shell.topology.key_server() is not None
     results = []
     for check in CHECKS:
         if check.needs_gdoi and not has_gdoi:
