@@ -21,6 +21,20 @@ def plain_lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
     yield from bring_up(pytestconfig, "topologies/dmvpn-plain")
 
 
+# Fixtures that hold a running lab, in this file and in the suites that bring up labs of their own.
+LAB_FIXTURES = ("lab", "plain_lab", "fast_lab", "nhrp_lab", "ipsec_lab")
+
+
+@pytest.fixture(autouse=True)
+def _daemons_alive(request: pytest.FixtureRequest) -> None:
+    """Before each lab test: every daemon the lab started still runs, or the test fails naming it."""
+    for name in LAB_FIXTURES:
+        if name in request.fixturenames:
+            dead = request.getfixturevalue(name).runtime.dead_daemons()
+            if dead:
+                pytest.fail("a daemon of the lab died:\n" + "\n\n".join(dead), pytrace=False)
+
+
 # The suites share one lab; run them from gentle to disruptive so a negative test cannot disturb others.
 SUITE_ORDER = (
     "test_smoke",

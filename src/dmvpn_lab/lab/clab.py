@@ -52,6 +52,15 @@ class ContainerlabRuntime:
         self.progress(f"containerlab destroy {self.topology.name}")
         self._clab("destroy", "--cleanup")
 
+    def dead_daemons(self) -> list[str]:
+        """Nodes whose container is not running (inside one, a supervisor restarts a dead daemon)."""
+        running = set(self.existing_namespaces())
+        return [
+            f"{name}: container {self.topology.namespace(name)} is not running (see `docker logs` of it)"
+            for name in self.topology.nodes
+            if self.topology.namespace(name) not in running
+        ]
+
     def existing_namespaces(self) -> list[str]:
         try:
             out = self._clab("inspect", "-f", "json", timeout=60)

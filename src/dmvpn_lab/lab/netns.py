@@ -275,6 +275,9 @@ class NetnsRuntime:
             if daemon != "mgmtd":  # mgmtd holds the configuration and takes no file; the others start empty
                 argv += ["-f", "/dev/null"]
             self._start_daemon(node.name, daemon, argv)
+            pid_file = _on_host(root, space / f"{daemon}.pid")
+            if pid_file.exists():  # remembered so a daemon that dies later is named (dead_daemons)
+                self._remember_pid(node.name, daemon, int(pid_file.read_text().split()[0]))
             if node.frr_root:  # keep every log of the node in the folder the tests copy into their results
                 link = self._log(node.name, daemon)
                 link.unlink(missing_ok=True)
@@ -366,6 +369,22 @@ class NetnsRuntime:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1, default=str))
         tmp.replace(path)
+
+    def dead_daemons(self) -> list[str]:
+        """Every daemon this lab started that is no longer running, each with the end of its log.
+
+        A test checks this first, so a daemon that died shows as itself (FRR topotests'
+        ``routers_have_failure``), not as a timeout somewhere later.
+        """
+        found = []
+        for node, daemons in self._read_state().get("pids", {}).items():
+            for daemon, pid in daemons.items():
+                if _alive(pid):
+                    continue
+                log = self.state_dir / node / f"{daemon}.log"
+                tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else ["(no log)"]
+                found.append(f"{node}: {daemon} (pid {pid}) is not running; the end of {log}:\n" + "\n".join(tail))
+        return found
 
     def _remember_pid(self, node: str, daemon: str, pid: int) -> None:
         state = self._read_state()
