@@ -20,7 +20,8 @@ from typing import IO, Any
 
 from dmvpn_lab.lab.topology import Topology
 
-FRR_DIR = Path("/usr/lib/frr")  # where Debian's FRR keeps its daemons, on the host and in an FRR_ROOT
+FRR_DIR = Path("/usr/lib/frr")
+GDOI_SHOW_TIMEOUT_S = 30.0  # where Debian's FRR keeps its daemons, on the host and in an FRR_ROOT
 
 
 class NodeCommandError(RuntimeError):
@@ -146,7 +147,9 @@ class NodeShell:
         try:
             if command is None:
                 raise ValueError(f"unknown or ambiguous show command {' '.join(words)!r}")
-            answer = control_request(Path(self.run_dir(node)), {"cmd": "status"})
+            # A member applying a rekey to the kernel can keep its loop busy for seconds under a loaded
+            # sandbox kernel: give it longer than the CLI's default before calling it unresponsive.
+            answer = control_request(Path(self.run_dir(node)), {"cmd": "status"}, timeout=GDOI_SHOW_TIMEOUT_S)
             if not answer.get("ok"):
                 raise ValueError(f"the daemon refused: {answer.get('error')}")
             output = show.render(command, show.view_from_json(answer["status"]), as_json=json_output)
