@@ -498,14 +498,14 @@ def test_key_server_indexes_follow_reregistration_expiry_and_half_open_timeouts(
 def test_deadline_heap_skips_stale_entries_and_stays_small() -> None:
     from dataclasses import dataclass
 
-    from dmvpn_lab.gdoi.ks import _Deadlines
+    from dmvpn_lab.gdoi.engine import Deadlines
 
     @dataclass
     class Rec:
         at: float
 
     table: dict[int, Rec] = {}
-    deadlines = _Deadlines(table, lambda r: r.at)
+    deadlines = Deadlines(table, lambda r: r.at)
     for key in range(10):
         table[key] = Rec(100.0 + key)
         deadlines.push(key, table[key])

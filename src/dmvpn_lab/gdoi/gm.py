@@ -35,16 +35,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .codec import (
     Decoded,
-    DecodeError,
     DeletePayload,
     GdoiSaPayload,
     HashPayload,
@@ -74,7 +71,6 @@ from .constants import (
     SaTekProtocol,
 )
 from .crypto import (
-    CryptoError,
     KekKey,
     cipher_key_len,
     rekey_signed_bytes,
@@ -82,23 +78,21 @@ from .crypto import (
     rsa_public_from_der,
     rsa_verify,
 )
+from .engine import Engine, Reject, at_most_one, one
 from .groupsa import (
     SIG_HASH_IOS_NAMES,
     KekAnnouncement,
     KekKeys,
-    PolicyError,
     TekAnnouncement,
     read_kd,
     read_kek,
     read_teks,
 )
 from .model import (
-    Event,
     GmStatus,
     GroupMemberConfig,
     IsakmpSaInfo,
     KekInfo,
-    MessageRejected,
     Phase1Established,
     Registered,
     RegistrationFailed,
@@ -110,19 +104,11 @@ from .model import (
     TekInstalled,
     TekSA,
 )
-from .phase1 import NONCE_LEN, IkeSa, MainModeInitiator, Phase1Error
+from .phase1 import NONCE_LEN, IkeSa, MainModeInitiator
 
 RETRANSMIT_INTERVAL_S = 5.0  # registration messages are sent again after this long without an answer
 MAX_RETRANSMITS = 3
 Addr = tuple[str, int]
-_T = TypeVar("_T")
-
-
-class _Reject(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -156,17 +142,15 @@ class _Registration:
     conn_id: int
 
 
-class GroupMember:
+class GroupMember(Engine):
     """The group member engine (see the module docstring and docs/engine-api.md)."""
 
     def __init__(self, config: GroupMemberConfig, *, random: Callable[[int], bytes] = os.urandom) -> None:
         if not config.servers:
             raise ValueError("a group member needs at least one key server")
+        super().__init__()
         self.config = config
         self._random = random
-        self._events: deque[Event] = deque()
-        self._out: list[tuple[bytes, Addr]] = []
-        self._rejected: Counter[str] = Counter()
         self._server_idx = 0
         self._started = False
         # registration in progress
@@ -199,22 +183,6 @@ class GroupMember:
         self._started = True
         self._begin_registration(now)
 
-    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        n_out, n_events = len(self._out), len(self._events)
-        try:
-            self._receive(bytes(data), addr, now)
-        except Exception as exc:  # a rejected datagram must change nothing: roll back what it produced
-            del self._out[n_out:]
-            while len(self._events) > n_events:
-                self._events.pop()
-            reason, detail = _classify(exc)
-            self._rejected[reason] += 1
-            self._events.append(MessageRejected(addr[0], reason, detail))
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
-        out, self._out = self._out, []
-        return out
-
     def get_timer(self) -> float | None:
         times = [t for t in (self._retx_at, self._retry_at, self._reregister_at) if t is not None]
         times.extend(t.expires_at() for t in self._teks.values())
@@ -244,9 +212,6 @@ class GroupMember:
             self._reregister_at = None
             if self._p1 is None and self._pull is None:
                 self._begin_registration(now)
-
-    def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
 
     def set_send_acks(self, enabled: bool) -> None:
         self._send_acks = enabled
@@ -374,7 +339,7 @@ class GroupMember:
         if addr[0] != self._server() or (
             self._p1 is None and self._pull is None and header.exchange != ExchangeType.INFORMATIONAL
         ):
-            raise _Reject("unknown-peer", f"unexpected exchange {header.exchange} from {addr[0]}")
+            raise Reject("unknown-peer", f"unexpected exchange {header.exchange} from {addr[0]}")
         if header.exchange == ExchangeType.MAIN_MODE:
             self._main_mode(header, data, now)
         elif header.exchange == ExchangeType.GROUPKEY_PULL:
@@ -382,7 +347,7 @@ class GroupMember:
         elif header.exchange == ExchangeType.INFORMATIONAL:
             self._informational(header, data, now)
         else:
-            raise _Reject(
+            raise Reject(
                 "unsupported-exchange", f"exchange type {header.exchange} is not handled by a member"
             )
         self._last_in = data
@@ -390,7 +355,7 @@ class GroupMember:
     def _main_mode(self, header: Header, data: bytes, now: float) -> None:
         p1 = self._p1
         if p1 is None:
-            raise _Reject("unknown-peer", "no Main Mode in progress")
+            raise Reject("unknown-peer", "no Main Mode in progress")
         reply = p1.handle(header, data, now)
         if reply is not None:
             self._send_registration(reply, now)
@@ -410,15 +375,15 @@ class GroupMember:
     def _pull_message(self, header: Header, data: bytes, now: float) -> None:
         pull = self._pull
         if pull is None or header.spi != pull.ike.cookies or header.message_id != pull.message_id:
-            raise _Reject("unknown-peer", "GROUPKEY-PULL message for no exchange in progress")
+            raise Reject("unknown-peer", "GROUPKEY-PULL message for no exchange in progress")
         ike = pull.ike
         if pull.stage == 2:
             payloads, iv = ike.open(header, data, pull.ni_b)
-            nr = _one(payloads, NoncePayload, "GROUPKEY-PULL message 2")
-            sa = _one(payloads, GdoiSaPayload, "GROUPKEY-PULL message 2")
+            nr = one(payloads, NoncePayload, "GROUPKEY-PULL message 2")
+            sa = one(payloads, GdoiSaPayload, "GROUPKEY-PULL message 2")
             kek, teks = _read_sa(sa)
             if kek is None or not teks:
-                raise _Reject("bad-policy", "the key server sent no KEK or no TEK policy")
+                raise Reject("bad-policy", "the key server sent no KEK or no TEK policy")
             ike.ivs[pull.message_id] = iv
             pull.nr_b, pull.kek, pull.teks, pull.stage = nr.data, kek, tuple(teks), 4
             self._send_registration(
@@ -426,11 +391,11 @@ class GroupMember:
             )
             return
         payloads, iv = ike.open(header, data, pull.ni_b + pull.nr_b)
-        seq = _one(payloads, SeqPayload, "GROUPKEY-PULL message 4")
-        kd = _one(payloads, KdPayload, "GROUPKEY-PULL message 4")
+        seq = one(payloads, SeqPayload, "GROUPKEY-PULL message 4")
+        kd = one(payloads, KdPayload, "GROUPKEY-PULL message 4")
         tek_keys, kek_keys = read_kd(kd, pull.teks, pull.kek)
         if kek_keys is None or pull.kek is None:
-            raise _Reject("bad-policy", "the key download carries no KEK")
+            raise Reject("bad-policy", "the key download carries no KEK")
         public_key = rsa_public_from_der(kek_keys.public_key_der)
         # accepted: commit
         ike.ivs[pull.message_id] = iv
@@ -448,7 +413,7 @@ class GroupMember:
     def _informational(self, header: Header, data: bytes, now: float) -> None:
         ike = self._pull.ike if self._pull is not None else (self._reg.ike if self._reg is not None else None)
         if ike is None or header.spi != ike.cookies:
-            raise _Reject("unknown-peer", "Informational exchange under no known ISAKMP SA")
+            raise Reject("unknown-peer", "Informational exchange under no known ISAKMP SA")
         payloads, _iv = ike.open(header, data, b"")
         notes = [d.payload for d in payloads if isinstance(d.payload, NotifyPayload)]
         if notes and self._pull is not None:
@@ -463,42 +428,42 @@ class GroupMember:
     def _push(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
         kek = self._held_kek(header.spi)
         if kek is None:
-            raise _Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
+            raise Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
         if not header.encrypted or header.message_id != 0:
-            raise _Reject("malformed", "GROUPKEY-PUSH must be encrypted with message ID 0")
+            raise Reject("malformed", "GROUPKEY-PUSH must be encrypted with message ID 0")
         plain = kek.key.open(data[ISAKMP_HEADER_LEN:])
         decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
         if not decoded or not isinstance(decoded[-1].payload, SigPayload):
-            raise _Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
+            raise Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
         signed = _verify_push_signature(kek, data[:ISAKMP_HEADER_LEN], decoded)
         body = decoded[:-1]
-        seq = _one(body, SeqPayload, "GROUPKEY-PUSH").seq
+        seq = one(body, SeqPayload, "GROUPKEY-PUSH").seq
         digest = hashlib.sha256(signed).digest()
         if seq == self._last_seq and digest == self._last_push:
             if self._acks_requested:
                 self._send_ack(kek, seq)  # the key server did not hear our acknowledgement
             return
         if seq <= self._last_seq:
-            raise _Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
+            raise Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
         # RFC 6407 section 4: HDR*, SEQ, [D,] SA, KD, [CERT,] SIG.  A push that only deletes SAs
         # carries no SA and no KD.
         deletes = [d.payload for d in body if isinstance(d.payload, DeletePayload)]
-        sa = _at_most_one(body, GdoiSaPayload, "GROUPKEY-PUSH")
-        kd = _at_most_one(body, KdPayload, "GROUPKEY-PUSH") or KdPayload(())
+        sa = at_most_one(body, GdoiSaPayload, "GROUPKEY-PUSH")
+        kd = at_most_one(body, KdPayload, "GROUPKEY-PUSH") or KdPayload(())
         if sa is None and not deletes:
-            raise _Reject("malformed", "GROUPKEY-PUSH carries neither SA nor Delete")
+            raise Reject("malformed", "GROUPKEY-PUSH carries neither SA nor Delete")
         new_kek, teks = _read_sa(sa) if sa is not None else (None, [])
         tek_keys, kek_keys = read_kd(kd, teks, new_kek)
         dead_teks, dead_keks = _read_deletes(deletes)
         if (new_kek is not None and new_kek.spi in dead_keks) or dead_teks & {t.spi for t in teks}:
-            raise _Reject("bad-policy", "GROUPKEY-PUSH deletes an SA it announces")
+            raise Reject("bad-policy", "GROUPKEY-PUSH deletes an SA it announces")
         held = self._held_kek(new_kek.spi) if new_kek is not None else None
         public_key = None
         if new_kek is not None and held is not None:
             _check_refresh(held, new_kek, kek_keys)
         elif new_kek is not None:
             if kek_keys is None:
-                raise _Reject("bad-policy", "a new KEK was announced without a valid key")
+                raise Reject("bad-policy", "a new KEK was announced without a valid key")
             public_key = rsa_public_from_der(kek_keys.public_key_der)
         # Accepted.  Everything that can fail was checked above, so the push changes all or nothing.
         self._last_seq = seq
@@ -614,7 +579,7 @@ class GroupMember:
 def _read_sa(sa: GdoiSaPayload) -> tuple[KekAnnouncement | None, list[TekAnnouncement]]:
     keks = [p for p in sa.payloads if isinstance(p, SaKekPayload)]
     if len(keks) > 1:
-        raise _Reject("bad-policy", "more than one SA KEK")
+        raise Reject("bad-policy", "more than one SA KEK")
     kek = read_kek(keks[0]) if keks else None
     teks = read_teks([p for p in sa.payloads if isinstance(p, SaTekPayload)])
     return kek, teks
@@ -625,12 +590,12 @@ def _check_refresh(held: _Kek, ann: KekAnnouncement, keys: KekKeys | None) -> No
     RFC 6407 section 5.3 gives a new KEK a new SPI, and a member that took another cipher for the same
     SPI could read no later push."""
     if ann.cipher is not held.ann.cipher:
-        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with another algorithm")
+        raise Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with another algorithm")
     if keys is not None and (
         keys.key != held.key
         or rsa_public_from_der(keys.public_key_der).public_numbers() != held.public_key.public_numbers()
     ):
-        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with other keys")
+        raise Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with other keys")
 
 
 def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...]) -> bytes:
@@ -653,7 +618,7 @@ def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...
         signed = rekey_signed_bytes(header, payloads, length)
         if rsa_verify(kek.public_key, kek.ann.sig_hash, sig.payload.data, signed):
             return signed
-    raise _Reject("bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key")
+    raise Reject("bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key")
 
 
 def _read_deletes(deletes: list[DeletePayload]) -> tuple[set[int], set[bytes]]:
@@ -668,36 +633,15 @@ def _read_deletes(deletes: list[DeletePayload]) -> tuple[set[int], set[bytes]]:
     keks: set[bytes] = set()
     for delete in deletes:
         if delete.doi != Doi.GDOI:
-            raise _Reject("bad-policy", f"Delete payload of DOI {delete.doi} in a GROUPKEY-PUSH")
+            raise Reject("bad-policy", f"Delete payload of DOI {delete.doi} in a GROUPKEY-PUSH")
         if delete.spi_size == 4 and delete.protocol_id in (SaTekProtocol.IPSEC_ESP, ProtocolId.IPSEC_ESP):
             teks.update(int.from_bytes(spi, "big") for spi in delete.spis)
         elif delete.spi_size == KEK_SPI_LEN:
             keks.update(delete.spis)
         else:
-            raise _Reject(
+            raise Reject(
                 "bad-policy",
                 f"Delete payload of protocol {delete.protocol_id} with {delete.spi_size}-byte SPIs",
             )
     return teks, keks
 
-
-def _at_most_one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T | None:
-    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
-    if len(found) > 1:
-        raise _Reject("malformed", f"{what}: more than one {cls.__name__}")
-    return found[0] if found else None
-
-
-def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:
-    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
-    if len(found) != 1:
-        raise _Reject("malformed", f"{what}: expected one {cls.__name__}, found {len(found)}")
-    return found[0]
-
-
-def _classify(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, (_Reject, Phase1Error, PolicyError)):
-        return exc.reason, exc.detail
-    if isinstance(exc, (DecodeError, CryptoError)):
-        return "malformed", str(exc)
-    return "internal-error", f"{type(exc).__name__}: {exc}"
