@@ -37,7 +37,7 @@ from dmvpn_lab.gdoi.model import (
     TekInstalled,
     TekTransform,
 )
-from dmvpn_lab.gdoi.phase1 import MainModeInitiator
+from dmvpn_lab.gdoi.phase1 import MainModeInitiator, MainModeState
 
 GMS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 
@@ -462,7 +462,7 @@ def _check_ks_indexes(net: Network) -> None:
         if not pull.done:
             per_ip[pull.peer] = per_ip.get(pull.peer, 0) + 1
     assert dict(ks._half_open_by_ip) == per_ip
-    assert all(k in ks._phase1 and ks._phase1[k].responder.state == 3 for k in ks._awaiting_msg3)
+    assert all(k in ks._phase1 and ks._phase1[k].responder.state is MainModeState.WAIT_MSG3 for k in ks._awaiting_msg3)
     assert ks._phase1_deadlines.next() == min(p1_times, default=None)
     assert ks._pull_deadlines.next() == min(pull_times, default=None)
     assert ks._ike_deadlines.next() == min(ike_times, default=None)

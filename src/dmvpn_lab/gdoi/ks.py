@@ -115,6 +115,7 @@ from .phase1 import (
     NONCE_LEN,
     IkeSa,
     MainModeResponder,
+    MainModeState,
     Offer,
     message2,
     offer_from_body,
@@ -377,7 +378,7 @@ class KeyServer(Engine):
         """Main Modes in progress (conn-id 0, as IOS shows them) and established ISAKMP SAs."""
         local = self.config.local_address
         lines = [
-            IsakmpSaInfo(local, p1.addr[0], "MM_SA_SETUP" if p1.responder.state == 3 else "MM_KEY_EXCH", 0)
+            IsakmpSaInfo(local, p1.addr[0], _ios_main_mode_state(p1.responder.state), 0)
             for p1 in self._phase1.values()
         ]
         lines += [
@@ -928,6 +929,11 @@ class KeyServer(Engine):
             same_ip.discard(cookies)
             if not same_ip:
                 del self._ikes_by_ip[ike.addr[0]]
+
+
+def _ios_main_mode_state(state: MainModeState) -> str:
+    """IOS's ``show crypto isakmp sa`` name: MM_SA_SETUP until KE, Ni arrive, MM_KEY_EXCH after."""
+    return "MM_SA_SETUP" if state is MainModeState.WAIT_MSG3 else "MM_KEY_EXCH"
 
 
 def _phase1_deadline(p1: _Phase1) -> float:
