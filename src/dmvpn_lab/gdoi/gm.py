@@ -37,6 +37,7 @@ import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -48,11 +49,8 @@ from .codec import (
     Header,
     IdPayload,
     KdPayload,
-    NoncePayload,
     NotifyPayload,
     Payload,
-    SaKekPayload,
-    SaTekPayload,
     SeqPayload,
     SigPayload,
     decode_payloads,
@@ -85,8 +83,7 @@ from .groupsa import (
     KekKeys,
     TekAnnouncement,
     read_kd,
-    read_kek,
-    read_teks,
+    read_sa,
 )
 from .model import (
     GmStatus,
@@ -104,11 +101,27 @@ from .model import (
     TekInstalled,
     TekSA,
 )
-from .phase1 import NONCE_LEN, IkeSa, MainModeInitiator
+from .phase1 import IkeSa, MainModeInitiator
+from .pull import PullInitiator
+from .statemachine import StateMachine
 
 RETRANSMIT_INTERVAL_S = 5.0  # registration messages are sent again after this long without an answer
 MAX_RETRANSMITS = 3
 Addr = tuple[str, int]
+
+
+class GmState(Enum):
+    """The member's registration lifecycle (RFC 6407 section 3), logged and shown in ``show crypto gdoi``.
+
+    ``status().registered`` says whether the member holds a registration's keys: a member that
+    registers again keeps them through MAIN_MODE and GROUPKEY_PULL, and through RETRY_WAIT if that fails.
+    """
+
+    IDLE = "not started, or stopped"
+    MAIN_MODE = "registering: IKEv1 Main Mode with the key server (phase 1)"
+    GROUPKEY_PULL = "registering: GROUPKEY-PULL under the new ISAKMP SA (RFC 6407 section 3.2)"
+    REGISTERED = "registered: rekeys arrive as GROUPKEY-PUSH (RFC 6407 section 4)"
+    RETRY_WAIT = "the registration failed: the next key server is tried after registration_retry_s"
 
 
 @dataclass
@@ -118,17 +131,6 @@ class _Kek:
     public_key: rsa.RSAPublicKey
     expires_at: float
     conn_id: int
-
-
-@dataclass
-class _Pull:
-    ike: IkeSa
-    message_id: int
-    ni_b: bytes
-    nr_b: bytes = b""
-    stage: int = 2  # the PULL message we wait for (2, then 4)
-    kek: KekAnnouncement | None = None
-    teks: tuple[TekAnnouncement, ...] = ()
 
 
 @dataclass
@@ -142,20 +144,21 @@ class _Registration:
     conn_id: int
 
 
-class GroupMember(Engine):
+class GroupMember(Engine, StateMachine[GmState]):
     """The group member engine (see the module docstring and docs/engine-api.md)."""
 
     def __init__(self, config: GroupMemberConfig, *, random: Callable[[int], bytes] = os.urandom) -> None:
         if not config.servers:
             raise ValueError("a group member needs at least one key server")
-        super().__init__()
+        Engine.__init__(self)
+        StateMachine.__init__(self, GmState.IDLE)
         self.config = config
         self._random = random
         self._server_idx = 0
         self._started = False
-        # registration in progress
+        # registration in progress: the exchange of the current state (MAIN_MODE, GROUPKEY_PULL)
         self._p1: MainModeInitiator | None = None
-        self._pull: _Pull | None = None
+        self._pull: PullInitiator | None = None
         self._last_out: bytes | None = None
         self._last_in: bytes | None = None
         self._retx_at: float | None = None
@@ -210,7 +213,7 @@ class GroupMember(Engine):
             self._begin_registration(now)
         if self._reregister_at is not None and now >= self._reregister_at:
             self._reregister_at = None
-            if self._p1 is None and self._pull is None:
+            if not self._registering():
                 self._begin_registration(now)
 
     def set_send_acks(self, enabled: bool) -> None:
@@ -226,6 +229,7 @@ class GroupMember(Engine):
         self._reg = self._kek = None
         self._old_keks = []
         self._started = False
+        self._set_state(GmState.IDLE)
 
     def status(self, now: float) -> GmStatus:
         kek_info = None
@@ -282,6 +286,12 @@ class GroupMember(Engine):
 
     # --- registration ---------------------------------------------------------------------------------
 
+    def _describe(self) -> str:
+        return f"group member {self.config.local_address} (group {self.config.group_name}, key server {self._server()})"
+
+    def _registering(self) -> bool:
+        return self.state in (GmState.MAIN_MODE, GmState.GROUPKEY_PULL)
+
     def _server(self) -> str:
         return self.config.servers[self._server_idx]
 
@@ -303,6 +313,7 @@ class GroupMember(Engine):
             self.config.isakmp_policies, psk, self.config.local_address, server, self._random
         )
         self._pull = None
+        self._set_state(GmState.MAIN_MODE)
         self._send_registration(self._p1.first_message(), now)
 
     def _send_registration(self, data: bytes, now: float) -> None:
@@ -318,6 +329,7 @@ class GroupMember(Engine):
     def _next_server(self, now: float) -> None:
         self._server_idx = (self._server_idx + 1) % len(self.config.servers)
         self._retry_at = now + self.config.registration_retry_s
+        self._set_state(GmState.RETRY_WAIT)
 
     def _fail_registration(self, now: float, reason: str) -> None:
         server = self._server()
@@ -336,9 +348,7 @@ class GroupMember(Engine):
             return
         if data == self._last_in and self._last_in is not None:
             return  # the key server repeated its last answer: ours is already on its way
-        if addr[0] != self._server() or (
-            self._p1 is None and self._pull is None and header.exchange != ExchangeType.INFORMATIONAL
-        ):
+        if addr[0] != self._server() or (not self._registering() and header.exchange != ExchangeType.INFORMATIONAL):
             raise Reject("unknown-peer", f"unexpected exchange {header.exchange} from {addr[0]}")
         if header.exchange == ExchangeType.MAIN_MODE:
             self._main_mode(header, data, now)
@@ -364,51 +374,32 @@ class GroupMember(Engine):
         assert ike is not None
         self._p1 = None
         self._events.append(Phase1Established(ike.peer, ike.icookie, ike.rcookie, ike.keys.enc_key))
-        mid = 0
-        while mid == 0:
-            mid = int.from_bytes(self._random(4), "big")
-        ni = self._random(NONCE_LEN)
-        ident = IdPayload(IdType.KEY_ID, 0, 0, self.config.identity.to_bytes(4, "big"))
-        self._pull = _Pull(ike, mid, ni)
-        self._send_registration(ike.seal(ExchangeType.GROUPKEY_PULL, mid, [NoncePayload(ni), ident]), now)
+        self._pull = PullInitiator(ike, self.config.identity, self._random)
+        self._set_state(GmState.GROUPKEY_PULL)
+        self._send_registration(self._pull.first_message(), now)
 
     def _pull_message(self, header: Header, data: bytes, now: float) -> None:
         pull = self._pull
-        if pull is None or header.spi != pull.ike.cookies or header.message_id != pull.message_id:
+        if pull is None or not pull.belongs(header):
             raise Reject("unknown-peer", "GROUPKEY-PULL message for no exchange in progress")
-        ike = pull.ike
-        if pull.stage == 2:
-            payloads, iv = ike.open(header, data, pull.ni_b)
-            nr = one(payloads, NoncePayload, "GROUPKEY-PULL message 2")
-            sa = one(payloads, GdoiSaPayload, "GROUPKEY-PULL message 2")
-            kek, teks = _read_sa(sa)
-            if kek is None or not teks:
-                raise Reject("bad-policy", "the key server sent no KEK or no TEK policy")
-            ike.ivs[pull.message_id] = iv
-            pull.nr_b, pull.kek, pull.teks, pull.stage = nr.data, kek, tuple(teks), 4
-            self._send_registration(
-                ike.seal(ExchangeType.GROUPKEY_PULL, pull.message_id, [], pull.ni_b + pull.nr_b), now
-            )
+        reply = pull.handle(header, data)
+        if reply is not None:
+            self._send_registration(reply, now)
             return
-        payloads, iv = ike.open(header, data, pull.ni_b + pull.nr_b)
-        seq = one(payloads, SeqPayload, "GROUPKEY-PULL message 4")
-        kd = one(payloads, KdPayload, "GROUPKEY-PULL message 4")
-        tek_keys, kek_keys = read_kd(kd, pull.teks, pull.kek)
-        if kek_keys is None or pull.kek is None:
-            raise Reject("bad-policy", "the key download carries no KEK")
-        public_key = rsa_public_from_der(kek_keys.public_key_der)
+        download = pull.download
+        assert download is not None
         # accepted: commit
-        ike.ivs[pull.message_id] = iv
         self._pull = None
         self._stop_retransmit()
         self._retry_at = None
-        self._reg = _Registration(ike, pull.ni_b, pull.nr_b, self._server(), self._conn_id())
-        self._install_kek(pull.kek, kek_keys.key, public_key, now)
-        self._last_seq = seq.seq
+        self._reg = _Registration(pull.ike, pull.ni_b, pull.nr_b, self._server(), self._conn_id())
+        self._set_state(GmState.REGISTERED)
+        self._install_kek(download.kek, download.kek_key, download.public_key, now)
+        self._last_seq = download.sequence
         self._last_push = None
         self._rekeys_after_registration = 0
         self._events.append(Registered(self._server(), self.config.group_name))
-        self._install_teks(pull.teks, tek_keys, now)
+        self._install_teks(download.teks, download.tek_keys, now)
 
     def _informational(self, header: Header, data: bytes, now: float) -> None:
         ike = self._pull.ike if self._pull is not None else (self._reg.ike if self._reg is not None else None)
@@ -452,7 +443,7 @@ class GroupMember(Engine):
         kd = at_most_one(body, KdPayload, "GROUPKEY-PUSH") or KdPayload(())
         if sa is None and not deletes:
             raise Reject("malformed", "GROUPKEY-PUSH carries neither SA nor Delete")
-        new_kek, teks = _read_sa(sa) if sa is not None else (None, [])
+        new_kek, teks = read_sa(sa) if sa is not None else (None, [])
         tek_keys, kek_keys = read_kd(kd, teks, new_kek)
         dead_teks, dead_keks = _read_deletes(deletes)
         if (new_kek is not None and new_kek.spi in dead_keks) or dead_teks & {t.spi for t in teks}:
@@ -574,15 +565,6 @@ class GroupMember(Engine):
         if self._kek is not None:
             deadlines.append(self._kek.expires_at - max(5.0, min(30.0, 0.05 * self._kek.ann.lifetime_s)))
         self._reregister_at = max(now, min(deadlines)) if deadlines else None
-
-
-def _read_sa(sa: GdoiSaPayload) -> tuple[KekAnnouncement | None, list[TekAnnouncement]]:
-    keks = [p for p in sa.payloads if isinstance(p, SaKekPayload)]
-    if len(keks) > 1:
-        raise Reject("bad-policy", "more than one SA KEK")
-    kek = read_kek(keks[0]) if keks else None
-    teks = read_teks([p for p in sa.payloads if isinstance(p, SaTekPayload)])
-    return kek, teks
 
 
 def _check_refresh(held: _Kek, ann: KekAnnouncement, keys: KekKeys | None) -> None:

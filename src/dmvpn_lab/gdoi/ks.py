@@ -61,7 +61,6 @@ from .codec import (
     HashPayload,
     Header,
     IdPayload,
-    NoncePayload,
     NotifyPayload,
     Payload,
     SeqPayload,
@@ -122,6 +121,7 @@ from .phase1 import (
     own_offer_body,
     read_offer,
 )
+from .pull import PullResponder, PullState, read_request
 
 HALF_OPEN_TIMEOUT_S = 30.0  # a registration not finished within this is forgotten
 FINISHED_PULL_KEEP_S = 30.0  # answer retransmitted HASH(3) with the same message 4 this long
@@ -224,16 +224,18 @@ class _Ike:
 
 @dataclass
 class _Pull:
+    """A GROUPKEY-PULL this key server answers: the exchange, and what retransmissions and timers need."""
+
+    exchange: PullResponder
     group: str
     peer: str
-    ni_b: bytes
-    nr_b: bytes
-    teks: tuple[TekPolicy, ...]
-    kek: KekPolicy
     started_at: float
     last_in: bytes  # SHA-256 of the last message answered
     last_out: bytes
-    done: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.exchange.state is PullState.DONE
 
 
 class KeyServer(Engine):
@@ -727,26 +729,14 @@ class KeyServer(Engine):
         if pull is not None and hashlib.sha256(data).digest() == pull.last_in:
             self._out.append((pull.last_out, addr))
             return
-        sa = ike.sa
         if pull is None:
             self._pull_first(header, data, addr, now, ike, key)
             return
-        if pull.done:
-            raise Reject("unexpected", "GROUPKEY-PULL message after the exchange finished")
-        payloads, iv = sa.open(header, data, pull.ni_b + pull.nr_b)
-        if payloads:
-            raise Reject("malformed", "GROUPKEY-PULL message 3 carries more than HASH(3)")
         group = self._groups[pull.group]
-        sa.ivs[header.message_id] = iv
+        reply = pull.exchange.handle(header, data, group.sequence)
         ike.pulls_open -= 1
         self._touch(ike, now)
-        reply = sa.seal(
-            ExchangeType.GROUPKEY_PULL,
-            header.message_id,
-            [SeqPayload(group.sequence), kd_payload(pull.kek, pull.teks)],
-            pull.ni_b + pull.nr_b,
-        )
-        pull.done, pull.last_in, pull.last_out, pull.started_at = True, hashlib.sha256(data).digest(), reply, now
+        pull.last_in, pull.last_out, pull.started_at = hashlib.sha256(data).digest(), reply, now
         self._pulls_open -= 1
         self._count_half_open(ip, -1)
         self._pull_deadlines.push(key, pull)  # now kept FINISHED_PULL_KEEP_S for retransmitted HASH(3)
@@ -759,21 +749,15 @@ class KeyServer(Engine):
         sa = ike.sa
         self._expire(now)
         victim = self._room_for_proven(addr[0])  # an ISAKMP SA is proof enough
-        payloads, iv = sa.open(header, data, b"")
-        nonce = one(payloads, NoncePayload, "GROUPKEY-PULL message 1")
-        ident = one(payloads, IdPayload, "GROUPKEY-PULL message 1")
-        if ident.id_type != IdType.KEY_ID or not 1 <= len(ident.data) <= 4:
-            raise Reject("wrong-group", f"group ID of type {ident.id_type} is not a group number")
-        identity = int.from_bytes(ident.data, "big")
-        group = self._group_by_identity(identity)
+        request = read_request(sa, header, data)
+        group = self._group_by_identity(request.group_identity)
         if group is None:
             raise Reject(
                 "wrong-group",
-                f"{addr[0]} asked for group identity {identity}, which is not served here",
+                f"{addr[0]} asked for group identity {request.group_identity}, which is not served here",
                 self._notify(sa, addr, NotifyType.INVALID_ID_INFORMATION),
             )
-        if not 8 <= len(nonce.data) <= 256:
-            raise Reject("malformed", "nonce length outside 8..256")
+        exchange = PullResponder(sa, request)
         authorization = group.policy.authorization
         if authorization is not None and not authorization.permits(addr[0]):
             self._unauthorized[group.policy.name] += 1  # kept although the datagram is refused: a tally
@@ -785,18 +769,10 @@ class KeyServer(Engine):
             )
         if victim is not None:
             self._drop_phase1(victim)
-        sa.ivs[header.message_id] = iv
         nr = self._random(NONCE_LEN)
-        kek = self._kek_policy(group, now)
-        teks = self._tek_policies(group, now)
-        reply = sa.seal(
-            ExchangeType.GROUPKEY_PULL,
-            header.message_id,
-            [NoncePayload(nr), sa_payload(kek, teks)],
-            nonce.data,
-        )
+        reply = exchange.answer(nr, self._kek_policy(group, now), self._tek_policies(group, now))
         pull = self._pulls[key] = _Pull(
-            group.policy.name, addr[0], nonce.data, nr, teks, kek, now, hashlib.sha256(data).digest(), reply
+            exchange, group.policy.name, addr[0], now, hashlib.sha256(data).digest(), reply
         )
         self._pulls_open += 1
         self._count_half_open(addr[0], +1)
@@ -827,8 +803,8 @@ class KeyServer(Engine):
             ike.conn_id,
             sa.suite.hash,
             sa.keys.skeyid_a,
-            pull.ni_b,
-            pull.nr_b,
+            pull.exchange.ni_b,
+            pull.exchange.nr_b,
             last_ack_sequence=group.sequence,
         )
         if group.pending is not None:
