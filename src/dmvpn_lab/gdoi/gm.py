@@ -282,6 +282,7 @@ class GroupMember(Engine, StateMachine[GmState]):
             ),
             isakmp_sas=tuple(sorted(sas, key=lambda s: -s.conn_id)),
             rejected=dict(self._rejected),
+            state=self.state.name,
         )
 
     # --- registration ---------------------------------------------------------------------------------
