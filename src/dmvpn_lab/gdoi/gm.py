@@ -3,8 +3,8 @@
 The member's life, in protocol order:
 
 1. Registration: IKEv1 Main Mode to ``servers[0]`` (:mod:`.phase1`, the member initiates), then
-   GROUPKEY-PULL (RFC 6407 section 3.2) under that SA: ``HASH(1), Ni, ID`` where the ID is the group
-   identity as ID_KEY_ID; the key server answers with ``HASH(2), Nr, SA`` (the KEK and TEK policy),
+   GROUPKEY-PULL (RFC 6407 section 3.2, :mod:`.pull`) under that SA: ``HASH(1), Ni, ID`` where the
+   ID is the group identity as ID_KEY_ID; the key server answers with ``HASH(2), Nr, SA`` (the KEK and TEK policy),
    the member accepts with ``HASH(3)`` and receives ``HASH(4), SEQ, KD`` (the keys, and the sequence
    number rekeys must exceed).  Every message is retransmitted by timer; after the last retry the
    attempt fails (``RegistrationFailed``) and the next server in the list is tried after
@@ -26,8 +26,13 @@ The member's life, in protocol order:
 4. Re-registration: when the newest TEK nears its end and no rekey came ("GM Reregisters in"), or
    the KEK is about to expire, the member registers again on its own.
 
+The member's place in this life is :class:`GmState` (``MAIN_MODE`` and ``GROUPKEY_PULL`` while it
+registers, then ``REGISTERED``, ``RETRY_WAIT`` after a failed attempt), changed only through the
+logging setter of :class:`~.statemachine.StateMachine`; docs/engine-api.md draws it.
+
 Every rejected datagram yields exactly one :class:`MessageRejected`, bumps ``rejected[reason]`` and
-changes nothing else; no exception escapes :meth:`GroupMember.receive_datagram`.
+changes nothing else (:class:`~.engine.Engine` rolls back); no exception escapes
+:meth:`GroupMember.receive_datagram`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
    the peer receives at that address.  A message 1 over ``MAX_FIRST_MESSAGE_LEN`` is refused.
    An established ISAKMP SA lives only while it is used for registration: ``REGISTRATION_SA_IDLE_S``
    after its last GROUPKEY-PULL message (or its birth), at most ``MAX_ISAKMP_SAS_PER_PEER`` per address.
-2. GROUPKEY-PULL (RFC 6407 section 3.2), protected by that SA, new random message ID::
+2. GROUPKEY-PULL (RFC 6407 section 3.2, :mod:`.pull`), protected by that SA, new random message ID::
 
        GM: HDR*, HASH(1), Ni, ID          HASH(1) = prf(SKEYID_a, M-ID | Ni | ID)
        KS: HDR*, HASH(2), Nr, SA          HASH(2) = prf(SKEYID_a, M-ID | Ni_b | Nr | SA)
@@ -40,7 +40,8 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
    (default ``rekey_retransmit_count + 1``) consecutive rekeys is dropped and gets no more rekeys.
 
 Every rejected datagram yields exactly one :class:`MessageRejected`, bumps ``rejected[reason]`` and
-changes nothing else; no exception escapes :meth:`KeyServer.receive_datagram`.
+changes nothing else (:class:`~.engine.Engine` rolls back); no exception escapes
+:meth:`KeyServer.receive_datagram`.
 """
 
 from __future__ import annotations
