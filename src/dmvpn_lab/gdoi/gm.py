@@ -4,9 +4,9 @@ The member's life, in protocol order:
 
 1. Registration: IKEv1 Main Mode to ``servers[0]`` (:mod:`.phase1`, the member initiates), then
    GROUPKEY-PULL (RFC 6407 section 3.2, :mod:`.pull`) under that SA: ``HASH(1), Ni, ID`` where the
-   ID is the group identity as ID_KEY_ID; the key server answers with ``HASH(2), Nr, SA`` (the KEK and TEK policy),
-   the member accepts with ``HASH(3)`` and receives ``HASH(4), SEQ, KD`` (the keys, and the sequence
-   number rekeys must exceed).  Every message is retransmitted by timer; after the last retry the
+   ID is the group identity as ID_KEY_ID; the key server answers with ``HASH(2), Nr, SA`` (the KEK
+   and TEK policy), the member accepts with ``HASH(3)`` and receives ``HASH(4), SEQ, KD`` (the keys,
+   and the sequence number rekeys must exceed).  Every message is retransmitted by timer; after the last retry the
    attempt fails (``RegistrationFailed``) and the next server in the list is tried after
    ``registration_retry_s``.
 2. Rekeys: a GROUPKEY-PUSH (RFC 6407 section 4) arrives encrypted under the KEK (its SPI is in the
@@ -293,7 +293,8 @@ class GroupMember(Engine, StateMachine[GmState]):
     # --- registration ---------------------------------------------------------------------------------
 
     def _describe(self) -> str:
-        return f"group member {self.config.local_address} (group {self.config.group_name}, key server {self._server()})"
+        config = self.config
+        return f"group member {config.local_address} (group {config.group_name}, key server {self._server()})"
 
     def _registering(self) -> bool:
         return self.state in (GmState.MAIN_MODE, GmState.GROUPKEY_PULL)

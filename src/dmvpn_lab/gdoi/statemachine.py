@@ -29,7 +29,8 @@ class StateMachine(Generic[_S]):
 
     def _set_state(self, new: _S) -> None:
         if new is not self._state:
-            log.info("%s: %s -> %s", self._describe(), self._state.name, new.name)
+            if log.isEnabledFor(logging.INFO):  # a key server runs thousands of these: describe only if logged
+                log.info("%s: %s -> %s", self._describe(), self._state.name, new.name)
             self._state = new
 
     def _describe(self) -> str:
