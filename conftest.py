@@ -10,8 +10,10 @@ Set DMVPN_LAB_NO_SANDBOX=1 to run here anyway (lab tests then fail, loudly).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         previous = getattr(item.parent, "_previousfailed", None)
         if previous is not None:
             pytest.skip(f"an earlier step failed: {previous.name}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_daemon_logger() -> Iterator[None]:
+    """Undo what a test's `gdoi ks|gm` run did to the daemons' logger (configure_logging gives it a
+    handler on that test's captured stderr): otherwise the engines' state transitions of every later
+    test would be logged into a closed stream."""
+    logger = logging.getLogger("dmvpn_lab.gdoi")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 # --- time per suite: each lab module, and each folder of unit tests --------------------------------------

@@ -37,7 +37,7 @@ from dmvpn_lab.gdoi.model import (
     TekInstalled,
     TekTransform,
 )
-from dmvpn_lab.gdoi.phase1 import MainModeInitiator
+from dmvpn_lab.gdoi.phase1 import MainModeInitiator, MainModeState
 
 GMS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 
@@ -462,7 +462,7 @@ def _check_ks_indexes(net: Network) -> None:
         if not pull.done:
             per_ip[pull.peer] = per_ip.get(pull.peer, 0) + 1
     assert dict(ks._half_open_by_ip) == per_ip
-    assert all(k in ks._phase1 and ks._phase1[k].responder.state == 3 for k in ks._awaiting_msg3)
+    assert all(k in ks._phase1 and ks._phase1[k].responder.state is MainModeState.WAIT_MSG3 for k in ks._awaiting_msg3)
     assert ks._phase1_deadlines.next() == min(p1_times, default=None)
     assert ks._pull_deadlines.next() == min(pull_times, default=None)
     assert ks._ike_deadlines.next() == min(ike_times, default=None)
@@ -498,14 +498,14 @@ def test_key_server_indexes_follow_reregistration_expiry_and_half_open_timeouts(
 def test_deadline_heap_skips_stale_entries_and_stays_small() -> None:
     from dataclasses import dataclass
 
-    from dmvpn_lab.gdoi.ks import _Deadlines
+    from dmvpn_lab.gdoi.engine import Deadlines
 
     @dataclass
     class Rec:
         at: float
 
     table: dict[int, Rec] = {}
-    deadlines = _Deadlines(table, lambda r: r.at)
+    deadlines = Deadlines(table, lambda r: r.at)
     for key in range(10):
         table[key] = Rec(100.0 + key)
         deadlines.push(key, table[key])

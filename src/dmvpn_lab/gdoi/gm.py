@@ -3,10 +3,10 @@
 The member's life, in protocol order:
 
 1. Registration: IKEv1 Main Mode to ``servers[0]`` (:mod:`.phase1`, the member initiates), then
-   GROUPKEY-PULL (RFC 6407 section 3.2) under that SA: ``HASH(1), Ni, ID`` where the ID is the group
-   identity as ID_KEY_ID; the key server answers with ``HASH(2), Nr, SA`` (the KEK and TEK policy),
-   the member accepts with ``HASH(3)`` and receives ``HASH(4), SEQ, KD`` (the keys, and the sequence
-   number rekeys must exceed).  Every message is retransmitted by timer; after the last retry the
+   GROUPKEY-PULL (RFC 6407 section 3.2, :mod:`.pull`) under that SA: ``HASH(1), Ni, ID`` where the
+   ID is the group identity as ID_KEY_ID; the key server answers with ``HASH(2), Nr, SA`` (the KEK
+   and TEK policy), the member accepts with ``HASH(3)`` and receives ``HASH(4), SEQ, KD`` (the keys,
+   and the sequence number rekeys must exceed).  Every message is retransmitted by timer; after the last retry the
    attempt fails (``RegistrationFailed``) and the next server in the list is tried after
    ``registration_retry_s``.
 2. Rekeys: a GROUPKEY-PUSH (RFC 6407 section 4) arrives encrypted under the KEK (its SPI is in the
@@ -26,8 +26,13 @@ The member's life, in protocol order:
 4. Re-registration: when the newest TEK nears its end and no rekey came ("GM Reregisters in"), or
    the KEK is about to expire, the member registers again on its own.
 
+The member's place in this life is :class:`GmState` (``MAIN_MODE`` and ``GROUPKEY_PULL`` while it
+registers, then ``REGISTERED``, ``RETRY_WAIT`` after a failed attempt), changed only through the
+logging setter of :class:`~.statemachine.StateMachine`; docs/engine-api.md draws it.
+
 Every rejected datagram yields exactly one :class:`MessageRejected`, bumps ``rejected[reason]`` and
-changes nothing else; no exception escapes :meth:`GroupMember.receive_datagram`.
+changes nothing else (:class:`~.engine.Engine` rolls back); no exception escapes
+:meth:`GroupMember.receive_datagram`.
 """
 
 from __future__ import annotations
@@ -35,27 +40,22 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .codec import (
     Decoded,
-    DecodeError,
     DeletePayload,
     GdoiSaPayload,
     HashPayload,
     Header,
     IdPayload,
     KdPayload,
-    NoncePayload,
     NotifyPayload,
     Payload,
-    SaKekPayload,
-    SaTekPayload,
     SeqPayload,
     SigPayload,
     decode_payloads,
@@ -74,7 +74,6 @@ from .constants import (
     SaTekProtocol,
 )
 from .crypto import (
-    CryptoError,
     KekKey,
     cipher_key_len,
     rekey_signed_bytes,
@@ -82,23 +81,20 @@ from .crypto import (
     rsa_public_from_der,
     rsa_verify,
 )
+from .engine import Engine, Reject, at_most_one, one
 from .groupsa import (
     SIG_HASH_IOS_NAMES,
     KekAnnouncement,
     KekKeys,
-    PolicyError,
     TekAnnouncement,
     read_kd,
-    read_kek,
-    read_teks,
+    read_sa,
 )
 from .model import (
-    Event,
     GmStatus,
     GroupMemberConfig,
     IsakmpSaInfo,
     KekInfo,
-    MessageRejected,
     Phase1Established,
     Registered,
     RegistrationFailed,
@@ -110,19 +106,27 @@ from .model import (
     TekInstalled,
     TekSA,
 )
-from .phase1 import NONCE_LEN, IkeSa, MainModeInitiator, Phase1Error
+from .phase1 import IkeSa, MainModeInitiator
+from .pull import PullInitiator
+from .statemachine import StateMachine
 
 RETRANSMIT_INTERVAL_S = 5.0  # registration messages are sent again after this long without an answer
 MAX_RETRANSMITS = 3
 Addr = tuple[str, int]
-_T = TypeVar("_T")
 
 
-class _Reject(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+class GmState(Enum):
+    """The member's registration lifecycle (RFC 6407 section 3), logged and shown in ``show crypto gdoi``.
+
+    ``status().registered`` says whether the member holds a registration's keys: a member that
+    registers again keeps them through MAIN_MODE and GROUPKEY_PULL, and through RETRY_WAIT if that fails.
+    """
+
+    IDLE = "not started, or stopped"
+    MAIN_MODE = "registering: IKEv1 Main Mode with the key server (phase 1)"
+    GROUPKEY_PULL = "registering: GROUPKEY-PULL under the new ISAKMP SA (RFC 6407 section 3.2)"
+    REGISTERED = "registered: rekeys arrive as GROUPKEY-PUSH (RFC 6407 section 4)"
+    RETRY_WAIT = "the registration failed: the next key server is tried after registration_retry_s"
 
 
 @dataclass
@@ -132,17 +136,6 @@ class _Kek:
     public_key: rsa.RSAPublicKey
     expires_at: float
     conn_id: int
-
-
-@dataclass
-class _Pull:
-    ike: IkeSa
-    message_id: int
-    ni_b: bytes
-    nr_b: bytes = b""
-    stage: int = 2  # the PULL message we wait for (2, then 4)
-    kek: KekAnnouncement | None = None
-    teks: tuple[TekAnnouncement, ...] = ()
 
 
 @dataclass
@@ -156,22 +149,21 @@ class _Registration:
     conn_id: int
 
 
-class GroupMember:
+class GroupMember(Engine, StateMachine[GmState]):
     """The group member engine (see the module docstring and docs/engine-api.md)."""
 
     def __init__(self, config: GroupMemberConfig, *, random: Callable[[int], bytes] = os.urandom) -> None:
         if not config.servers:
             raise ValueError("a group member needs at least one key server")
+        Engine.__init__(self)
+        StateMachine.__init__(self, GmState.IDLE)
         self.config = config
         self._random = random
-        self._events: deque[Event] = deque()
-        self._out: list[tuple[bytes, Addr]] = []
-        self._rejected: Counter[str] = Counter()
         self._server_idx = 0
         self._started = False
-        # registration in progress
+        # registration in progress: the exchange of the current state (MAIN_MODE, GROUPKEY_PULL)
         self._p1: MainModeInitiator | None = None
-        self._pull: _Pull | None = None
+        self._pull: PullInitiator | None = None
         self._last_out: bytes | None = None
         self._last_in: bytes | None = None
         self._retx_at: float | None = None
@@ -198,22 +190,6 @@ class GroupMember:
     def start(self, now: float) -> None:
         self._started = True
         self._begin_registration(now)
-
-    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        n_out, n_events = len(self._out), len(self._events)
-        try:
-            self._receive(bytes(data), addr, now)
-        except Exception as exc:  # a rejected datagram must change nothing: roll back what it produced
-            del self._out[n_out:]
-            while len(self._events) > n_events:
-                self._events.pop()
-            reason, detail = _classify(exc)
-            self._rejected[reason] += 1
-            self._events.append(MessageRejected(addr[0], reason, detail))
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
-        out, self._out = self._out, []
-        return out
 
     def get_timer(self) -> float | None:
         times = [t for t in (self._retx_at, self._retry_at, self._reregister_at) if t is not None]
@@ -242,11 +218,8 @@ class GroupMember:
             self._begin_registration(now)
         if self._reregister_at is not None and now >= self._reregister_at:
             self._reregister_at = None
-            if self._p1 is None and self._pull is None:
+            if not self._registering():
                 self._begin_registration(now)
-
-    def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
 
     def set_send_acks(self, enabled: bool) -> None:
         self._send_acks = enabled
@@ -261,6 +234,7 @@ class GroupMember:
         self._reg = self._kek = None
         self._old_keks = []
         self._started = False
+        self._set_state(GmState.IDLE)
 
     def status(self, now: float) -> GmStatus:
         kek_info = None
@@ -313,9 +287,17 @@ class GroupMember:
             ),
             isakmp_sas=tuple(sorted(sas, key=lambda s: -s.conn_id)),
             rejected=dict(self._rejected),
+            state=self.state.name,
         )
 
     # --- registration ---------------------------------------------------------------------------------
+
+    def _describe(self) -> str:
+        config = self.config
+        return f"group member {config.local_address} (group {config.group_name}, key server {self._server()})"
+
+    def _registering(self) -> bool:
+        return self.state in (GmState.MAIN_MODE, GmState.GROUPKEY_PULL)
 
     def _server(self) -> str:
         return self.config.servers[self._server_idx]
@@ -338,6 +320,7 @@ class GroupMember:
             self.config.isakmp_policies, psk, self.config.local_address, server, self._random
         )
         self._pull = None
+        self._set_state(GmState.MAIN_MODE)
         self._send_registration(self._p1.first_message(), now)
 
     def _send_registration(self, data: bytes, now: float) -> None:
@@ -353,6 +336,7 @@ class GroupMember:
     def _next_server(self, now: float) -> None:
         self._server_idx = (self._server_idx + 1) % len(self.config.servers)
         self._retry_at = now + self.config.registration_retry_s
+        self._set_state(GmState.RETRY_WAIT)
 
     def _fail_registration(self, now: float, reason: str) -> None:
         server = self._server()
@@ -371,10 +355,8 @@ class GroupMember:
             return
         if data == self._last_in and self._last_in is not None:
             return  # the key server repeated its last answer: ours is already on its way
-        if addr[0] != self._server() or (
-            self._p1 is None and self._pull is None and header.exchange != ExchangeType.INFORMATIONAL
-        ):
-            raise _Reject("unknown-peer", f"unexpected exchange {header.exchange} from {addr[0]}")
+        if addr[0] != self._server() or (not self._registering() and header.exchange != ExchangeType.INFORMATIONAL):
+            raise Reject("unknown-peer", f"unexpected exchange {header.exchange} from {addr[0]}")
         if header.exchange == ExchangeType.MAIN_MODE:
             self._main_mode(header, data, now)
         elif header.exchange == ExchangeType.GROUPKEY_PULL:
@@ -382,7 +364,7 @@ class GroupMember:
         elif header.exchange == ExchangeType.INFORMATIONAL:
             self._informational(header, data, now)
         else:
-            raise _Reject(
+            raise Reject(
                 "unsupported-exchange", f"exchange type {header.exchange} is not handled by a member"
             )
         self._last_in = data
@@ -390,7 +372,7 @@ class GroupMember:
     def _main_mode(self, header: Header, data: bytes, now: float) -> None:
         p1 = self._p1
         if p1 is None:
-            raise _Reject("unknown-peer", "no Main Mode in progress")
+            raise Reject("unknown-peer", "no Main Mode in progress")
         reply = p1.handle(header, data, now)
         if reply is not None:
             self._send_registration(reply, now)
@@ -399,56 +381,37 @@ class GroupMember:
         assert ike is not None
         self._p1 = None
         self._events.append(Phase1Established(ike.peer, ike.icookie, ike.rcookie, ike.keys.enc_key))
-        mid = 0
-        while mid == 0:
-            mid = int.from_bytes(self._random(4), "big")
-        ni = self._random(NONCE_LEN)
-        ident = IdPayload(IdType.KEY_ID, 0, 0, self.config.identity.to_bytes(4, "big"))
-        self._pull = _Pull(ike, mid, ni)
-        self._send_registration(ike.seal(ExchangeType.GROUPKEY_PULL, mid, [NoncePayload(ni), ident]), now)
+        self._pull = PullInitiator(ike, self.config.identity, self._random)
+        self._set_state(GmState.GROUPKEY_PULL)
+        self._send_registration(self._pull.first_message(), now)
 
     def _pull_message(self, header: Header, data: bytes, now: float) -> None:
         pull = self._pull
-        if pull is None or header.spi != pull.ike.cookies or header.message_id != pull.message_id:
-            raise _Reject("unknown-peer", "GROUPKEY-PULL message for no exchange in progress")
-        ike = pull.ike
-        if pull.stage == 2:
-            payloads, iv = ike.open(header, data, pull.ni_b)
-            nr = _one(payloads, NoncePayload, "GROUPKEY-PULL message 2")
-            sa = _one(payloads, GdoiSaPayload, "GROUPKEY-PULL message 2")
-            kek, teks = _read_sa(sa)
-            if kek is None or not teks:
-                raise _Reject("bad-policy", "the key server sent no KEK or no TEK policy")
-            ike.ivs[pull.message_id] = iv
-            pull.nr_b, pull.kek, pull.teks, pull.stage = nr.data, kek, tuple(teks), 4
-            self._send_registration(
-                ike.seal(ExchangeType.GROUPKEY_PULL, pull.message_id, [], pull.ni_b + pull.nr_b), now
-            )
+        if pull is None or not pull.belongs(header):
+            raise Reject("unknown-peer", "GROUPKEY-PULL message for no exchange in progress")
+        reply = pull.handle(header, data)
+        if reply is not None:
+            self._send_registration(reply, now)
             return
-        payloads, iv = ike.open(header, data, pull.ni_b + pull.nr_b)
-        seq = _one(payloads, SeqPayload, "GROUPKEY-PULL message 4")
-        kd = _one(payloads, KdPayload, "GROUPKEY-PULL message 4")
-        tek_keys, kek_keys = read_kd(kd, pull.teks, pull.kek)
-        if kek_keys is None or pull.kek is None:
-            raise _Reject("bad-policy", "the key download carries no KEK")
-        public_key = rsa_public_from_der(kek_keys.public_key_der)
+        download = pull.download
+        assert download is not None
         # accepted: commit
-        ike.ivs[pull.message_id] = iv
         self._pull = None
         self._stop_retransmit()
         self._retry_at = None
-        self._reg = _Registration(ike, pull.ni_b, pull.nr_b, self._server(), self._conn_id())
-        self._install_kek(pull.kek, kek_keys.key, public_key, now)
-        self._last_seq = seq.seq
+        self._reg = _Registration(pull.ike, pull.ni_b, pull.nr_b, self._server(), self._conn_id())
+        self._set_state(GmState.REGISTERED)
+        self._install_kek(download.kek, download.kek_key, download.public_key, now)
+        self._last_seq = download.sequence
         self._last_push = None
         self._rekeys_after_registration = 0
         self._events.append(Registered(self._server(), self.config.group_name))
-        self._install_teks(pull.teks, tek_keys, now)
+        self._install_teks(download.teks, download.tek_keys, now)
 
     def _informational(self, header: Header, data: bytes, now: float) -> None:
         ike = self._pull.ike if self._pull is not None else (self._reg.ike if self._reg is not None else None)
         if ike is None or header.spi != ike.cookies:
-            raise _Reject("unknown-peer", "Informational exchange under no known ISAKMP SA")
+            raise Reject("unknown-peer", "Informational exchange under no known ISAKMP SA")
         payloads, _iv = ike.open(header, data, b"")
         notes = [d.payload for d in payloads if isinstance(d.payload, NotifyPayload)]
         if notes and self._pull is not None:
@@ -463,42 +426,42 @@ class GroupMember:
     def _push(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
         kek = self._held_kek(header.spi)
         if kek is None:
-            raise _Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
+            raise Reject("unknown-spi", "GROUPKEY-PUSH under a KEK this member does not hold")
         if not header.encrypted or header.message_id != 0:
-            raise _Reject("malformed", "GROUPKEY-PUSH must be encrypted with message ID 0")
+            raise Reject("malformed", "GROUPKEY-PUSH must be encrypted with message ID 0")
         plain = kek.key.open(data[ISAKMP_HEADER_LEN:])
         decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
         if not decoded or not isinstance(decoded[-1].payload, SigPayload):
-            raise _Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
+            raise Reject("malformed", "GROUPKEY-PUSH does not end with SIG")
         signed = _verify_push_signature(kek, data[:ISAKMP_HEADER_LEN], decoded)
         body = decoded[:-1]
-        seq = _one(body, SeqPayload, "GROUPKEY-PUSH").seq
+        seq = one(body, SeqPayload, "GROUPKEY-PUSH").seq
         digest = hashlib.sha256(signed).digest()
         if seq == self._last_seq and digest == self._last_push:
             if self._acks_requested:
                 self._send_ack(kek, seq)  # the key server did not hear our acknowledgement
             return
         if seq <= self._last_seq:
-            raise _Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
+            raise Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
         # RFC 6407 section 4: HDR*, SEQ, [D,] SA, KD, [CERT,] SIG.  A push that only deletes SAs
         # carries no SA and no KD.
         deletes = [d.payload for d in body if isinstance(d.payload, DeletePayload)]
-        sa = _at_most_one(body, GdoiSaPayload, "GROUPKEY-PUSH")
-        kd = _at_most_one(body, KdPayload, "GROUPKEY-PUSH") or KdPayload(())
+        sa = at_most_one(body, GdoiSaPayload, "GROUPKEY-PUSH")
+        kd = at_most_one(body, KdPayload, "GROUPKEY-PUSH") or KdPayload(())
         if sa is None and not deletes:
-            raise _Reject("malformed", "GROUPKEY-PUSH carries neither SA nor Delete")
-        new_kek, teks = _read_sa(sa) if sa is not None else (None, [])
+            raise Reject("malformed", "GROUPKEY-PUSH carries neither SA nor Delete")
+        new_kek, teks = read_sa(sa) if sa is not None else (None, [])
         tek_keys, kek_keys = read_kd(kd, teks, new_kek)
         dead_teks, dead_keks = _read_deletes(deletes)
         if (new_kek is not None and new_kek.spi in dead_keks) or dead_teks & {t.spi for t in teks}:
-            raise _Reject("bad-policy", "GROUPKEY-PUSH deletes an SA it announces")
+            raise Reject("bad-policy", "GROUPKEY-PUSH deletes an SA it announces")
         held = self._held_kek(new_kek.spi) if new_kek is not None else None
         public_key = None
         if new_kek is not None and held is not None:
             _check_refresh(held, new_kek, kek_keys)
         elif new_kek is not None:
             if kek_keys is None:
-                raise _Reject("bad-policy", "a new KEK was announced without a valid key")
+                raise Reject("bad-policy", "a new KEK was announced without a valid key")
             public_key = rsa_public_from_der(kek_keys.public_key_der)
         # Accepted.  Everything that can fail was checked above, so the push changes all or nothing.
         self._last_seq = seq
@@ -611,26 +574,17 @@ class GroupMember:
         self._reregister_at = max(now, min(deadlines)) if deadlines else None
 
 
-def _read_sa(sa: GdoiSaPayload) -> tuple[KekAnnouncement | None, list[TekAnnouncement]]:
-    keks = [p for p in sa.payloads if isinstance(p, SaKekPayload)]
-    if len(keks) > 1:
-        raise _Reject("bad-policy", "more than one SA KEK")
-    kek = read_kek(keks[0]) if keks else None
-    teks = read_teks([p for p in sa.payloads if isinstance(p, SaTekPayload)])
-    return kek, teks
-
-
 def _check_refresh(held: _Kek, ann: KekAnnouncement, keys: KekKeys | None) -> None:
     """A push may refresh the policy of a KEK the member holds, but never its algorithm or keys:
     RFC 6407 section 5.3 gives a new KEK a new SPI, and a member that took another cipher for the same
     SPI could read no later push."""
     if ann.cipher is not held.ann.cipher:
-        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with another algorithm")
+        raise Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with another algorithm")
     if keys is not None and (
         keys.key != held.key
         or rsa_public_from_der(keys.public_key_der).public_numbers() != held.public_key.public_numbers()
     ):
-        raise _Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with other keys")
+        raise Reject("bad-policy", f"KEK SPI {ann.spi.hex()} re-announced with other keys")
 
 
 def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...]) -> bytes:
@@ -653,7 +607,7 @@ def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...
         signed = rekey_signed_bytes(header, payloads, length)
         if rsa_verify(kek.public_key, kek.ann.sig_hash, sig.payload.data, signed):
             return signed
-    raise _Reject("bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key")
+    raise Reject("bad-signature", "GROUPKEY-PUSH signature does not verify with the key server's key")
 
 
 def _read_deletes(deletes: list[DeletePayload]) -> tuple[set[int], set[bytes]]:
@@ -668,36 +622,15 @@ def _read_deletes(deletes: list[DeletePayload]) -> tuple[set[int], set[bytes]]:
     keks: set[bytes] = set()
     for delete in deletes:
         if delete.doi != Doi.GDOI:
-            raise _Reject("bad-policy", f"Delete payload of DOI {delete.doi} in a GROUPKEY-PUSH")
+            raise Reject("bad-policy", f"Delete payload of DOI {delete.doi} in a GROUPKEY-PUSH")
         if delete.spi_size == 4 and delete.protocol_id in (SaTekProtocol.IPSEC_ESP, ProtocolId.IPSEC_ESP):
             teks.update(int.from_bytes(spi, "big") for spi in delete.spis)
         elif delete.spi_size == KEK_SPI_LEN:
             keks.update(delete.spis)
         else:
-            raise _Reject(
+            raise Reject(
                 "bad-policy",
                 f"Delete payload of protocol {delete.protocol_id} with {delete.spi_size}-byte SPIs",
             )
     return teks, keks
 
-
-def _at_most_one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T | None:
-    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
-    if len(found) > 1:
-        raise _Reject("malformed", f"{what}: more than one {cls.__name__}")
-    return found[0] if found else None
-
-
-def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:
-    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
-    if len(found) != 1:
-        raise _Reject("malformed", f"{what}: expected one {cls.__name__}, found {len(found)}")
-    return found[0]
-
-
-def _classify(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, (_Reject, Phase1Error, PolicyError)):
-        return exc.reason, exc.detail
-    if isinstance(exc, (DecodeError, CryptoError)):
-        return "malformed", str(exc)
-    return "internal-error", f"{type(exc).__name__}: {exc}"

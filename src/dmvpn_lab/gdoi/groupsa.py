@@ -366,6 +366,16 @@ def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
     return list(by_spi.values())
 
 
+def read_sa(sa: GdoiSaPayload) -> tuple[KekAnnouncement | None, list[TekAnnouncement]]:
+    """The SA KEK (at most one, RFC 6407 section 5.3) and the SA TEKs of a GDOI SA payload."""
+    keks = [p for p in sa.payloads if isinstance(p, SaKekPayload)]
+    if len(keks) > 1:
+        raise PolicyError("bad-policy", "more than one SA KEK")
+    kek = read_kek(keks[0]) if keks else None
+    teks = read_teks([p for p in sa.payloads if isinstance(p, SaTekPayload)])
+    return kek, teks
+
+
 @dataclass(frozen=True)
 class KekKeys:
     key: KekKey

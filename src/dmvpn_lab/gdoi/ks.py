@@ -13,7 +13,7 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
    the peer receives at that address.  A message 1 over ``MAX_FIRST_MESSAGE_LEN`` is refused.
    An established ISAKMP SA lives only while it is used for registration: ``REGISTRATION_SA_IDLE_S``
    after its last GROUPKEY-PULL message (or its birth), at most ``MAX_ISAKMP_SAS_PER_PEER`` per address.
-2. GROUPKEY-PULL (RFC 6407 section 3.2), protected by that SA, new random message ID::
+2. GROUPKEY-PULL (RFC 6407 section 3.2, :mod:`.pull`), protected by that SA, new random message ID::
 
        GM: HDR*, HASH(1), Ni, ID          HASH(1) = prf(SKEYID_a, M-ID | Ni | ID)
        KS: HDR*, HASH(2), Nr, SA          HASH(2) = prf(SKEYID_a, M-ID | Ni_b | Nr | SA)
@@ -40,33 +40,28 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
    (default ``rekey_retransmit_count + 1``) consecutive rekeys is dropped and gets no more rekeys.
 
 Every rejected datagram yields exactly one :class:`MessageRejected`, bumps ``rejected[reason]`` and
-changes nothing else; no exception escapes :meth:`KeyServer.receive_datagram`.
+changes nothing else (:class:`~.engine.Engine` rolls back); no exception escapes
+:meth:`KeyServer.receive_datagram`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import heapq
 import hmac
 import ipaddress
-import itertools
 import os
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .admission import CookieJar, OfferBook
 from .codec import (
-    Decoded,
-    DecodeError,
     HashPayload,
     Header,
     IdPayload,
-    NoncePayload,
     NotifyPayload,
     Payload,
     SeqPayload,
@@ -85,7 +80,6 @@ from .constants import (
     ProtocolId,
 )
 from .crypto import (
-    CryptoError,
     KekKey,
     cipher_block_len,
     cipher_key_len,
@@ -95,10 +89,10 @@ from .crypto import (
     rsa_public_der,
     rsa_sign,
 )
+from .engine import Deadlines, Engine, Reject, one
 from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
 from .model import (
     MAX_HALF_OPEN_LIMIT,
-    Event,
     GroupPolicy,
     IsakmpSaInfo,
     KekInfo,
@@ -108,7 +102,6 @@ from .model import (
     MemberDropped,
     MemberInfo,
     MemberRegistered,
-    MessageRejected,
     Phase1Cipher,
     Phase1Established,
     Phase1Hash,
@@ -122,13 +115,14 @@ from .phase1 import (
     NONCE_LEN,
     IkeSa,
     MainModeResponder,
+    MainModeState,
     Offer,
-    Phase1Error,
     message2,
     offer_from_body,
     own_offer_body,
     read_offer,
 )
+from .pull import PullResponder, PullState, read_request
 
 HALF_OPEN_TIMEOUT_S = 30.0  # a registration not finished within this is forgotten
 FINISHED_PULL_KEEP_S = 30.0  # answer retransmitted HASH(3) with the same message 4 this long
@@ -141,64 +135,6 @@ REGISTRATION_SA_IDLE_S = 30.0
 MAX_ISAKMP_SAS_PER_PEER = 2  # a member's current registration and the one it is replacing
 ZERO_COOKIE = b"\x00" * 8
 Addr = tuple[str, int]
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _Deadlines(Generic[_K, _V]):
-    """When the entries of one table end, as a heap with lazy deletion.
-
-    Why: with thousands of members, scanning every ISAKMP SA and registration for each ``get_timer``
-    or ``_expire`` made the KS quadratic in the number of members.  Entries are pushed when a record
-    is added or its deadline moves; nothing is removed from the heap when a record goes away or moves.
-    Instead an entry counts only while the table still holds that very record and the record's
-    current deadline is the entry's time, so stale entries are skipped (and dropped) when they reach
-    the top.  The heap is rebuilt from the table when stale entries outnumber live ones.
-    """
-
-    def __init__(self, table: dict[_K, _V], deadline: Callable[[_V], float]) -> None:
-        self._table = table
-        self._deadline = deadline
-        self._heap: list[tuple[float, int, _K, _V]] = []
-        self._order = itertools.count()  # ties never compare keys or records
-
-    def push(self, key: _K, value: _V) -> None:
-        """``table[key]`` is ``value`` already (new, or its deadline just moved): note its deadline."""
-        if len(self._heap) > 2 * len(self._table) + 64:
-            self._heap = [(self._deadline(v), next(self._order), k, v) for k, v in self._table.items()]
-            heapq.heapify(self._heap)  # ``value`` is in the table, so the rebuilt heap has it
-            return
-        heapq.heappush(self._heap, (self._deadline(value), next(self._order), key, value))
-
-    def _live(self, entry: tuple[float, int, _K, _V]) -> bool:
-        when, _order, key, value = entry
-        return self._table.get(key) is value and self._deadline(value) == when
-
-    def next(self) -> float | None:
-        """The earliest deadline of a record still in the table (it may be in the past)."""
-        heap = self._heap
-        while heap and not self._live(heap[0]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    def expire(self, now: float) -> list[tuple[_K, _V]]:
-        """Remove from the table every record whose deadline is ``now`` or earlier; return them."""
-        heap = self._heap
-        gone: list[tuple[_K, _V]] = []
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            if self._live(entry):
-                del self._table[entry[2]]
-                gone.append((entry[2], entry[3]))
-        return gone
-
-
-class _Reject(Exception):
-    def __init__(self, reason: str, detail: str, reply: tuple[bytes, Addr] | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.reply = reply
 
 
 @dataclass
@@ -289,19 +225,21 @@ class _Ike:
 
 @dataclass
 class _Pull:
+    """A GROUPKEY-PULL this key server answers: the exchange, and what retransmissions and timers need."""
+
+    exchange: PullResponder
     group: str
     peer: str
-    ni_b: bytes
-    nr_b: bytes
-    teks: tuple[TekPolicy, ...]
-    kek: KekPolicy
     started_at: float
     last_in: bytes  # SHA-256 of the last message answered
     last_out: bytes
-    done: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.exchange.state is PullState.DONE
 
 
-class KeyServer:
+class KeyServer(Engine):
     """The key server engine (see the module docstring and docs/engine-api.md)."""
 
     def __init__(
@@ -319,19 +257,17 @@ class KeyServer:
             max_half_open_per_peer=min(config.max_half_open_per_peer, config.max_half_open),
             cookie_threshold=min(config.cookie_threshold, config.max_half_open),
         )
+        super().__init__()
         self.config = config
         self._random = random
-        self._events: deque[Event] = deque()
-        self._out: list[tuple[bytes, Addr]] = []
-        self._rejected: Counter[str] = Counter()
         self._groups: dict[str, _Group] = {}
         self._phase1: dict[tuple[str, bytes], _Phase1] = {}
         self._ikes: dict[bytes, _Ike] = {}
         self._pulls: dict[tuple[bytes, int], _Pull] = {}
         # Indexes kept in step with the three tables above, so no message or timer scans them all.
-        self._phase1_deadlines = _Deadlines(self._phase1, _phase1_deadline)
-        self._pull_deadlines = _Deadlines(self._pulls, _pull_deadline)
-        self._ike_deadlines = _Deadlines(self._ikes, _ike_deadline)
+        self._phase1_deadlines = Deadlines(self._phase1, _phase1_deadline)
+        self._pull_deadlines = Deadlines(self._pulls, _pull_deadline)
+        self._ike_deadlines = Deadlines(self._ikes, _ike_deadline)
         self._ikes_by_ip: dict[str, set[bytes]] = {}  # ISAKMP SA cookies by the member's address
         self._pulls_open = 0  # GROUPKEY-PULLs in _pulls that are not done (half-open)
         self._half_open_by_ip: Counter[str] = Counter()  # Main Modes and open PULLs by peer address
@@ -353,24 +289,6 @@ class KeyServer:
             )
 
     # --- public API ---------------------------------------------------------------------------------
-
-    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        n_out, n_events = len(self._out), len(self._events)
-        try:
-            self._receive(bytes(data), addr, now)
-        except Exception as exc:  # a rejected datagram must change nothing: roll back what it produced
-            del self._out[n_out:]
-            while len(self._events) > n_events:
-                self._events.pop()
-            reason, detail, reply = _classify(exc)
-            self._rejected[reason] += 1
-            self._events.append(MessageRejected(addr[0], reason, detail))
-            if reply is not None:
-                self._out.append(reply)
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
-        out, self._out = self._out, []
-        return out
 
     def get_timer(self) -> float | None:
         times: list[float] = []
@@ -403,9 +321,6 @@ class KeyServer:
                     self._finish_rekey(group)
             if now >= self._next_rekey_at(group):
                 self._rekey(group, now)
-
-    def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
 
     def force_rekey(self, now: float, group_name: str | None = None) -> None:
         for name, group in self._groups.items():
@@ -466,7 +381,7 @@ class KeyServer:
         """Main Modes in progress (conn-id 0, as IOS shows them) and established ISAKMP SAs."""
         local = self.config.local_address
         lines = [
-            IsakmpSaInfo(local, p1.addr[0], "MM_SA_SETUP" if p1.responder.state == 3 else "MM_KEY_EXCH", 0)
+            IsakmpSaInfo(local, p1.addr[0], _ios_main_mode_state(p1.responder.state), 0)
             for p1 in self._phase1.values()
         ]
         lines += [
@@ -673,7 +588,7 @@ class KeyServer:
         elif header.exchange == ExchangeType.GDOI_REKEY_ACK:
             self._ack(header, data, addr, now)
         else:
-            raise _Reject(
+            raise Reject(
                 "unsupported-exchange", f"exchange type {header.exchange} is not handled by a key server"
             )
 
@@ -713,16 +628,16 @@ class KeyServer:
         """Message 1: answer with message 2; keep state only if neither the table nor the peer is full."""
         ip = addr[0]
         if len(data) > MAX_FIRST_MESSAGE_LEN:
-            raise _Reject("oversized", f"Main Mode message 1 of {len(data)} bytes (at most {MAX_FIRST_MESSAGE_LEN})")
+            raise Reject("oversized", f"Main Mode message 1 of {len(data)} bytes (at most {MAX_FIRST_MESSAGE_LEN})")
         psk = self.config.psk_by_peer.get(ip)
         if psk is None:
-            raise _Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
+            raise Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
         offer = read_offer(self.config.isakmp_policies, header, data)
         key = (ip, header.icookie)
         p1 = self._phase1.get(key)
         if p1 is not None:
             if p1.offer_digest != offer.digest:
-                raise _Reject("unexpected", "a different message 1 for a Main Mode in progress")
+                raise Reject("unexpected", "a different message 1 for a Main Mode in progress")
             self._out.append((message2(offer, header.icookie, p1.responder.rcookie), addr))
             return
         rcookie = self._cookies.make(addr, header.icookie, offer.digest, now)
@@ -744,14 +659,14 @@ class KeyServer:
         """Message 3 under a cookie answered statelessly: rebuild the exchange from cookie and offer."""
         ip = addr[0]
         if header.encrypted or conflict:
-            raise _Reject("unknown-peer", "no Main Mode in progress for these cookies")
+            raise Reject("unknown-peer", "no Main Mode in progress for these cookies")
         psk = self.config.psk_by_peer.get(ip)
         if psk is None:
-            raise _Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
+            raise Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
         bodies = dict(self._offers.candidates(ip))
         digest = self._cookies.check(addr, header.icookie, header.rcookie, list(bodies), now)
         if digest is None:
-            raise _Reject(
+            raise Reject(
                 "bad-cookie", "message 3 under a responder cookie this key server did not give that peer lately"
             )
         offer: Offer = offer_from_body(self.config.isakmp_policies, bodies[digest])
@@ -772,7 +687,7 @@ class KeyServer:
         if self._half_open_by_ip[ip] >= self.config.max_half_open_per_peer:
             victim = next((k for k in self._awaiting_msg3 if k[0] == ip), None)
             if victim is None:
-                raise _Reject(
+                raise Reject(
                     "peer-half-open-limit",
                     f"{ip} has {self._half_open_by_ip[ip]} registrations in progress already",
                 )
@@ -780,7 +695,7 @@ class KeyServer:
         if self._half_open() >= self.config.max_half_open:
             victim = next(iter(self._awaiting_msg3), None)
             if victim is None:
-                raise _Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
+                raise Reject("half-open-limit", f"{self._half_open()} registrations already in progress")
             return victim
         return None
 
@@ -807,34 +722,22 @@ class KeyServer:
         ip = addr[0]
         ike = self._ikes.get(header.spi)
         if ike is None or ike.addr[0] != ip:
-            raise _Reject("unknown-peer", "GROUPKEY-PULL under no ISAKMP SA known for this peer")
+            raise Reject("unknown-peer", "GROUPKEY-PULL under no ISAKMP SA known for this peer")
         if header.message_id == 0:
-            raise _Reject("malformed", "GROUPKEY-PULL with message ID 0")
+            raise Reject("malformed", "GROUPKEY-PULL with message ID 0")
         key = (header.spi, header.message_id)
         pull = self._pulls.get(key)
         if pull is not None and hashlib.sha256(data).digest() == pull.last_in:
             self._out.append((pull.last_out, addr))
             return
-        sa = ike.sa
         if pull is None:
             self._pull_first(header, data, addr, now, ike, key)
             return
-        if pull.done:
-            raise _Reject("unexpected", "GROUPKEY-PULL message after the exchange finished")
-        payloads, iv = sa.open(header, data, pull.ni_b + pull.nr_b)
-        if payloads:
-            raise _Reject("malformed", "GROUPKEY-PULL message 3 carries more than HASH(3)")
         group = self._groups[pull.group]
-        sa.ivs[header.message_id] = iv
+        reply = pull.exchange.handle(header, data, group.sequence)
         ike.pulls_open -= 1
         self._touch(ike, now)
-        reply = sa.seal(
-            ExchangeType.GROUPKEY_PULL,
-            header.message_id,
-            [SeqPayload(group.sequence), kd_payload(pull.kek, pull.teks)],
-            pull.ni_b + pull.nr_b,
-        )
-        pull.done, pull.last_in, pull.last_out, pull.started_at = True, hashlib.sha256(data).digest(), reply, now
+        pull.last_in, pull.last_out, pull.started_at = hashlib.sha256(data).digest(), reply, now
         self._pulls_open -= 1
         self._count_half_open(ip, -1)
         self._pull_deadlines.push(key, pull)  # now kept FINISHED_PULL_KEEP_S for retransmitted HASH(3)
@@ -847,25 +750,19 @@ class KeyServer:
         sa = ike.sa
         self._expire(now)
         victim = self._room_for_proven(addr[0])  # an ISAKMP SA is proof enough
-        payloads, iv = sa.open(header, data, b"")
-        nonce = _one(payloads, NoncePayload, "GROUPKEY-PULL message 1")
-        ident = _one(payloads, IdPayload, "GROUPKEY-PULL message 1")
-        if ident.id_type != IdType.KEY_ID or not 1 <= len(ident.data) <= 4:
-            raise _Reject("wrong-group", f"group ID of type {ident.id_type} is not a group number")
-        identity = int.from_bytes(ident.data, "big")
-        group = self._group_by_identity(identity)
+        request = read_request(sa, header, data)
+        group = self._group_by_identity(request.group_identity)
         if group is None:
-            raise _Reject(
+            raise Reject(
                 "wrong-group",
-                f"{addr[0]} asked for group identity {identity}, which is not served here",
+                f"{addr[0]} asked for group identity {request.group_identity}, which is not served here",
                 self._notify(sa, addr, NotifyType.INVALID_ID_INFORMATION),
             )
-        if not 8 <= len(nonce.data) <= 256:
-            raise _Reject("malformed", "nonce length outside 8..256")
+        exchange = PullResponder(sa, request)
         authorization = group.policy.authorization
         if authorization is not None and not authorization.permits(addr[0]):
             self._unauthorized[group.policy.name] += 1  # kept although the datagram is refused: a tally
-            raise _Reject(
+            raise Reject(
                 "unauthorized",
                 f"{addr[0]} is not permitted by access list {authorization.acl_name} of group "
                 f"{group.policy.name} (authorization address ipv4)",
@@ -873,18 +770,10 @@ class KeyServer:
             )
         if victim is not None:
             self._drop_phase1(victim)
-        sa.ivs[header.message_id] = iv
         nr = self._random(NONCE_LEN)
-        kek = self._kek_policy(group, now)
-        teks = self._tek_policies(group, now)
-        reply = sa.seal(
-            ExchangeType.GROUPKEY_PULL,
-            header.message_id,
-            [NoncePayload(nr), sa_payload(kek, teks)],
-            nonce.data,
-        )
+        reply = exchange.answer(nr, self._kek_policy(group, now), self._tek_policies(group, now))
         pull = self._pulls[key] = _Pull(
-            group.policy.name, addr[0], nonce.data, nr, teks, kek, now, hashlib.sha256(data).digest(), reply
+            exchange, group.policy.name, addr[0], now, hashlib.sha256(data).digest(), reply
         )
         self._pulls_open += 1
         self._count_half_open(addr[0], +1)
@@ -915,8 +804,8 @@ class KeyServer:
             ike.conn_id,
             sa.suite.hash,
             sa.keys.skeyid_a,
-            pull.ni_b,
-            pull.nr_b,
+            pull.exchange.ni_b,
+            pull.exchange.nr_b,
             last_ack_sequence=group.sequence,
         )
         if group.pending is not None:
@@ -933,18 +822,18 @@ class KeyServer:
                 if kek is not None and kek.spi == header.spi:
                     found = (group, kek)
         if found is None:
-            raise _Reject("unknown-spi", "acknowledgement for a KEK SPI this key server does not have")
+            raise Reject("unknown-spi", "acknowledgement for a KEK SPI this key server does not have")
         group, kek = found
         if not header.encrypted:
-            raise _Reject("malformed", "acknowledgement is not encrypted")
+            raise Reject("malformed", "acknowledgement is not encrypted")
         plain = kek.key.open(data[ISAKMP_HEADER_LEN:])
         decoded = decode_payloads(header.next_payload, plain, gdoi_sa=True, padded=True)
         first = decoded[0].payload if decoded else None
         if not isinstance(first, HashPayload):
-            raise _Reject("malformed", "acknowledgement does not start with HASH")
+            raise Reject("malformed", "acknowledgement does not start with HASH")
         member = group.members.get(addr[0])
         if member is None:
-            raise _Reject(
+            raise Reject(
                 "unknown-peer",
                 f"acknowledgement from {addr[0]}, which is not a member of {group.policy.name}",
             )
@@ -955,13 +844,13 @@ class KeyServer:
             header.message_id.to_bytes(4, "big") + member.ni_b + member.nr_b + rest,
         )
         if not hmac.compare_digest(expect, first.data):
-            raise _Reject("bad-hash", "acknowledgement HASH does not verify")
-        seq = _one(decoded[1:], SeqPayload, "acknowledgement").seq
-        ident = _one(decoded[1:], IdPayload, "acknowledgement")
+            raise Reject("bad-hash", "acknowledgement HASH does not verify")
+        seq = one(decoded[1:], SeqPayload, "acknowledgement").seq
+        ident = one(decoded[1:], IdPayload, "acknowledgement")
         if ident.id_type != IdType.IPV4_ADDR or ident.data != ipaddress.IPv4Address(addr[0]).packed:
-            raise _Reject("malformed", "acknowledgement ID does not name the sender")
+            raise Reject("malformed", "acknowledgement ID does not name the sender")
         if seq > group.sequence or seq <= member.last_ack_sequence:
-            raise _Reject(
+            raise Reject(
                 "replayed",
                 f"acknowledgement of sequence {seq} (last acknowledged "
                 f"{member.last_ack_sequence}, current {group.sequence})",
@@ -1019,6 +908,11 @@ class KeyServer:
                 del self._ikes_by_ip[ike.addr[0]]
 
 
+def _ios_main_mode_state(state: MainModeState) -> str:
+    """IOS's ``show crypto isakmp sa`` name: MM_SA_SETUP until KE, Ni arrive, MM_KEY_EXCH after."""
+    return "MM_SA_SETUP" if state is MainModeState.WAIT_MSG3 else "MM_KEY_EXCH"
+
+
 def _phase1_deadline(p1: _Phase1) -> float:
     return p1.started_at + HALF_OPEN_TIMEOUT_S
 
@@ -1041,23 +935,3 @@ def _check_limits(config: KeyServerConfig) -> None:
         raise ValueError(f"cookie_threshold {config.cookie_threshold} is below 0")
 
 
-_T = TypeVar("_T")
-
-
-def _one(payloads: tuple[Decoded, ...], cls: type[_T], what: str) -> _T:
-    found = [d.payload for d in payloads if isinstance(d.payload, cls)]
-    if len(found) != 1:
-        raise _Reject("malformed", f"{what}: expected one {cls.__name__}, found {len(found)}")
-    return found[0]
-
-
-def _classify(exc: Exception) -> tuple[str, str, tuple[bytes, Addr] | None]:
-    if isinstance(exc, _Reject):
-        return exc.reason, exc.detail, exc.reply
-    if isinstance(exc, Phase1Error):
-        return exc.reason, exc.detail, None
-    if isinstance(exc, DecodeError):
-        return "malformed", str(exc), None
-    if isinstance(exc, CryptoError):
-        return "malformed", str(exc), None
-    return "internal-error", f"{type(exc).__name__}: {exc}", None

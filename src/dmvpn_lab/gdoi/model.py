@@ -399,6 +399,7 @@ class GmStatus:
     teks: tuple[TekInfo, ...]
     isakmp_sas: tuple[IsakmpSaInfo, ...]
     rejected: dict[str, int] = field(default_factory=dict)
+    state: str = ""  # the member's registration state (gm.GmState name); "" when not reported
 
 
 @dataclass(frozen=True)

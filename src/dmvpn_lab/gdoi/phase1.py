@@ -46,6 +46,7 @@ import ipaddress
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .codec import (
     Attribute,
@@ -100,11 +101,28 @@ from .crypto import (
     prf,
 )
 from .model import DhGroup, IsakmpPolicy, Phase1Cipher, Phase1Hash
+from .statemachine import StateMachine
 
 NONCE_LEN = 32  # RFC 2409 section 5: nonces of 8 to 256 bytes
 # GDOI's situation is 0 (RFC 6407 section 5.1) and that is what the member sends; a key server also
 # takes the IPsec DOI's SIT_IDENTITY_ONLY (RFC 2407 section 4.2), which this project sent before.
 ACCEPTED_SITUATIONS = (Situation.NONE, Situation.IDENTITY_ONLY)
+
+
+class MainModeState(Enum):
+    """Where a Main Mode stands: the message of RFC 2409 section 5.4 each side waits for next.
+
+    The initiator walks START, WAIT_MSG2, WAIT_MSG4, WAIT_MSG6, ESTABLISHED; the responder (created
+    when message 1 is answered) WAIT_MSG3, WAIT_MSG5, ESTABLISHED.  A refused message changes none.
+    """
+
+    START = "nothing sent yet"
+    WAIT_MSG2 = "sent HDR, SA; waiting for the chosen transform"
+    WAIT_MSG3 = "sent HDR, SA; waiting for KE, Ni"
+    WAIT_MSG4 = "sent KE, Ni; waiting for KE, Nr"
+    WAIT_MSG5 = "sent KE, Nr; waiting for IDii, HASH_I"
+    WAIT_MSG6 = "sent IDii, HASH_I; waiting for IDir, HASH_R"
+    ESTABLISHED = "the ISAKMP SA is up"
 
 
 class Phase1Error(Exception):
@@ -321,12 +339,13 @@ def _sa_payload(policies: Sequence[IsakmpPolicy]) -> SaPayload:
     return SaPayload(Doi.GDOI, Situation.NONE, (ProposalPayload(1, ProtocolId.ISAKMP, b"", transforms),))
 
 
-class MainModeInitiator:
+class MainModeInitiator(StateMachine[MainModeState]):
     """The GM side of Main Mode.  ``first_message()`` then ``handle()`` each reply."""
 
     def __init__(self, policies: Sequence[IsakmpPolicy], psk: bytes, local: str, peer: str, random: RandomFn) -> None:
         if not policies:
             raise ValueError("at least one ISAKMP policy is needed")
+        super().__init__(MainModeState.START)
         self.policies = tuple(policies)
         self.psk = psk
         self.local = local
@@ -334,7 +353,6 @@ class MainModeInitiator:
         self.random = random
         self.icookie = random(8)
         self.rcookie = b"\x00" * 8
-        self.state = 1  # the number of the next message we expect to send/receive
         self.sa = _sa_payload(policies)
         self.sai_b = encode_body(self.sa)
         self.suite: Suite | None = None
@@ -345,24 +363,27 @@ class MainModeInitiator:
         self.iv = b""
         self.established: IkeSa | None = None
 
+    def _describe(self) -> str:
+        return f"Main Mode initiator {self.local} -> {self.peer}"
+
     def first_message(self) -> bytes:
-        self.state = 2
+        self._set_state(MainModeState.WAIT_MSG2)
         return encode_message(self.icookie, self.rcookie, ExchangeType.MAIN_MODE, 0, 0, [self.sa])
 
     def handle(self, header: Header, data: bytes, now: float) -> bytes | None:
         """Process message 2, 4 or 6; returns message 3 or 5, or None once established."""
         if header.icookie != self.icookie:
             raise Phase1Error("unknown-peer", "initiator cookie does not match")
-        if self.state == 2:
+        if self.state is MainModeState.WAIT_MSG2:
             return self._msg2(header, data)
         if self.rcookie != header.rcookie:
             raise Phase1Error("unknown-peer", "responder cookie does not match")
-        if self.state == 4:
+        if self.state is MainModeState.WAIT_MSG4:
             return self._msg4(header, data)
-        if self.state == 6:
+        if self.state is MainModeState.WAIT_MSG6:
             self._msg6(header, data, now)
             return None
-        raise Phase1Error("unexpected", f"Main Mode message in state {self.state}")
+        raise Phase1Error("unexpected", f"Main Mode message in state {self.state.name}")
 
     def _msg2(self, header: Header, data: bytes) -> bytes:
         if header.encrypted or header.rcookie == b"\x00" * 8:
@@ -380,7 +401,8 @@ class MainModeInitiator:
             raise Phase1Error("no-proposal", "responder chose a transform that was not offered")
         dh = dh_generate(suite.group, self.random)
         ni = self.random(NONCE_LEN)
-        self.rcookie, self.suite, self.dh, self.ni, self.state = header.rcookie, suite, dh, ni, 4
+        self.rcookie, self.suite, self.dh, self.ni = header.rcookie, suite, dh, ni
+        self._set_state(MainModeState.WAIT_MSG4)
         return encode_message(
             self.icookie, self.rcookie, ExchangeType.MAIN_MODE, 0, 0, [KePayload(dh.public), NoncePayload(ni)]
         )
@@ -428,8 +450,9 @@ class MainModeInitiator:
             0,
             ISAKMP_HEADER_LEN + len(ct),
         )
-        self.keys, self.g_xr, self.state = keys, ke.data, 6
+        self.keys, self.g_xr = keys, ke.data
         self.iv = ct[-cipher_block_len(self.suite.cipher) :]
+        self._set_state(MainModeState.WAIT_MSG6)
         return header5.encode() + ct
 
     def _msg6(self, header: Header, data: bytes, now: float) -> None:
@@ -453,7 +476,6 @@ class MainModeInitiator:
         )
         if not hmac.compare_digest(expect, hsh.data):
             raise Phase1Error("bad-hash", "HASH_R does not verify (wrong pre-shared key?)")
-        self.state = 7
         self.established = IkeSa(
             self.icookie,
             self.rcookie,
@@ -465,6 +487,7 @@ class MainModeInitiator:
             now,
             True,
         )
+        self._set_state(MainModeState.ESTABLISHED)
 
 
 # --- Main Mode responder --------------------------------------------------------------------------------
@@ -542,7 +565,7 @@ def message2(offer: Offer, icookie: bytes, rcookie: bytes) -> bytes:
     return encode_message(icookie, rcookie, ExchangeType.MAIN_MODE, 0, 0, [reply_sa])
 
 
-class MainModeResponder:
+class MainModeResponder(StateMachine[MainModeState]):
     """The KS side of Main Mode from message 3 on: what message 1 settled, then :meth:`handle`."""
 
     def __init__(
@@ -555,6 +578,7 @@ class MainModeResponder:
         rcookie: bytes,
         random: RandomFn,
     ) -> None:
+        super().__init__(MainModeState.WAIT_MSG3)  # message 2 went out when message 1 was read
         self.local = local
         self.peer = peer
         self.psk = psk
@@ -563,22 +587,24 @@ class MainModeResponder:
         self.icookie = icookie
         self.rcookie = rcookie
         self.random = random
-        self.state = 3  # next message expected from the initiator
         self.dh: DhKeyPair | None = None
         self.keys: Phase1Keys | None = None
         self.g_xi = b""
         self.iv = b""
         self.established: IkeSa | None = None
 
+    def _describe(self) -> str:
+        return f"Main Mode responder {self.local} <- {self.peer}"
+
     def handle(self, header: Header, data: bytes, now: float) -> bytes:
         """Process message 3 or 5; returns message 4 or 6."""
         if header.icookie != self.icookie or header.rcookie != self.rcookie:
             raise Phase1Error("unknown-peer", "cookies do not match")
-        if self.state == 3:
+        if self.state is MainModeState.WAIT_MSG3:
             return self._msg3(header, data)
-        if self.state == 5:
+        if self.state is MainModeState.WAIT_MSG5:
             return self._msg5(header, data, now)
-        raise Phase1Error("unexpected", f"Main Mode message in state {self.state}")
+        raise Phase1Error("unexpected", f"Main Mode message in state {self.state.name}")
 
     def _msg3(self, header: Header, data: bytes) -> bytes:
         if header.encrypted:
@@ -602,7 +628,8 @@ class MainModeResponder:
             ke.data,
             dh.public,
         )
-        self.dh, self.keys, self.g_xi, self.iv, self.state = dh, keys, ke.data, keys.initial_iv, 5
+        self.dh, self.keys, self.g_xi, self.iv = dh, keys, ke.data, keys.initial_iv
+        self._set_state(MainModeState.WAIT_MSG5)
         return encode_message(
             self.icookie, self.rcookie, ExchangeType.MAIN_MODE, 0, 0, [KePayload(dh.public), NoncePayload(nr)]
         )
@@ -651,7 +678,6 @@ class MainModeResponder:
             0,
             ISAKMP_HEADER_LEN + len(ct6),
         )
-        self.state = 7
         self.established = IkeSa(
             self.icookie,
             self.rcookie,
@@ -663,4 +689,5 @@ class MainModeResponder:
             now,
             False,
         )
+        self._set_state(MainModeState.ESTABLISHED)
         return header6.encode() + ct6

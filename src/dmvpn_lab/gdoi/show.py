@@ -314,7 +314,12 @@ def gdoi_gm_json(view: GmView) -> dict[str, Any]:
         "interface": view.interface,
         "teks": [_tek_json(t) for t in status.teks],
         "rejected": dict(status.rejected),
-    }
+    } | _gm_state_json(status)
+
+
+def _gm_state_json(status: GmStatus) -> dict[str, Any]:
+    """The member's registration state (gm.GmState), when the engine reports one."""
+    return {"state": status.state} if status.state else {}
 
 
 def format_gdoi_gm(view: GmView) -> str:
@@ -329,6 +334,7 @@ def format_gdoi_gm(view: GmView) -> str:
         _field("IPSec SA Direction", "Both"),
         _field("Active Group Server", status.active_server or "None (not registered)"),
         _field("Group Server list", ", ".join(status.servers)),
+        *([_field("Registration State", status.state)] if status.state else []),
         _field("GM Reregisters in", f"{status.reregister_in_s or 0} secs"),
         _field("Rekey Received(hh:mm:ss)", rekey_received),
         "    Rekeys received",
