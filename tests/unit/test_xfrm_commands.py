@@ -6,17 +6,14 @@ from collections.abc import Sequence
 
 import pytest
 
+from dmvpn_lab.gdoi.kernel_events import Acquire, NhrpBinding, parse_acquire, parse_nhrp_binding
 from dmvpn_lab.gdoi.model import TekSA, TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.xfrm import (
-    Acquire,
-    NhrpBinding,
     XfrmApplier,
     XfrmError,
     XfrmExists,
     XfrmNotFound,
     algorithm_args,
-    parse_acquire,
-    parse_nhrp_binding,
     parse_state_counters,
     state_add,
 )

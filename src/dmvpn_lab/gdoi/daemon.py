@@ -46,6 +46,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dmvpn_lab.gdoi import show
+from dmvpn_lab.gdoi.kernel_events import (
+    ACQUIRE_MONITOR,
+    NEIGHBOUR_MONITOR,
+    Acquire,
+    MonitorWatcher,
+    NhrpBinding,
+    parse_acquire,
+    parse_nhrp_binding,
+)
 from dmvpn_lab.gdoi.model import (
     Event,
     GmStatus,
@@ -65,21 +74,7 @@ from dmvpn_lab.gdoi.model import (
     TekInstalled,
     TrafficSelector,
 )
-from dmvpn_lab.gdoi.xfrm import (
-    ACQUIRE_MONITOR,
-    NEIGHBOUR_MONITOR,
-    Acquire,
-    MonitorWatcher,
-    NhrpBinding,
-    Runner,
-    SpiCounters,
-    XfrmApplier,
-    XfrmError,
-    parse_acquire,
-    parse_nhrp_binding,
-    run_ip,
-    spi_text,
-)
+from dmvpn_lab.gdoi.xfrm import Runner, SpiCounters, XfrmApplier, XfrmError, run_ip, spi_text
 
 DEFAULT_RUN_DIR = Path("/run/gdoi")
 # After a rekey, wait this long before sending with the new TEK: the KS's pushes reach all members
