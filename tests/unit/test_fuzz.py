@@ -52,7 +52,8 @@ from dmvpn_lab.gdoi.codec import (
     decode_message,
     decode_payloads,
 )
-from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, detect_format, parse_yaml_config
+from dmvpn_lab.gdoi.config import detect_format, parse_yaml_config
+from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
 from dmvpn_lab.gdoi.constants import (
     ISAKMP_HEADER_LEN,
     ExchangeType,

@@ -14,7 +14,8 @@ from test_ios_config import KS_BASE
 
 from dmvpn_lab.gdoi import show
 from dmvpn_lab.gdoi.cli import main
-from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, load_config
+from dmvpn_lab.gdoi.config import load_config
+from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.ios_config import parse_ios_config
 from dmvpn_lab.gdoi.ks import KeyServer

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from dmvpn_lab.gdoi import show
-from dmvpn_lab.gdoi.config import ConfigError, load_config, load_config_with_report
+from dmvpn_lab.gdoi.config import load_config, load_config_with_report
+from dmvpn_lab.gdoi.config_report import ConfigError
 from dmvpn_lab.gdoi.daemon import (
     DEFAULT_KEY_DIR,
     DEFAULT_RUN_DIR,

@@ -88,12 +88,23 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from dmvpn_lab.gdoi.acl import parse_acl_entry, parse_standard_entry
+from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
+from dmvpn_lab.gdoi.config_values import (
+    RSA_MODULUS_MAX,
+    RSA_MODULUS_MIN,
+    check_local_address,
+    check_rsa_key_label,
+    identity_taken,
+    parse_ipv4,
+)
+from dmvpn_lab.gdoi.ios_config import parse_ios_config
 from dmvpn_lab.gdoi.model import (
     GDOI_PORT,
     MAX_HALF_OPEN_LIMIT,
@@ -111,99 +122,7 @@ from dmvpn_lab.gdoi.model import (
     TrafficSelector,
 )
 
-RSA_MODULUS_MIN = 1024
-RSA_MODULUS_MAX = 4096
-
 Config = KeyServerConfig | GroupMemberConfig
-
-
-class ConfigError(Exception):
-    """A configuration the daemons cannot run with; ``str()`` is ``file:line: message (hint)``."""
-
-    def __init__(
-        self, message: str, *, path: str | None = None, line: int | None = None, hint: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path = path
-        self.line = line
-        self.hint = hint
-
-    def located(self, path: str) -> ConfigError:
-        """The same error with the file name filled in (parsers work on text, the loader knows the file)."""
-        if self.path is None:
-            self.path = path
-        return self
-
-    def __str__(self) -> str:
-        where = self.path or "<config>"
-        if self.line is not None:
-            where = f"{where}:{self.line}"
-        text = f"{where}: {self.message}"
-        if self.hint:
-            text += f" (hint: {self.hint})"
-        return text
-
-
-@dataclass(frozen=True)
-class UnsupportedLine:
-    """One configuration line this implementation does not act on."""
-
-    line: int
-    text: str
-    action: Literal["ignored", "refused"]
-    reason: str
-
-
-@dataclass
-class ConfigReport:
-    """What a configuration file asked for that we do not do, line by line."""
-
-    path: str
-    format: Literal["ios", "yaml"]
-    role: Literal["ks", "gm"] | None = None
-    unsupported: list[UnsupportedLine] = field(default_factory=list)
-    lines_outside_crypto: int = 0  # IOS lines outside crypto stanzas (interface Tunnel, router ...)
-
-    def ignore(self, line: int, text: str, reason: str) -> None:
-        self.unsupported.append(UnsupportedLine(line, text.strip(), "ignored", reason))
-
-    def refuse(self, line: int, text: str, reason: str) -> None:
-        self.unsupported.append(UnsupportedLine(line, text.strip(), "refused", reason))
-
-    @property
-    def refused(self) -> list[UnsupportedLine]:
-        return [entry for entry in self.unsupported if entry.action == "refused"]
-
-    @property
-    def ignored(self) -> list[UnsupportedLine]:
-        return [entry for entry in self.unsupported if entry.action == "ignored"]
-
-    def first_refusal_error(self) -> ConfigError | None:
-        refused = self.refused
-        if not refused:
-            return None
-        first = refused[0]
-        more = f"; {len(refused) - 1} more refused line(s)" if len(refused) > 1 else ""
-        return ConfigError(
-            f"refused: {first.text!r}: {first.reason}{more}",
-            path=self.path,
-            line=first.line,
-            hint=f"run `gdoi check-config {self.path}` for the full list",
-        )
-
-    def render(self) -> list[str]:
-        """Fixed-width lines for ``gdoi check-config``."""
-        lines = [
-            f"[{entry.action.upper():8}] {self.path}:{entry.line}: {entry.text}  -- {entry.reason}"
-            for entry in sorted(self.unsupported, key=lambda e: e.line)
-        ]
-        role = {"ks": "key server", "gm": "group member", None: "unknown role"}[self.role]
-        lines.append(
-            f"{self.path}: {self.format} config for a {role}: {len(self.refused)} refused, "
-            f"{len(self.ignored)} ignored, {self.lines_outside_crypto} line(s) outside crypto stanzas"
-        )
-        return lines
 
 
 # --- Entry points ---------------------------------------------------------------------------------
@@ -321,10 +240,8 @@ def load_config_with_report(
             report = ConfigReport(name, "yaml")
             config = parse_yaml_config(text, report, local_address=local_address)
         else:
-            from dmvpn_lab.gdoi import ios_config
-
             report = ConfigReport(name, "ios")
-            config = ios_config.parse_ios_config(text, report, local_address=local_address, checking=checking)
+            config = parse_ios_config(text, report, local_address=local_address, checking=checking)
     except ConfigError as exc:
         raise exc.located(name) from None
     if port is not None:
@@ -333,70 +250,9 @@ def load_config_with_report(
 
 
 def _with_port(config: Config, port: int) -> Config:
-    from dataclasses import replace
-
     if isinstance(config, KeyServerConfig):
         return replace(config, port=port)
     return config  # a GM's own port is a daemon matter; its server_port is set with --server-port
-
-
-# --- Shared value parsers (used by the IOS parser too) --------------------------------------------
-
-
-def parse_ipv4(text: str, *, line: int | None = None, what: str = "address") -> str:
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise ConfigError(f"{what} {text!r} is not an IPv4 address", line=line) from None
-
-
-def check_rsa_modulus(bits: int, *, line: int | None = None) -> int:
-    if not RSA_MODULUS_MIN <= bits <= RSA_MODULUS_MAX:
-        raise ConfigError(
-            f"RSA modulus {bits} is outside {RSA_MODULUS_MIN}..{RSA_MODULUS_MAX} bits",
-            line=line,
-            hint="use 2048",
-        )
-    return bits
-
-
-RSA_KEY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_rsa_key_label(label: str) -> str:
-    """The key server keeps the key in ``<key-dir>/<label>.pem``, so a label must be a safe file name."""
-    if not RSA_KEY_LABEL.match(label):
-        raise ConfigError(
-            f"RSA key label {label!r} is not usable as a file name",
-            hint="letters, digits, _ . - (up to 64, starting with a letter or digit)",
-        )
-    return label
-
-
-def identity_taken(name: str, identity: int, group_by_identity: Mapping[int, str]) -> str:
-    """Members ask for a group by its identity alone (RFC 6407 section 3.2), so two groups cannot share one."""
-    return f"group {name}: identity {identity} is already used by group {group_by_identity[identity]}"
-
-
-def check_local_address(address: str, role: str) -> str:
-    """The address a daemon binds must be one unicast address: it is the source of every message and the
-    ID members and key servers know each other by.  (A subnet's directed broadcast depends on the
-    netmask: the daemon asks the kernel about it when it binds.)"""
-    ip = ipaddress.IPv4Address(address)
-    kinds = [
-        (ip.is_unspecified, "the unspecified address"),
-        (ip.is_multicast, "a multicast address"),
-        (ip == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"),
-        (ip.is_reserved, "a reserved address"),
-    ]
-    kind = next((text for hit, text in kinds if hit), None)
-    if kind is not None:
-        daemon = "key server" if role == "ks" else "group member"
-        raise ConfigError(
-            f"local address {address} is {kind}; a {daemon} binds one unicast address of this host",
-            hint="set local_address (or --local-address) to an address on an interface, e.g. a loopback",
-        )
-    return address
 
 
 # --- YAML -----------------------------------------------------------------------------------------
@@ -585,8 +441,6 @@ class _YamlReader:
         return tuple(sorted(result, key=lambda p: p.priority))
 
     def selectors(self, value: Any, path: tuple[str | int, ...]) -> tuple[TrafficSelector, ...]:
-        from dmvpn_lab.gdoi import ios_config
-
         if value is None:
             return (TrafficSelector(),)
         if not isinstance(value, list) or not value:
@@ -596,7 +450,7 @@ class _YamlReader:
             here = (*path, index)
             if isinstance(item, str):
                 try:
-                    result.append(ios_config.parse_acl_entry(item.split()))
+                    result.append(parse_acl_entry(item.split()))
                 except ConfigError as exc:
                     raise self.error(here, exc.message, exc.hint) from None
                 continue
@@ -605,7 +459,7 @@ class _YamlReader:
             for key in ("source", "destination"):
                 words.extend(_yaml_acl_address(self.string(data.get(key, "any"), (*here, key))))
             try:
-                result.append(ios_config.parse_acl_entry(words))
+                result.append(parse_acl_entry(words))
             except ConfigError as exc:
                 raise self.error(here, exc.message, exc.hint) from None
         return tuple(result)
@@ -613,8 +467,6 @@ class _YamlReader:
 
     def authorization(self, value: Any, path: tuple[str | int, ...]) -> MemberAuthorization | None:
         """Standard access-list lines, or addresses / CIDRs to permit; None when the key is absent."""
-        from dmvpn_lab.gdoi import ios_config
-
         if value is None:
             return None
         if not isinstance(value, list) or not value:
@@ -624,7 +476,7 @@ class _YamlReader:
             text = self.string(item, (*path, index)).strip()
             try:
                 if text.split()[:1] in (["permit"], ["deny"]):
-                    rules.append(ios_config.parse_standard_entry(text.split()))
+                    rules.append(parse_standard_entry(text.split()))
                 else:
                     net = ipaddress.IPv4Network(text, strict=False)
                     rules.append(AddressRule(True, str(net.network_address), str(net.hostmask)))
