@@ -24,6 +24,7 @@ from test_cli import GM_YAML
 
 from dmvpn_lab.gdoi.cli import main
 from dmvpn_lab.gdoi.config import load_config
+from dmvpn_lab.gdoi.config_model import KeyServerConfig
 from dmvpn_lab.gdoi.constants import ExchangeType
 from dmvpn_lab.gdoi.daemon import (
     DaemonSettings,
@@ -34,7 +35,7 @@ from dmvpn_lab.gdoi.daemon import (
     ks_daemon,
     socket_path,
 )
-from dmvpn_lab.gdoi.model import KeyServerConfig, MessageRejected
+from dmvpn_lab.gdoi.events import MessageRejected
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -19,8 +19,9 @@ import pytest
 
 from dmvpn_lab.gdoi import daemon as daemon_module
 from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon, StartupError
+from dmvpn_lab.gdoi.events import Event, TekDeleted, TekInstalled, TekSA
 from dmvpn_lab.gdoi.kernel_events import Acquire, NhrpBinding
-from dmvpn_lab.gdoi.model import Event, TekDeleted, TekInstalled, TekSA, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.model import TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.xfrm import XfrmError
 
 GM = "127.0.0.1"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from dmvpn_lab.gdoi.config_model import AddressRule
 from dmvpn_lab.gdoi.config_report import ConfigError, Refused
 from dmvpn_lab.gdoi.config_values import did_you_mean, is_number, number_in_range, parse_ipv4
-from dmvpn_lab.gdoi.model import AddressRule, TrafficSelector
+from dmvpn_lab.gdoi.model import TrafficSelector
 
 PROTOCOL_NUMBERS = {
     "ip": 0,

@@ -27,6 +27,7 @@ from typing import Any
 
 from dmvpn_lab.gdoi import show
 from dmvpn_lab.gdoi.config import load_config, load_config_with_report
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig
 from dmvpn_lab.gdoi.config_report import ConfigError
 from dmvpn_lab.gdoi.daemon import (
     DEFAULT_KEY_DIR,
@@ -40,7 +41,6 @@ from dmvpn_lab.gdoi.daemon import (
     ks_daemon,
     run_daemon,
 )
-from dmvpn_lab.gdoi.model import GroupMemberConfig, KeyServerConfig
 
 EXIT_OK = 0
 EXIT_REFUSED = 1

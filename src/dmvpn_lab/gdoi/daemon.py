@@ -46,21 +46,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dmvpn_lab.gdoi import show
-from dmvpn_lab.gdoi.kernel_events import (
-    ACQUIRE_MONITOR,
-    NEIGHBOUR_MONITOR,
-    Acquire,
-    MonitorWatcher,
-    NhrpBinding,
-    parse_acquire,
-    parse_nhrp_binding,
-)
-from dmvpn_lab.gdoi.model import (
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig
+from dmvpn_lab.gdoi.events import (
     Event,
-    GmStatus,
-    GroupMemberConfig,
-    KeyServerConfig,
-    KsStatus,
     MemberDropped,
     MemberRegistered,
     MessageRejected,
@@ -72,8 +60,18 @@ from dmvpn_lab.gdoi.model import (
     TekDeleted,
     TekExpired,
     TekInstalled,
-    TrafficSelector,
 )
+from dmvpn_lab.gdoi.kernel_events import (
+    ACQUIRE_MONITOR,
+    NEIGHBOUR_MONITOR,
+    Acquire,
+    MonitorWatcher,
+    NhrpBinding,
+    parse_acquire,
+    parse_nhrp_binding,
+)
+from dmvpn_lab.gdoi.model import TrafficSelector
+from dmvpn_lab.gdoi.status import GmStatus, KsStatus
 from dmvpn_lab.gdoi.xfrm import Runner, SpiCounters, XfrmApplier, XfrmError, run_ip, spi_text
 
 DEFAULT_RUN_DIR = Path("/run/gdoi")

@@ -61,6 +61,7 @@ from .codec import (
     decode_payloads,
     encode_payloads,
 )
+from .config_model import GroupMemberConfig
 from .constants import (
     ISAKMP_HEADER_LEN,
     KEK_SPI_LEN,
@@ -82,6 +83,18 @@ from .crypto import (
     rsa_public_from_der,
     rsa_verify,
 )
+from .events import (
+    Event,
+    MessageRejected,
+    Phase1Established,
+    Registered,
+    RegistrationFailed,
+    RekeyReceived,
+    TekDeleted,
+    TekExpired,
+    TekInstalled,
+    TekSA,
+)
 from .groupsa import (
     SIG_HASH_IOS_NAMES,
     KekAnnouncement,
@@ -92,25 +105,9 @@ from .groupsa import (
     read_kek,
     read_teks,
 )
-from .model import (
-    Event,
-    GmStatus,
-    GroupMemberConfig,
-    IsakmpSaInfo,
-    KekInfo,
-    MessageRejected,
-    Phase1Established,
-    Registered,
-    RegistrationFailed,
-    RekeyReceived,
-    RekeyTransport,
-    TekDeleted,
-    TekExpired,
-    TekInfo,
-    TekInstalled,
-    TekSA,
-)
+from .model import RekeyTransport
 from .phase1 import NONCE_LEN, IkeSa, MainModeInitiator, Phase1Error
+from .status import GmStatus, IsakmpSaInfo, KekInfo, TekInfo
 
 RETRANSMIT_INTERVAL_S = 5.0  # registration messages are sent again after this long without an answer
 MAX_RETRANSMITS = 3

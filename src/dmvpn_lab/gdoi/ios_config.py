@@ -33,7 +33,7 @@ server must not guess crypto, so the loader turns the first refused line into an
 crypto stanzas (``interface Tunnel10``, ``router eigrp``...) are not ours: they are only counted.
 
 IOS's own defaults for an unconfigured ISAKMP policy (DES, SHA-1, group 1) are weak and unsupported;
-unspecified policy values take this project's defaults (:class:`~dmvpn_lab.gdoi.model.IsakmpPolicy`).
+unspecified policy values take this project's defaults (:class:`~dmvpn_lab.gdoi.config_model.IsakmpPolicy`).
 An inline ``! comment`` after a command is dropped, as on the seed's ``crypto isakmp key`` lines.
 """
 
@@ -45,6 +45,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dmvpn_lab.gdoi.acl import is_standard_acl_number, parse_acl_entry, parse_standard_entry
+from dmvpn_lab.gdoi.config_model import (
+    AddressRule,
+    GroupMemberConfig,
+    GroupPolicy,
+    IsakmpPolicy,
+    KeyServerConfig,
+    MemberAuthorization,
+)
 from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport, Refused
 from dmvpn_lab.gdoi.config_values import (
     RSA_MODULUS_MAX,
@@ -58,13 +66,7 @@ from dmvpn_lab.gdoi.config_values import (
     parse_ipv4,
 )
 from dmvpn_lab.gdoi.model import (
-    AddressRule,
     DhGroup,
-    GroupMemberConfig,
-    GroupPolicy,
-    IsakmpPolicy,
-    KeyServerConfig,
-    MemberAuthorization,
     Phase1Cipher,
     Phase1Hash,
     RekeyTransport,

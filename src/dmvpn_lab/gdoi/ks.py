@@ -74,6 +74,7 @@ from .codec import (
     decode_payloads,
     encode_payloads,
 )
+from .config_model import GroupPolicy, KeyServerConfig
 from .constants import (
     GENERIC_HEADER_LEN,
     ISAKMP_HEADER_LEN,
@@ -95,29 +96,9 @@ from .crypto import (
     rsa_public_der,
     rsa_sign,
 )
+from .events import Event, MemberDropped, MemberRegistered, MessageRejected, Phase1Established, RekeySent
 from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
-from .model import (
-    MAX_HALF_OPEN_LIMIT,
-    Event,
-    GroupPolicy,
-    IsakmpSaInfo,
-    KekInfo,
-    KeyServerConfig,
-    KsGroupStatus,
-    KsStatus,
-    MemberDropped,
-    MemberInfo,
-    MemberRegistered,
-    MessageRejected,
-    Phase1Cipher,
-    Phase1Established,
-    Phase1Hash,
-    RegistrationStats,
-    RekeySent,
-    RekeyTransport,
-    TekInfo,
-    TekTransform,
-)
+from .model import MAX_HALF_OPEN_LIMIT, Phase1Cipher, Phase1Hash, RekeyTransport, TekTransform
 from .phase1 import (
     NONCE_LEN,
     IkeSa,
@@ -129,6 +110,7 @@ from .phase1 import (
     own_offer_body,
     read_offer,
 )
+from .status import IsakmpSaInfo, KekInfo, KsGroupStatus, KsStatus, MemberInfo, RegistrationStats, TekInfo
 
 HALF_OPEN_TIMEOUT_S = 30.0  # a registration not finished within this is forgotten
 FINISHED_PULL_KEEP_S = 30.0  # answer retransmitted HASH(3) with the same message 4 this long

@@ -43,9 +43,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dmvpn_lab.gdoi.constants import AuthAlgorithm, EspTransformId
+from dmvpn_lab.gdoi.events import TekSA
 from dmvpn_lab.gdoi.groupsa import TRANSFORMS
 from dmvpn_lab.gdoi.kernel_events import Acquire
-from dmvpn_lab.gdoi.model import GDOI_PORT, TekSA, TrafficSelector
+from dmvpn_lab.gdoi.model import GDOI_PORT, TrafficSelector
 
 Runner = Callable[[Sequence[str]], str]
 
