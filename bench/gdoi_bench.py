@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dmvpn_lab.gdoi.config_model import GroupMemberConfig
-from dmvpn_lab.gdoi.daemon import NoDaemonError, control_request
+from dmvpn_lab.gdoi.control import NoDaemonError, control_request
 from dmvpn_lab.gdoi.events import Registered, RekeyReceived
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.model import MAX_HALF_OPEN_LIMIT

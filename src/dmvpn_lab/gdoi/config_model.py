@@ -9,17 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from dmvpn_lab.gdoi.model import (
-    GDOI_PORT,
-    DhGroup,
-    Phase1Cipher,
-    Phase1Hash,
-    RekeyTransport,
-    TekTransform,
-    TrafficSelector,
-)
-
-# --- Configuration --------------------------------------------------------------------------------
+from .model import GDOI_PORT, DhGroup, Phase1Cipher, Phase1Hash, RekeyTransport, TekTransform, TrafficSelector
 
 
 @dataclass(frozen=True)
