@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ class DaemonSettings:
     xfrm_address: str | None = None  # GM: ESP endpoint (NBMA); defaults to local_address
 
 
-class GdoiDaemon(Generic[EngineT]):
+class GdoiDaemon(ABC, Generic[EngineT]):
     """Runs one engine: ``await daemon.run()`` returns when the daemon stops.
 
     Subclasses create the engine (:meth:`_create_engine`), act on their role's events
@@ -122,8 +123,8 @@ class GdoiDaemon(Generic[EngineT]):
 
     # -- what a role adds --
 
-    def _create_engine(self, now: float) -> EngineT:
-        raise NotImplementedError
+    @abstractmethod
+    def _create_engine(self, now: float) -> EngineT: ...
 
     def _check_host(self) -> None:
         """Refuse to start on a host that cannot serve this role (runs once the UDP port is bound)."""
@@ -140,17 +141,20 @@ class GdoiDaemon(Generic[EngineT]):
     async def _release(self) -> None:
         """Undo :meth:`_prepare` (runs even when starting failed half-way)."""
 
+    @abstractmethod
     def _handle_role_event(self, event: Event, now: float) -> None:
-        raise NotImplementedError
+        """Act on an event of this role (phase 1 and rejections are handled here for both roles)."""
 
     def _after_events(self) -> None:
         """Runs after each batch of events (a GM logs a registration it could not complete in one line)."""
 
+    @abstractmethod
     async def _status_view(self, now: float) -> show.View:
-        raise NotImplementedError
+        """What ``show crypto ...`` prints, as of ``now``."""
 
+    @abstractmethod
     def _summary(self, now: float) -> dict[str, Any]:
-        raise NotImplementedError
+        """A few numbers to poll cheaply (the ``summary`` command)."""
 
     # -- lifecycle --
 

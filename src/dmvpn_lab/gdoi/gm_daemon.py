@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,7 +44,7 @@ class GmDaemon(GdoiDaemon[GroupMember]):
         self._monitor_commands = (acquire_command, neighbour_command)  # tests: commands that report nothing
         self.kernel: GmKernel | None = None  # None with --no-xfrm, and until the daemon starts
         self.send_acks = True
-        self._multicast: dict[str, socket.socket] = {}
+        self._rekey_groups: set[str] = set()  # multicast groups joined (their sockets are the daemon's)
         # A registration is logged together with its first TEK, in one line (see _after_events).
         self._pending_registration: Registered | None = None
 
@@ -139,7 +138,7 @@ class GmDaemon(GdoiDaemon[GroupMember]):
     def _join_rekey_group(self) -> None:
         """A GM whose KEK names a multicast rekey group listens there too (RFC 6407 section 4)."""
         kek = self.engine.status(self.loop.time()).kek
-        if kek is None or kek.multicast_address is None or kek.multicast_address in self._multicast:
+        if kek is None or kek.multicast_address is None or kek.multicast_address in self._rekey_groups:
             return
         group = kek.multicast_address
         port = kek.multicast_port or self.settings.port  # the key server's --port
@@ -148,7 +147,7 @@ class GmDaemon(GdoiDaemon[GroupMember]):
         except OSError as exc:
             self.log.error("%s: cannot join rekey group %s: %s", self.name, group, exc.strerror)
             return
-        self._multicast[group] = sock
+        self._rekey_groups.add(group)
         self.listen(sock)
         self.log.info("%s: joined rekey group %s", self.name, group)
 
