@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 
 from dmvpn_lab.gdoi.model import Phase1Cipher, RekeyTransport, TekTransform, TrafficSelector
 
-# --- Status snapshots for the show commands -------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class IsakmpSaInfo:
