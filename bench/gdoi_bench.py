@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmvpn_lab.gdoi.daemon import NoDaemonError, control_request
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig
+from dmvpn_lab.gdoi.control import NoDaemonError, control_request
+from dmvpn_lab.gdoi.events import Registered, RekeyReceived
 from dmvpn_lab.gdoi.gm import GroupMember
-from dmvpn_lab.gdoi.model import MAX_HALF_OPEN_LIMIT, GroupMemberConfig, Registered, RekeyReceived
+from dmvpn_lab.gdoi.model import MAX_HALF_OPEN_LIMIT
 
 REPO = Path(__file__).resolve().parent.parent
 KS_ADDRESS = "127.0.0.1"

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from dmvpn_lab.gdoi.daemon import NoDaemonError, control_request
+from dmvpn_lab.gdoi.control import NoDaemonError, control_request
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from dmvpn_lab.gdoi.daemon import NoDaemonError, control_request
-from dmvpn_lab.gdoi.model import IsakmpPolicy
+from dmvpn_lab.gdoi.config_model import IsakmpPolicy
+from dmvpn_lab.gdoi.control import NoDaemonError, control_request
 from dmvpn_lab.gdoi.phase1 import MainModeInitiator
 
 pytestmark = pytest.mark.integration

@@ -17,20 +17,11 @@ from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig, GroupPolicy, IsakmpPolicy, KeyServerConfig
+from dmvpn_lab.gdoi.events import Event
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.ks import KeyServer
-from dmvpn_lab.gdoi.model import (
-    GDOI_PORT,
-    DhGroup,
-    Event,
-    GroupMemberConfig,
-    GroupPolicy,
-    IsakmpPolicy,
-    KeyServerConfig,
-    Phase1Cipher,
-    Phase1Hash,
-    TekTransform,
-)
+from dmvpn_lab.gdoi.model import GDOI_PORT, DhGroup, Phase1Cipher, Phase1Hash, TekTransform
 
 Engine = KeyServer | GroupMember
 Addr = tuple[str, int]

@@ -24,17 +24,13 @@ from test_cli import GM_YAML
 
 from dmvpn_lab.gdoi.cli import main
 from dmvpn_lab.gdoi.config import load_config
+from dmvpn_lab.gdoi.config_model import KeyServerConfig
 from dmvpn_lab.gdoi.constants import ExchangeType
-from dmvpn_lab.gdoi.daemon import (
-    DaemonSettings,
-    GdoiDaemon,
-    RejectionLog,
-    _Keylog,
-    control_request,
-    ks_daemon,
-    socket_path,
-)
-from dmvpn_lab.gdoi.model import KeyServerConfig, MessageRejected
+from dmvpn_lab.gdoi.control import control_request, socket_path
+from dmvpn_lab.gdoi.daemon import DaemonSettings
+from dmvpn_lab.gdoi.daemon_log import Keylog, RejectionLog
+from dmvpn_lab.gdoi.events import MessageRejected
+from dmvpn_lab.gdoi.ks_daemon import KsDaemon, load_ks_daemon
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -334,7 +330,7 @@ def ks_running(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Pat
     run_dir = tmp_path / "run"
     settings = DaemonSettings(role="ks", local_address="127.0.0.1", port=0, run_dir=run_dir)
     caplog.set_level(logging.INFO)
-    daemon = ks_daemon(config, settings, tmp_path / "keys", logging.getLogger("test.gdoi.ks"))
+    daemon = load_ks_daemon(config, settings, tmp_path / "keys", logging.getLogger("test.gdoi.ks"))
     ready = threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(daemon.run(ready=ready.set)), daemon=True)
     thread.start()
@@ -391,7 +387,7 @@ def test_keylog_is_0600_even_when_it_exists(tmp_path: Path) -> None:
     path = tmp_path / "keylog"
     path.write_text("")
     path.chmod(0o644)
-    _Keylog(path).close()
+    Keylog(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -401,11 +397,11 @@ def test_keylog_refuses_a_symlink_and_a_fifo(tmp_path: Path) -> None:
     link = tmp_path / "keylog"
     link.symlink_to(target)
     with pytest.raises(OSError, match="symbolic link"):
-        _Keylog(link)
+        Keylog(link)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):  # no reader: open() would block forever
-        _Keylog(fifo)
+        Keylog(fifo)
 
 
 def test_daemon_reports_a_symlinked_keylog_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -442,7 +438,7 @@ def test_daemon_logs_a_flood_of_garbage_in_a_few_lines(tmp_path: Path, caplog: p
     assert isinstance(config, KeyServerConfig)
     settings = DaemonSettings(role="ks", local_address="127.0.0.1", port=0, run_dir=tmp_path / "run")
     caplog.set_level(logging.INFO)
-    daemon: GdoiDaemon = ks_daemon(config, settings, tmp_path / "keys", logging.getLogger("test.gdoi.flood"))
+    daemon: KsDaemon = load_ks_daemon(config, settings, tmp_path / "keys", logging.getLogger("test.gdoi.flood"))
 
     async def scenario() -> None:
         ready = asyncio.Event()

@@ -17,10 +17,15 @@ from typing import Any
 
 import pytest
 
-from dmvpn_lab.gdoi import daemon as daemon_module
-from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon, StartupError
-from dmvpn_lab.gdoi.model import Event, TekDeleted, TekInstalled, TekSA, TekTransform, TrafficSelector
-from dmvpn_lab.gdoi.xfrm import Acquire, NhrpBinding, XfrmError
+from dmvpn_lab.gdoi import gm_daemon as gm_daemon_module
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig
+from dmvpn_lab.gdoi.daemon import DaemonSettings
+from dmvpn_lab.gdoi.daemon_errors import StartupError
+from dmvpn_lab.gdoi.events import Event, TekDeleted, TekInstalled, TekSA
+from dmvpn_lab.gdoi.gm_daemon import GmDaemon
+from dmvpn_lab.gdoi.kernel_events import Acquire, NhrpBinding
+from dmvpn_lab.gdoi.model import TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.xfrm import XfrmError
 
 GM = "127.0.0.1"
 PEER = "127.0.0.77"
@@ -80,14 +85,15 @@ def run_gm(
     fail_close: tuple[TrafficSelector, ...] = (),
     runner: Recorder | None = None,
     runner_neighbours: str = "",
-) -> GdoiDaemon:
+) -> GmDaemon:
     engine = ScriptedGm(journal)
     settings = DaemonSettings(role="gm", local_address=GM, port=0, run_dir=tmp_path, xfrm=xfrm)
-    daemon = GdoiDaemon(
+    config = GroupMemberConfig(GM, "G", 1, servers=(), psk_by_peer={}, fail_close_selectors=fail_close)
+    daemon = GmDaemon(
+        config,
         settings,
-        lambda now: engine,
-        log=logging.getLogger("test.gdoi"),
-        fail_close=fail_close,
+        logging.getLogger("test.gdoi"),
+        engine_factory=lambda config: engine,
         xfrm_runner=runner or Recorder(journal, neighbours=runner_neighbours),
         acquire_command=("sleep", "60"),
         neighbour_command=("sleep", "60"),
@@ -115,9 +121,9 @@ def run_gm(
 def test_fail_close_policies_go_in_before_registration_and_held_acquires_are_served(tmp_path: Path) -> None:
     journal: list[str] = []
 
-    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
-        assert daemon.applier is not None
-        daemon._on_acquire(Acquire(src=GM, dst=PEER, protocol="gre"))  # GRE to PEER before any key
+    def script(daemon: GmDaemon, engine: ScriptedGm) -> None:
+        assert daemon.kernel is not None
+        daemon.kernel.on_acquire(Acquire(src=GM, dst=PEER, protocol="gre"))  # GRE to PEER before any key
         assert not any("state add" in line for line in journal)
         engine.events.append(TekInstalled(TEK))
         daemon._pump()
@@ -146,7 +152,7 @@ def test_a_tek_the_key_server_deletes_leaves_the_kernel_at_once(tmp_path: Path) 
     """Issue 17 item 5: a Delete payload's TekDeleted goes the way of an expired TEK (remove_tek)."""
     journal: list[str] = []
 
-    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+    def script(daemon: GmDaemon, engine: ScriptedGm) -> None:
         engine.events.append(TekInstalled(TEK))
         daemon._pump()
         assert not any("state delete" in line for line in journal)
@@ -166,13 +172,13 @@ NEIGHBOURS = """\
 def test_nhrp_bindings_get_their_outbound_state_before_any_packet(tmp_path: Path) -> None:
     journal: list[str] = []
 
-    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+    def script(daemon: GmDaemon, engine: ScriptedGm) -> None:
         assert not any("state add" in line for line in journal)  # the hub's binding waits for a TEK
         engine.events.append(TekInstalled(TEK))
         daemon._pump()
-        daemon._on_nhrp_binding(NhrpBinding("192.168.100.3", "gre1", PEER))  # a shortcut resolved
-        daemon._on_nhrp_binding(NhrpBinding("192.168.3.10", "gre1", PEER))  # same peer: nothing more
-        daemon._on_nhrp_binding(NhrpBinding("192.168.100.2", "gre1", GM))  # our own address: nothing
+        daemon.kernel.on_nhrp_binding(NhrpBinding("192.168.100.3", "gre1", PEER))  # a shortcut resolved
+        daemon.kernel.on_nhrp_binding(NhrpBinding("192.168.3.10", "gre1", PEER))  # same peer: nothing more
+        daemon.kernel.on_nhrp_binding(NhrpBinding("192.168.100.2", "gre1", GM))  # our own address: nothing
 
     run_gm(tmp_path, journal, script, xfrm=True, runner_neighbours=NEIGHBOURS)
     added = [line.split(" proto esp")[0] for line in journal if "state add" in line]
@@ -208,19 +214,19 @@ def _record_multicast_joins(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, 
         sock.setblocking(False)
         return sock
 
-    monkeypatch.setattr(daemon_module, "join_multicast", fake_join)
+    monkeypatch.setattr(gm_daemon_module, "join_multicast", fake_join)
     return joined
 
 
 def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     joined = _record_multicast_joins(monkeypatch)
 
-    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+    def script(daemon: GmDaemon, engine: ScriptedGm) -> None:
         engine.kek = SimpleNamespace(multicast_address=None)  # unicast rekeys: nothing to join
         engine.events.append(TekInstalled(TEK))
         daemon._pump()
         assert joined == []
-        engine.kek = SimpleNamespace(multicast_address="239.192.1.1")
+        engine.kek = SimpleNamespace(multicast_address="239.192.1.1", multicast_port=None)
         engine.events.extend([TekInstalled(TEK), TekInstalled(TEK)])
         daemon._pump()
 
@@ -234,7 +240,7 @@ def test_the_gm_joins_the_rekey_group_on_the_port_its_kek_names(
     """Issue 17 item 7: multicast rekeys go to the SA KEK's destination port, the key server's --port."""
     joined = _record_multicast_joins(monkeypatch)
 
-    def script(daemon: GdoiDaemon, engine: ScriptedGm) -> None:
+    def script(daemon: GmDaemon, engine: ScriptedGm) -> None:
         engine.kek = SimpleNamespace(multicast_address="239.192.1.1", multicast_port=8848)
         engine.events.append(TekInstalled(TEK))
         daemon._pump()

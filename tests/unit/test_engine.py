@@ -17,26 +17,24 @@ from engine_harness import (
     seeded_random,
 )
 
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig
 from dmvpn_lab.gdoi.constants import ExchangeType
 from dmvpn_lab.gdoi.crypto import KekKey
-from dmvpn_lab.gdoi.gm import GroupMember
-from dmvpn_lab.gdoi.ks import REGISTRATION_SA_IDLE_S
-from dmvpn_lab.gdoi.model import (
-    GroupMemberConfig,
+from dmvpn_lab.gdoi.events import (
     MemberDropped,
     MemberRegistered,
     MessageRejected,
-    Phase1Cipher,
     Phase1Established,
     Registered,
     RegistrationFailed,
     RekeyReceived,
     RekeySent,
-    RekeyTransport,
     TekExpired,
     TekInstalled,
-    TekTransform,
 )
+from dmvpn_lab.gdoi.gm import GroupMember
+from dmvpn_lab.gdoi.ks import REGISTRATION_SA_IDLE_S
+from dmvpn_lab.gdoi.model import Phase1Cipher, RekeyTransport, TekTransform
 from dmvpn_lab.gdoi.phase1 import MainModeInitiator, MainModeState
 
 GMS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]

@@ -52,7 +52,8 @@ from dmvpn_lab.gdoi.codec import (
     decode_message,
     decode_payloads,
 )
-from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, detect_format, parse_yaml_config
+from dmvpn_lab.gdoi.config import detect_format, parse_yaml_config
+from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
 from dmvpn_lab.gdoi.constants import (
     ISAKMP_HEADER_LEN,
     ExchangeType,
@@ -67,21 +68,21 @@ from dmvpn_lab.gdoi.crypto import (
     rekey_signed_length,
     rsa_sign,
 )
-from dmvpn_lab.gdoi.gm import GroupMember
-from dmvpn_lab.gdoi.groupsa import KekAnnouncement, PolicyError, read_kd, read_kek, read_teks
-from dmvpn_lab.gdoi.ios_config import parse_ios_config
-from dmvpn_lab.gdoi.ks import KeyServer
-from dmvpn_lab.gdoi.model import (
+from dmvpn_lab.gdoi.events import (
     Event,
-    KsStatus,
     MessageRejected,
-    Phase1Cipher,
     Phase1Established,
     RekeyReceived,
     TekDeleted,
     TekExpired,
     TekInstalled,
 )
+from dmvpn_lab.gdoi.gm import GroupMember
+from dmvpn_lab.gdoi.groupsa import KekAnnouncement, PolicyError, read_kd, read_kek, read_teks
+from dmvpn_lab.gdoi.ios_config import parse_ios_config
+from dmvpn_lab.gdoi.ks import KeyServer
+from dmvpn_lab.gdoi.model import Phase1Cipher
+from dmvpn_lab.gdoi.status import KsStatus
 
 pytestmark = pytest.mark.fuzz
 

@@ -14,19 +14,13 @@ from test_ios_config import KS_BASE
 
 from dmvpn_lab.gdoi import show
 from dmvpn_lab.gdoi.cli import main
-from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, load_config
+from dmvpn_lab.gdoi.config import load_config
+from dmvpn_lab.gdoi.config_model import AddressRule, GroupMemberConfig, KeyServerConfig, MemberAuthorization
+from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
+from dmvpn_lab.gdoi.events import MemberRegistered, Registered, RegistrationFailed
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.ios_config import parse_ios_config
 from dmvpn_lab.gdoi.ks import KeyServer
-from dmvpn_lab.gdoi.model import (
-    AddressRule,
-    GroupMemberConfig,
-    KeyServerConfig,
-    MemberAuthorization,
-    MemberRegistered,
-    Registered,
-    RegistrationFailed,
-)
 
 A, B = "127.0.0.11", "127.0.0.12"
 

@@ -23,6 +23,7 @@ from dmvpn_lab.gdoi.codec import (
     encode_attributes,
     encode_body,
 )
+from dmvpn_lab.gdoi.config_model import KeyServerConfig
 from dmvpn_lab.gdoi.constants import ExchangeType
 from dmvpn_lab.gdoi.crypto import (
     CryptoError,
@@ -32,6 +33,7 @@ from dmvpn_lab.gdoi.crypto import (
     rsa_public_der,
     rsa_public_from_der,
 )
+from dmvpn_lab.gdoi.events import MessageRejected, Registered, TekDeleted, TekInstalled, TekSA
 from dmvpn_lab.gdoi.groupsa import (
     TRANSFORMS,
     PolicyError,
@@ -42,18 +44,7 @@ from dmvpn_lab.gdoi.groupsa import (
     sa_tek_payloads,
 )
 from dmvpn_lab.gdoi.ks import KeyServer
-from dmvpn_lab.gdoi.model import (
-    KeyServerConfig,
-    MessageRejected,
-    Phase1Cipher,
-    Registered,
-    RekeyTransport,
-    TekDeleted,
-    TekInstalled,
-    TekSA,
-    TekTransform,
-    TrafficSelector,
-)
+from dmvpn_lab.gdoi.model import Phase1Cipher, RekeyTransport, TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.phase1 import (
     MainModeInitiator,
     MainModeResponder,

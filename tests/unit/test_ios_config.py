@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from dmvpn_lab.gdoi.config import ConfigError, ConfigReport, load_config, load_config_with_report
-from dmvpn_lab.gdoi.ios_config import normalise_interface, parse_acl_entry, parse_ios_config
+from dmvpn_lab.gdoi.acl import parse_acl_entry
+from dmvpn_lab.gdoi.config import load_config, load_config_with_report
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig
+from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
+from dmvpn_lab.gdoi.ios_config import normalise_interface, parse_ios_config
 from dmvpn_lab.gdoi.model import (
     DhGroup,
-    GroupMemberConfig,
-    KeyServerConfig,
     Phase1Cipher,
     Phase1Hash,
     RekeyTransport,

@@ -17,15 +17,11 @@ from engine_harness import FAST_POLICY, KS_ADDR, LEGACY_POLICY, PSK, Network, ma
 from dmvpn_lab.gdoi import show
 from dmvpn_lab.gdoi.admission import COOKIE_EPOCH_S, RECENT_OFFERS_PER_PEER, OfferBook
 from dmvpn_lab.gdoi.codec import Header
-from dmvpn_lab.gdoi.config import ConfigError, load_config
+from dmvpn_lab.gdoi.config import load_config
+from dmvpn_lab.gdoi.config_model import IsakmpPolicy, KeyServerConfig
+from dmvpn_lab.gdoi.config_report import ConfigError
+from dmvpn_lab.gdoi.events import MemberRegistered, Registered, RegistrationFailed
 from dmvpn_lab.gdoi.ks import MAX_FIRST_MESSAGE_LEN, MAX_ISAKMP_SAS_PER_PEER, REGISTRATION_SA_IDLE_S, KeyServer
-from dmvpn_lab.gdoi.model import (
-    IsakmpPolicy,
-    KeyServerConfig,
-    MemberRegistered,
-    Registered,
-    RegistrationFailed,
-)
 from dmvpn_lab.gdoi.phase1 import MainModeInitiator
 
 GM = "127.0.0.11"

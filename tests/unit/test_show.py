@@ -7,19 +7,16 @@ import json
 import pytest
 
 from dmvpn_lab.gdoi import show
-from dmvpn_lab.gdoi.model import (
+from dmvpn_lab.gdoi.config_model import GroupPolicy
+from dmvpn_lab.gdoi.model import Phase1Cipher, RekeyTransport, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.status import (
     GmStatus,
-    GroupPolicy,
     IsakmpSaInfo,
     KekInfo,
     KsGroupStatus,
     KsStatus,
     MemberInfo,
-    Phase1Cipher,
-    RekeyTransport,
     TekInfo,
-    TekTransform,
-    TrafficSelector,
 )
 from dmvpn_lab.gdoi.xfrm import SpiCounters
 

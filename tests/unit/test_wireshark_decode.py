@@ -29,7 +29,7 @@ import pytest
 from engine_harness import make_lab
 
 from dmvpn_lab.gdoi.constants import ExchangeType
-from dmvpn_lab.gdoi.model import Phase1Established, TekInstalled
+from dmvpn_lab.gdoi.events import Phase1Established, TekInstalled
 
 # A developer without tshark may skip these; CI installs it, so there a missing tshark fails the run.
 pytestmark = pytest.mark.skipif(

@@ -6,17 +6,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from dmvpn_lab.gdoi.model import TekSA, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.events import TekSA
+from dmvpn_lab.gdoi.kernel_events import Acquire, NhrpBinding, parse_acquire, parse_nhrp_binding
+from dmvpn_lab.gdoi.model import TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.xfrm import (
-    Acquire,
-    NhrpBinding,
     XfrmApplier,
     XfrmError,
     XfrmExists,
     XfrmNotFound,
     algorithm_args,
-    parse_acquire,
-    parse_nhrp_binding,
     parse_state_counters,
     state_add,
 )
@@ -384,7 +382,8 @@ def test_stop_keeps_fail_close_policies_but_removes_states():
 
 def test_after_a_rekey_outbound_moves_only_when_switched():
     """Inbound first everywhere, then outbound: a rekeyed member keeps sending with the old SPI until told."""
-    from dmvpn_lab.gdoi.model import TekSA, TekTransform, TrafficSelector
+    from dmvpn_lab.gdoi.events import TekSA
+    from dmvpn_lab.gdoi.model import TekTransform, TrafficSelector
     from dmvpn_lab.gdoi.xfrm import XfrmApplier
 
     def tek(spi: int) -> TekSA:
@@ -404,7 +403,8 @@ def test_after_a_rekey_outbound_moves_only_when_switched():
 
 
 def test_expiry_of_the_sending_tek_moves_outbound_to_the_newer_one():
-    from dmvpn_lab.gdoi.model import TekSA, TekTransform, TrafficSelector
+    from dmvpn_lab.gdoi.events import TekSA
+    from dmvpn_lab.gdoi.model import TekTransform, TrafficSelector
     from dmvpn_lab.gdoi.xfrm import XfrmApplier
 
     def tek(spi: int) -> TekSA:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from dmvpn_lab.gdoi.config import ConfigError, detect_format, load_config
+from dmvpn_lab.gdoi.config import detect_format, load_config
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig
+from dmvpn_lab.gdoi.config_report import ConfigError
 from dmvpn_lab.gdoi.model import (
     DhGroup,
-    GroupMemberConfig,
-    KeyServerConfig,
     Phase1Cipher,
     Phase1Hash,
     RekeyTransport,

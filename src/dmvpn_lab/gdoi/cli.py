@@ -26,20 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from dmvpn_lab.gdoi import show
-from dmvpn_lab.gdoi.config import ConfigError, load_config, load_config_with_report
-from dmvpn_lab.gdoi.daemon import (
-    DEFAULT_KEY_DIR,
-    DEFAULT_RUN_DIR,
-    DaemonSettings,
-    NoDaemonError,
-    StartupError,
-    configure_logging,
-    control_request,
-    gm_daemon,
-    ks_daemon,
-    run_daemon,
-)
-from dmvpn_lab.gdoi.model import GroupMemberConfig, KeyServerConfig
+from dmvpn_lab.gdoi.config import load_config, load_config_with_report
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig
+from dmvpn_lab.gdoi.config_report import ConfigError
+from dmvpn_lab.gdoi.control import NoDaemonError, control_request
+from dmvpn_lab.gdoi.daemon import DEFAULT_RUN_DIR, DaemonSettings, run_daemon
+from dmvpn_lab.gdoi.daemon_errors import StartupError
+from dmvpn_lab.gdoi.daemon_log import configure_logging
+from dmvpn_lab.gdoi.gm_daemon import GmDaemon
+from dmvpn_lab.gdoi.ks_daemon import DEFAULT_KEY_DIR, load_ks_daemon
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -144,7 +139,7 @@ def _run_ks(args: argparse.Namespace) -> int:
         keylog=args.keylog,
     )
     try:
-        daemon = ks_daemon(config, settings, args.key_dir, logger)
+        daemon = load_ks_daemon(config, settings, args.key_dir, logger)
     except StartupError as exc:
         return _error(f"gdoi-ks: {exc}")
     return run_daemon(daemon)
@@ -171,7 +166,7 @@ def _run_gm(args: argparse.Namespace) -> int:
         xfrm=not args.no_xfrm,
         xfrm_address=args.xfrm_address or config.local_address,
     )
-    return run_daemon(gm_daemon(config, settings, logger))
+    return run_daemon(GmDaemon(config, settings, logger))
 
 
 def _request(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:

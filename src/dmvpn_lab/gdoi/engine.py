@@ -20,8 +20,8 @@ from typing import Generic, TypeVar
 
 from .codec import Decoded, DecodeError
 from .crypto import CryptoError
+from .events import Event, MessageRejected
 from .groupsa import PolicyError
-from .model import Event, MessageRejected
 from .phase1 import Phase1Error
 
 Addr = tuple[str, int]

@@ -61,6 +61,7 @@ from .codec import (
     decode_payloads,
     encode_payloads,
 )
+from .config_model import GroupMemberConfig
 from .constants import (
     ISAKMP_HEADER_LEN,
     KEK_SPI_LEN,
@@ -82,6 +83,16 @@ from .crypto import (
     rsa_verify,
 )
 from .engine import Engine, Reject, at_most_one, one
+from .events import (
+    Phase1Established,
+    Registered,
+    RegistrationFailed,
+    RekeyReceived,
+    TekDeleted,
+    TekExpired,
+    TekInstalled,
+    TekSA,
+)
 from .groupsa import (
     SIG_HASH_IOS_NAMES,
     KekAnnouncement,
@@ -90,25 +101,11 @@ from .groupsa import (
     read_kd,
     read_sa,
 )
-from .model import (
-    GmStatus,
-    GroupMemberConfig,
-    IsakmpSaInfo,
-    KekInfo,
-    Phase1Established,
-    Registered,
-    RegistrationFailed,
-    RekeyReceived,
-    RekeyTransport,
-    TekDeleted,
-    TekExpired,
-    TekInfo,
-    TekInstalled,
-    TekSA,
-)
+from .model import RekeyTransport
 from .phase1 import IkeSa, MainModeInitiator
 from .pull import PullInitiator
 from .statemachine import StateMachine
+from .status import GmStatus, IsakmpSaInfo, KekInfo, TekInfo
 
 RETRANSMIT_INTERVAL_S = 5.0  # registration messages are sent again after this long without an answer
 MAX_RETRANSMITS = 3

@@ -33,36 +33,40 @@ server must not guess crypto, so the loader turns the first refused line into an
 crypto stanzas (``interface Tunnel10``, ``router eigrp``...) are not ours: they are only counted.
 
 IOS's own defaults for an unconfigured ISAKMP policy (DES, SHA-1, group 1) are weak and unsupported;
-unspecified policy values take this project's defaults (:class:`~dmvpn_lab.gdoi.model.IsakmpPolicy`).
+unspecified policy values take this project's defaults (:class:`~dmvpn_lab.gdoi.config_model.IsakmpPolicy`).
 An inline ``! comment`` after a command is dropped, as on the seed's ``crypto isakmp key`` lines.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dmvpn_lab.gdoi.config import (
-    RSA_MODULUS_MAX,
-    RSA_MODULUS_MIN,
-    ConfigError,
-    ConfigReport,
-    check_local_address,
-    check_rsa_key_label,
-    identity_taken,
-    parse_ipv4,
-)
-from dmvpn_lab.gdoi.model import (
+from dmvpn_lab.gdoi.acl import is_standard_acl_number, parse_acl_entry, parse_standard_entry
+from dmvpn_lab.gdoi.config_model import (
     AddressRule,
-    DhGroup,
     GroupMemberConfig,
     GroupPolicy,
     IsakmpPolicy,
     KeyServerConfig,
     MemberAuthorization,
+)
+from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport, Refused
+from dmvpn_lab.gdoi.config_values import (
+    RSA_MODULUS_MAX,
+    RSA_MODULUS_MIN,
+    check_local_address,
+    check_rsa_key_label,
+    did_you_mean,
+    identity_taken,
+    is_number,
+    number_in_range,
+    parse_ipv4,
+)
+from dmvpn_lab.gdoi.model import (
+    DhGroup,
     Phase1Cipher,
     Phase1Hash,
     RekeyTransport,
@@ -72,19 +76,6 @@ from dmvpn_lab.gdoi.model import (
 
 DEFAULT_TEK_LIFETIME_S = 3600
 DEFAULT_KEK_LIFETIME_S = 86400
-
-PROTOCOL_NUMBERS = {
-    "ip": 0,
-    "icmp": 1,
-    "tcp": 6,
-    "udp": 17,
-    "gre": 47,
-    "esp": 50,
-    "ahp": 51,
-    "eigrp": 88,
-    "ospf": 89,
-    "pim": 103,
-}
 
 _ESP_INTEGRITY_WORDS = ["esp-md5-hmac", "esp-sha-hmac", "esp-sha256-hmac", "esp-sha384-hmac", "esp-sha512-hmac"]
 _ESP_TRANSFORM_WORDS = ["esp-3des", "esp-aes", "esp-gcm", *_ESP_INTEGRITY_WORDS]
@@ -99,10 +90,6 @@ _ALL_TRANSFORM_WORDS = [
     "ah-sha256-hmac",
     "comp-lzs",
 ]
-
-
-class _Refused(ConfigError):
-    """A line asks for something we cannot do: a ``refused`` report entry, or an error where none is kept."""
 
 
 class _Ignored(Exception):
@@ -191,25 +178,6 @@ class _IosConfig:
 # --- Small word parsers ---------------------------------------------------------------------------
 
 
-def _is_number(word: str) -> bool:
-    """Plain decimal digits: ``str.isdigit()`` also accepts ``²`` and other digits ``int()`` refuses."""
-    return word.isascii() and word.isdigit()
-
-
-def _int(word: str, what: str, low: int = 0, high: int = 2**32 - 1) -> int:
-    if not _is_number(word):
-        raise ConfigError(f"{what} must be a number, not {word!r}")
-    value = int(word)
-    if not low <= value <= high:
-        raise ConfigError(f"{what} {value} is outside {low}..{high}")
-    return value
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def normalise_interface(name: str) -> str:
     """``serial 1/0`` -> ``Serial1/0``, as IOS shows interface names."""
     compact = name.replace(" ", "")
@@ -217,7 +185,7 @@ def normalise_interface(name: str) -> str:
 
 
 def transform_from_words(words: list[str]) -> TekTransform:
-    """``esp-aes 256 esp-sha-hmac`` -> :class:`TekTransform`; raises ``_Refused`` with a hint."""
+    """``esp-aes 256 esp-sha-hmac`` -> :class:`TekTransform`; raises ``Refused`` with a hint."""
     cipher: str | None = None
     key_bits: int | None = None
     integrity: str | None = None
@@ -226,112 +194,38 @@ def transform_from_words(words: list[str]) -> TekTransform:
         word = words[index].lower()
         if word in ("esp-3des", "esp-aes", "esp-gcm"):
             if cipher is not None:
-                raise _Refused(f"two ciphers in one transform set ({cipher}, {word})")
+                raise Refused(f"two ciphers in one transform set ({cipher}, {word})")
             cipher = word
-            if index + 1 < len(words) and _is_number(words[index + 1]):
+            if index + 1 < len(words) and is_number(words[index + 1]):
                 key_bits = int(words[index + 1])
                 index += 1
         elif word in _ESP_INTEGRITY_WORDS:
             if integrity is not None:
-                raise _Refused(f"two integrity algorithms in one transform set ({integrity}, {word})")
+                raise Refused(f"two integrity algorithms in one transform set ({integrity}, {word})")
             integrity = word
         elif word in _ALL_TRANSFORM_WORDS:
-            raise _Refused(
+            raise Refused(
                 f"transform {word!r} is not supported; supported: " + ", ".join(_ESP_TRANSFORM_WORDS)
             )
         else:
-            raise _Refused(
-                f"unknown transform {word!r}{_suggest(word, _ALL_TRANSFORM_WORDS)}; "
+            raise Refused(
+                f"unknown transform {word!r}{did_you_mean(word, _ALL_TRANSFORM_WORDS)}; "
                 "a key server does not guess crypto"
             )
         index += 1
     if cipher is None:
-        raise _Refused("no ESP cipher in the transform set (esp-3des, esp-aes or esp-gcm)")
+        raise Refused("no ESP cipher in the transform set (esp-3des, esp-aes or esp-gcm)")
     if cipher == "esp-3des" and key_bits is not None:
-        raise _Refused("esp-3des takes no key size")
+        raise Refused("esp-3des takes no key size")
     if cipher == "esp-gcm" and integrity is not None:
-        raise _Refused("esp-gcm carries its own integrity; drop " + integrity)
+        raise Refused("esp-gcm carries its own integrity; drop " + integrity)
     if cipher != "esp-gcm" and integrity is None:
-        raise _Refused(f"{cipher} needs an integrity transform ({', '.join(_ESP_INTEGRITY_WORDS)})")
+        raise Refused(f"{cipher} needs an integrity transform ({', '.join(_ESP_INTEGRITY_WORDS)})")
     if key_bits not in (None, 128, 192, 256):
-        raise _Refused(f"{cipher} {key_bits} is not supported (128, 192 or 256)")
+        raise Refused(f"{cipher} {key_bits} is not supported (128, 192 or 256)")
     # TekTransform values are the canonical IOS spelling: the key size only when it is not 128.
     size = [str(key_bits)] if key_bits not in (None, 128) else []
     return TekTransform(" ".join([cipher, *size, *([integrity] if integrity else [])]))
-
-
-def _acl_address(words: list[str], index: int) -> tuple[str, int]:
-    """One ACL address at ``words[index]``: ``any`` | ``host A`` | ``A wildcard``.  Returns (cidr, next)."""
-    if index >= len(words):
-        raise ConfigError("ACL entry ends before its addresses")
-    word = words[index].lower()
-    if word == "any":
-        return "0.0.0.0/0", index + 1
-    if word == "host":
-        if index + 1 >= len(words):
-            raise ConfigError("`host` needs an address")
-        return f"{parse_ipv4(words[index + 1])}/32", index + 2
-    if index + 1 >= len(words):
-        raise ConfigError(f"address {words[index]} needs a wildcard mask (or use `host {words[index]}`)")
-    address = parse_ipv4(words[index])
-    wildcard = parse_ipv4(words[index + 1], what="wildcard")
-    try:
-        net = ipaddress.IPv4Network(f"{address}/{wildcard}", strict=False)
-    except ValueError:
-        raise _Refused(f"wildcard {wildcard} is not contiguous; xfrm selectors need a prefix") from None
-    return str(net), index + 2
-
-
-def parse_acl_entry(words: list[str]) -> TrafficSelector:
-    """``permit gre any any`` (words, optional leading sequence number) -> :class:`TrafficSelector`."""
-    if words and _is_number(words[0]):
-        words = words[1:]
-    if not words:
-        raise ConfigError("empty ACL entry")
-    action = words[0].lower()
-    if action == "deny":
-        raise _Refused("deny entries are not supported: GDOI policy here is a list of what to encrypt")
-    if action != "permit":
-        raise ConfigError(f"ACL entries start with permit, not {words[0]!r}")
-    if len(words) < 2:
-        raise ConfigError("`permit` needs a protocol")
-    proto_word = words[1].lower()
-    if _is_number(proto_word):
-        protocol = _int(proto_word, "protocol", 0, 255)
-    elif proto_word in PROTOCOL_NUMBERS:
-        protocol = PROTOCOL_NUMBERS[proto_word]
-    else:
-        raise _Refused(
-            f"protocol {words[1]!r} is not supported{_suggest(proto_word, list(PROTOCOL_NUMBERS))}"
-        )
-    source, index = _acl_address(words, 2)
-    destination, index = _acl_address(words, index)
-    if index != len(words):
-        raise _Refused(f"ACL qualifiers {' '.join(words[index:])!r} are not supported (ports, log, ...)")
-    return TrafficSelector(protocol=protocol, source=source, destination=destination)
-
-
-def _is_standard_acl_number(word: str) -> bool:
-    """IOS numbers standard IP access lists 1-99 and 1300-1999."""
-    return word.isascii() and word.isdigit() and (1 <= int(word) <= 99 or 1300 <= int(word) <= 1999)
-
-
-def parse_standard_entry(words: list[str]) -> AddressRule:
-    """``permit|deny any | host A | A [wildcard]`` (a standard access-list line) -> :class:`AddressRule`."""
-    if not words or words[0].lower() not in ("permit", "deny"):
-        raise ConfigError("standard access-list entries are `permit|deny any|host A|A [wildcard]`")
-    permit = words[0].lower() == "permit"
-    rest = [w.lower() for w in words[1:]]
-    if "log" in rest or (rest[:1] == ["any"] and len(rest) > 1):
-        raise _Refused(f"standard access-list qualifiers {' '.join(words[1:])!r} are not supported (log, ...)")
-    if rest == ["any"]:
-        return AddressRule(permit)
-    if len(rest) == 2 and rest[0] == "host":
-        return AddressRule(permit, parse_ipv4(rest[1]), "0.0.0.0")
-    if len(rest) in (1, 2) and rest[0] != "host":
-        wildcard = parse_ipv4(rest[1], what="wildcard") if len(rest) == 2 else "0.0.0.0"
-        return AddressRule(permit, parse_ipv4(rest[0]), wildcard)
-    raise _Refused(f"standard access-list qualifiers {' '.join(words[1:])!r} are not supported (log, ...)")
 
 
 # --- The parser -----------------------------------------------------------------------------------
@@ -374,7 +268,7 @@ class _Parser:
                 else:
                     self._finish_stanza()
                     self._top_line(words, number, stripped)
-            except _Refused as exc:
+            except Refused as exc:
                 self.report.refuse(number, stripped, exc.message)
             except _Ignored as exc:
                 self.report.ignore(number, stripped, str(exc))
@@ -428,8 +322,8 @@ class _Parser:
             self.acl = self.ios.acls.setdefault(words[3], _Acl(words[3], number, standard=True))
             self._start(self._standard_acl_line, crypto=True)
         elif lowered[:2] == ["ip", "access-list"]:
-            raise _Refused("only extended and standard access lists are supported (ip access-list extended NAME)")
-        elif lowered[0] == "access-list" and len(words) >= 3 and _is_standard_acl_number(words[1]):
+            raise Refused("only extended and standard access lists are supported (ip access-list extended NAME)")
+        elif lowered[0] == "access-list" and len(words) >= 3 and is_standard_acl_number(words[1]):
             self.acl = self.ios.acls.setdefault(words[1], _Acl(words[1], number, standard=True))
             self._standard_acl_line(words[2:], number, text)
             self.acl = None
@@ -455,7 +349,7 @@ class _Parser:
         if lowered[1:4] == ["key", "generate", "rsa"]:
             self._rsa_key(words, lowered)
         elif head == ["isakmp", "policy"]:
-            self.policy_priority = _int(
+            self.policy_priority = number_in_range(
                 words[3] if len(words) > 3 else "", "ISAKMP policy priority", 1, 10000
             )
             self.policy_fields = {"line": number}
@@ -468,7 +362,7 @@ class _Parser:
             name = words[3]
             try:
                 transform: TekTransform | None = transform_from_words(words[4:])
-            except _Refused:
+            except Refused:
                 self.ios.transform_sets[name] = _TransformSet(name, number, None)
                 self._start(self._transform_set_line, crypto=True)
                 raise
@@ -481,7 +375,7 @@ class _Parser:
             self._global_sa_line(words, lowered)
         elif head == ["gdoi", "group"] and len(words) >= 4:
             if lowered[3] == "ipv6":
-                raise _Refused("IPv6 GDOI groups are not supported")
+                raise Refused("IPv6 GDOI groups are not supported")
             self.group = self.ios.groups.setdefault(words[3], _GdoiGroup(words[3], number))
             self._start(self._gdoi_line, crypto=True)
         elif lowered[1] == "map" and len(words) >= 4:
@@ -494,7 +388,7 @@ class _Parser:
 
     def _rsa_key(self, words: list[str], lowered: list[str]) -> None:
         if "label" not in lowered:
-            raise _Refused("name the key with `label L`; the KS signs rekeys with a labelled key")
+            raise Refused("name the key with `label L`; the KS signs rekeys with a labelled key")
         label = words[lowered.index("label") + 1] if lowered.index("label") + 1 < len(words) else ""
         if not label:
             raise ConfigError("`label` needs a name")
@@ -502,9 +396,9 @@ class _Parser:
         modulus = 2048
         if "modulus" in lowered:
             position = lowered.index("modulus") + 1
-            modulus = _int(words[position] if position < len(words) else "", "RSA modulus")
+            modulus = number_in_range(words[position] if position < len(words) else "", "RSA modulus")
             if not RSA_MODULUS_MIN <= modulus <= RSA_MODULUS_MAX:
-                raise _Refused(f"RSA modulus {modulus} is outside {RSA_MODULUS_MIN}..{RSA_MODULUS_MAX}")
+                raise Refused(f"RSA modulus {modulus} is outside {RSA_MODULUS_MIN}..{RSA_MODULUS_MAX}")
         extra = set(lowered[4:]) - {
             "general-keys",
             "label",
@@ -514,29 +408,29 @@ class _Parser:
             str(modulus),
         }
         if extra:
-            raise _Refused(f"options {' '.join(sorted(extra))} are not supported")
+            raise Refused(f"options {' '.join(sorted(extra))} are not supported")
         self.ios.rsa_moduli[label] = modulus
 
     def _isakmp_key(self, words: list[str], lowered: list[str]) -> None:
         rest = words[3:]
         if rest and rest[0] in ("0", "6", "7"):
             if rest[0] != "0":
-                raise _Refused(f"encrypted key type {rest[0]} cannot be read; write the key as `0 KEY`")
+                raise Refused(f"encrypted key type {rest[0]} cannot be read; write the key as `0 KEY`")
             rest = rest[1:]
         if len(rest) < 3 or rest[1].lower() != "address":
             raise ConfigError("expected `crypto isakmp key [0] KEY address A`")
         key, address = rest[0], rest[2]
         mask = rest[3] if len(rest) > 3 else "255.255.255.255"
         if len(rest) > 4 or mask != "255.255.255.255":
-            raise _Refused("keys for a subnet or with options are not supported; one key per peer address")
+            raise Refused("keys for a subnet or with options are not supported; one key per peer address")
         peer = parse_ipv4(address)
         if peer == "0.0.0.0":
-            raise _Refused("a wildcard pre-shared key (address 0.0.0.0) is not supported; list each peer")
+            raise Refused("a wildcard pre-shared key (address 0.0.0.0) is not supported; list each peer")
         self.ios.psk_by_peer[peer] = key.encode()
 
     def _global_sa_line(self, words: list[str], lowered: list[str]) -> None:
         if lowered[3:5] == ["lifetime", "seconds"] and len(words) == 6:
-            self.ios.global_tek_lifetime_s = _int(words[5], "SA lifetime", 120, 86400 * 7)
+            self.ios.global_tek_lifetime_s = number_in_range(words[5], "SA lifetime", 120, 86400 * 7)
         elif lowered[3:4] == ["lifetime"]:
             raise _Ignored("only lifetimes in seconds are used for group SAs")
         else:
@@ -547,9 +441,9 @@ class _Parser:
         if lowered[3] == "local-address" and len(words) >= 5:
             self.ios.map_local_interface[name] = normalise_interface(" ".join(words[4:]))
             return
-        if len(words) >= 5 and _is_number(words[3]):
+        if len(words) >= 5 and is_number(words[3]):
             if lowered[4] != "gdoi":
-                raise _Refused(
+                raise Refused(
                     f"crypto map entries of type {words[4]!r} are not GDOI; only `gdoi` is supported"
                 )
             if lowered[5:] == ["fail-close"]:
@@ -557,7 +451,7 @@ class _Parser:
                 self._start(self._fail_close_line, crypto=True)
                 return
             if len(words) > 5:
-                raise _Refused("only `crypto map M N gdoi` and `crypto map M N gdoi fail-close` are supported")
+                raise Refused("only `crypto map M N gdoi` and `crypto map M N gdoi fail-close` are supported")
             self.crypto_map = name
             self.ios.map_groups.setdefault(name, [])
             self._start(self._crypto_map_line, crypto=True)
@@ -572,7 +466,7 @@ class _Parser:
         value = lowered[1:]
         if key == "authentication":
             if value != ["pre-share"]:
-                raise _Refused("only `authentication pre-share` is supported")
+                raise Refused("only `authentication pre-share` is supported")
         elif key == "encryption":
             table = {
                 ("aes",): Phase1Cipher.AES_CBC_128,
@@ -581,21 +475,21 @@ class _Parser:
                 ("3des",): Phase1Cipher.TRIPLE_DES,
             }
             if tuple(value) not in table:
-                raise _Refused(f"encryption {' '.join(value)} is not supported (aes, aes 256, 3des)")
+                raise Refused(f"encryption {' '.join(value)} is not supported (aes, aes 256, 3des)")
             self.policy_fields["cipher"] = table[tuple(value)]
         elif key == "hash":
             hashes = {"sha256": Phase1Hash.SHA256, "sha": Phase1Hash.SHA1, "md5": Phase1Hash.MD5}
             if len(value) != 1 or value[0] not in hashes:
-                raise _Refused(f"hash {' '.join(value)} is not supported (sha256, sha, md5)")
+                raise Refused(f"hash {' '.join(value)} is not supported (sha256, sha, md5)")
             self.policy_fields["hash"] = hashes[value[0]]
         elif key == "group":
-            if len(value) != 1 or not _is_number(value[0]) or int(value[0]) not in {g.value for g in DhGroup}:
-                raise _Refused(f"DH group {' '.join(value)} is not supported (2, 14, 19)")
+            if len(value) != 1 or not is_number(value[0]) or int(value[0]) not in {g.value for g in DhGroup}:
+                raise Refused(f"DH group {' '.join(value)} is not supported (2, 14, 19)")
             self.policy_fields["group"] = DhGroup(int(value[0]))
         elif key == "lifetime":
-            self.policy_fields["lifetime_s"] = _int(value[0] if value else "", "ISAKMP lifetime", 60, 86400)
+            self.policy_fields["lifetime_s"] = number_in_range(value[0] if value else "", "ISAKMP lifetime", 60, 86400)
         else:
-            raise _Refused("unsupported ISAKMP policy option")
+            raise Refused("unsupported ISAKMP policy option")
 
     def _store_isakmp_policy(self) -> None:
         fields = dict(self.policy_fields)
@@ -608,33 +502,33 @@ class _Parser:
     def _transform_set_line(self, words: list[str], number: int, text: str) -> None:
         if words[0].lower() == "mode":
             raise _Ignored("group SAs are installed in transport mode over GRE whatever the mode says")
-        raise _Refused("unsupported transform-set option")
+        raise Refused("unsupported transform-set option")
 
     def _profile_line(self, words: list[str], number: int, text: str) -> None:
         assert self.profile is not None
         lowered = [w.lower() for w in words]
         if lowered[:2] == ["set", "transform-set"] and len(words) >= 3:
             if len(words) > 3:
-                raise _Refused("only one transform set per GDOI profile is supported")
+                raise Refused("only one transform set per GDOI profile is supported")
             self.profile.transform_set = words[2]
             self.profile.transform_set_line = number
         elif lowered[:4] == ["set", "security-association", "lifetime", "seconds"] and len(words) == 5:
-            self.profile.lifetime_s = _int(words[4], "SA lifetime", 120, 86400 * 7)
+            self.profile.lifetime_s = number_in_range(words[4], "SA lifetime", 120, 86400 * 7)
         elif lowered[:2] == ["set", "pfs"]:
             raise _Ignored("GDOI TEKs have no PFS: the KS generates every key")
         elif lowered[:2] == ["set", "security-association"]:
             raise _Ignored("only lifetimes in seconds are used for group SAs")
         else:
-            raise _Refused("unsupported IPsec profile option")
+            raise Refused("unsupported IPsec profile option")
 
     def _gdoi_line(self, words: list[str], number: int, text: str) -> None:
         group = self.group
         assert group is not None
         lowered = [w.lower() for w in words]
         if lowered[:2] == ["identity", "number"] and len(words) == 3:
-            group.identity = _int(words[2], "group identity")
+            group.identity = number_in_range(words[2], "group identity")
         elif lowered[0] == "identity":
-            raise _Refused("only `identity number N` is supported")
+            raise Refused("only `identity number N` is supported")
         elif lowered == ["server", "local"]:
             group.server_local_line = number
             self.in_server_local = True
@@ -644,11 +538,11 @@ class _Parser:
                 group.servers.append(address)
             self.in_server_local = False
         elif lowered[0] == "server":
-            raise _Refused("only `server local` and `server address ipv4 A` are supported")
+            raise Refused("only `server local` and `server address ipv4 A` are supported")
         elif lowered[0] == "client":
             raise _Ignored("GM client options have no counterpart here")
         elif not self.in_server_local:
-            raise _Refused("unsupported GDOI group option")
+            raise Refused("unsupported GDOI group option")
         else:
             self._server_local_line(group, words, lowered, number)
 
@@ -657,7 +551,7 @@ class _Parser:
     ) -> None:
         if lowered[:2] == ["rekey", "transport"] and len(words) == 3:
             if lowered[2] not in ("unicast", "multicast"):
-                raise _Refused(f"rekey transport {words[2]!r} is not supported (unicast, multicast)")
+                raise Refused(f"rekey transport {words[2]!r} is not supported (unicast, multicast)")
             group.rekey_transport = RekeyTransport(lowered[2])
         elif lowered[:3] == ["rekey", "address", "ipv4"] and len(words) == 4:
             group.rekey_address_acl = (words[3], number)
@@ -665,11 +559,11 @@ class _Parser:
             group.rsa_label = check_rsa_key_label(words[4])
         elif lowered[:2] == ["rekey", "retransmit"] and len(words) == 5 and lowered[3] == "number":
             group.retransmit = (
-                _int(words[2], "retransmit interval", 1, 3600),
-                _int(words[4], "retransmit count", 0, 10),
+                number_in_range(words[2], "retransmit interval", 1, 3600),
+                number_in_range(words[4], "retransmit count", 0, 10),
             )
         elif lowered[:3] == ["rekey", "lifetime", "seconds"] and len(words) == 4:
-            group.kek_lifetime_s = _int(words[3], "KEK lifetime", 300, 86400 * 7)
+            group.kek_lifetime_s = number_in_range(words[3], "KEK lifetime", 300, 86400 * 7)
         elif lowered[:2] == ["rekey", "algorithm"]:
             table = {
                 ("3des",): Phase1Cipher.TRIPLE_DES,
@@ -678,16 +572,16 @@ class _Parser:
                 ("aes", "256"): Phase1Cipher.AES_CBC_256,
             }
             if tuple(lowered[2:]) not in table:
-                raise _Refused(
+                raise Refused(
                     f"rekey algorithm {' '.join(words[2:])} is not supported (3des, aes 128, aes 256)"
                 )
             group.kek_cipher = table[tuple(lowered[2:])]
         elif lowered[:3] == ["authorization", "address", "ipv4"] and len(words) == 4:
             group.authorization_acl = (words[3], number)
         elif lowered[:2] == ["sa", "ipsec"] and len(words) == 3:
-            sa_number = _int(words[2], "sa ipsec number", 1, 65535)
+            sa_number = number_in_range(words[2], "sa ipsec number", 1, 65535)
             if group.sa_number is not None and group.sa_number != sa_number:
-                raise _Refused("only one `sa ipsec` per group is supported")
+                raise Refused("only one `sa ipsec` per group is supported")
             group.sa_number = sa_number
             group.sa_line = number
         elif lowered[0] in ("profile", "match", "replay") and group.sa_number is None:
@@ -697,7 +591,7 @@ class _Parser:
         elif lowered[:3] == ["match", "address", "ipv4"] and len(words) == 4:
             group.acl = (words[3], number)
         elif lowered[:3] == ["replay", "time", "window-size"] and len(words) == 4:
-            group.replay_window_s = _int(words[3], "replay window", 1, 3600)
+            group.replay_window_s = number_in_range(words[3], "replay window", 1, 3600)
         elif lowered[:2] == ["replay", "counter"]:
             raise _Ignored(
                 "counter-based anti-replay cannot work with many senders on one SPI; "
@@ -706,7 +600,7 @@ class _Parser:
         elif lowered[:2] == ["address", "ipv4"] and len(words) == 3:
             group.ks_address = parse_ipv4(words[2], what="key server address")
         else:
-            raise _Refused("unsupported key server option")
+            raise Refused("unsupported key server option")
 
     def _crypto_map_line(self, words: list[str], number: int, text: str) -> None:
         assert self.crypto_map is not None
@@ -714,7 +608,7 @@ class _Parser:
         if lowered[:2] == ["set", "group"] and len(words) == 3:
             self.ios.map_groups[self.crypto_map].append((words[2], number))
         else:
-            raise _Refused("unsupported GDOI crypto map option (only `set group G`)")
+            raise Refused("unsupported GDOI crypto map option (only `set group G`)")
 
     def _fail_close_line(self, words: list[str], number: int, text: str) -> None:
         assert self.fail_close is not None
@@ -724,11 +618,11 @@ class _Parser:
         elif lowered == ["activate"]:
             self.fail_close.activated = True
         else:
-            raise _Refused("unsupported fail-close option (only `match address ACL` and `activate`)")
+            raise Refused("unsupported fail-close option (only `match address ACL` and `activate`)")
 
     def _acl_line(self, words: list[str], number: int, text: str) -> None:
         assert self.acl is not None
-        body = words[1:] if words and _is_number(words[0]) else words
+        body = words[1:] if words and is_number(words[0]) else words
         if body and body[0].lower() == "remark":
             return
         if body and body[0].lower() == "deny":
@@ -736,7 +630,7 @@ class _Parser:
             return
         try:
             self.acl.selectors.append(parse_acl_entry(words))
-        except _Refused:
+        except Refused:
             self.acl.refused = True
             raise
 

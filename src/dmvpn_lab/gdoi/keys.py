@@ -19,8 +19,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dmvpn_lab.gdoi.config import RSA_KEY_LABEL, RSA_MODULUS_MAX, RSA_MODULUS_MIN
-from dmvpn_lab.gdoi.model import GroupPolicy
+from dmvpn_lab.gdoi.config_model import GroupPolicy
+from dmvpn_lab.gdoi.config_values import RSA_KEY_LABEL, RSA_MODULUS_MAX, RSA_MODULUS_MIN
 
 
 class SigningKeyError(Exception):

@@ -69,6 +69,7 @@ from .codec import (
     decode_payloads,
     encode_payloads,
 )
+from .config_model import GroupPolicy, KeyServerConfig
 from .constants import (
     GENERIC_HEADER_LEN,
     ISAKMP_HEADER_LEN,
@@ -90,27 +91,9 @@ from .crypto import (
     rsa_sign,
 )
 from .engine import Deadlines, Engine, Reject, one
+from .events import MemberDropped, MemberRegistered, Phase1Established, RekeySent
 from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
-from .model import (
-    MAX_HALF_OPEN_LIMIT,
-    GroupPolicy,
-    IsakmpSaInfo,
-    KekInfo,
-    KeyServerConfig,
-    KsGroupStatus,
-    KsStatus,
-    MemberDropped,
-    MemberInfo,
-    MemberRegistered,
-    Phase1Cipher,
-    Phase1Established,
-    Phase1Hash,
-    RegistrationStats,
-    RekeySent,
-    RekeyTransport,
-    TekInfo,
-    TekTransform,
-)
+from .model import MAX_HALF_OPEN_LIMIT, Phase1Cipher, Phase1Hash, RekeyTransport, TekTransform
 from .phase1 import (
     NONCE_LEN,
     IkeSa,
@@ -123,6 +106,7 @@ from .phase1 import (
     read_offer,
 )
 from .pull import PullResponder, PullState, read_request
+from .status import IsakmpSaInfo, KekInfo, KsGroupStatus, KsStatus, MemberInfo, RegistrationStats, TekInfo
 
 HALF_OPEN_TIMEOUT_S = 30.0  # a registration not finished within this is forgotten
 FINISHED_PULL_KEEP_S = 30.0  # answer retransmitted HASH(3) with the same message 4 this long

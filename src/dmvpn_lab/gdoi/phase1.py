@@ -67,6 +67,7 @@ from .codec import (
     encode_payloads,
     tlv_int,
 )
+from .config_model import IsakmpPolicy
 from .constants import (
     GENERIC_HEADER_LEN,
     ISAKMP_HEADER_LEN,
@@ -100,7 +101,7 @@ from .crypto import (
     phase2_iv,
     prf,
 )
-from .model import DhGroup, IsakmpPolicy, Phase1Cipher, Phase1Hash
+from .model import DhGroup, Phase1Cipher, Phase1Hash
 from .statemachine import StateMachine
 
 NONCE_LEN = 32  # RFC 2409 section 5: nonces of 8 to 256 bytes

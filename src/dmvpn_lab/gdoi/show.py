@@ -4,8 +4,8 @@ Why: the lab is checked against IOS documentation, so a trainee should see the s
 names as on a router (``show crypto gdoi``, ``show crypto isakmp sa``, ``show crypto ipsec sa``), while
 tests and tooling read the JSON twin of each command, never the text (as FRR topotests do).
 
-The daemons send a *view* over their control socket: the engine's :class:`~dmvpn_lab.gdoi.model.GmStatus`
-or :class:`~dmvpn_lab.gdoi.model.KsStatus`, the engine clock at the snapshot (status times are on that
+The daemons send a *view* over their control socket: the engine's :class:`~dmvpn_lab.gdoi.status.GmStatus`
+or :class:`~dmvpn_lab.gdoi.status.KsStatus`, the engine clock at the snapshot (status times are on that
 clock), display-only facts from the config (interface, crypto map), and the kernel's per-SPI counters.
 :func:`view_to_json` / :func:`view_from_json` carry a view through JSON losslessly; each ``format_*``
 function renders text and each ``*_json`` function the stable dict of the same command.
@@ -25,21 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmvpn_lab.gdoi.config_model import GroupPolicy
 from dmvpn_lab.gdoi.constants import EspTransformId
 from dmvpn_lab.gdoi.groupsa import TRANSFORMS
-from dmvpn_lab.gdoi.model import (
-    GDOI_PORT,
-    GmStatus,
-    GroupPolicy,
-    KekInfo,
-    KsGroupStatus,
-    KsStatus,
-    Phase1Cipher,
-    RekeyTransport,
-    TekInfo,
-    TekTransform,
-    TrafficSelector,
-)
+from dmvpn_lab.gdoi.model import GDOI_PORT, Phase1Cipher, RekeyTransport, TekTransform, TrafficSelector
+from dmvpn_lab.gdoi.status import GmStatus, KekInfo, KsGroupStatus, KsStatus, TekInfo
 from dmvpn_lab.gdoi.xfrm import SpiCounters
 
 # --- Views ----------------------------------------------------------------------------------------

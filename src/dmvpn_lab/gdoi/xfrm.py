@@ -30,25 +30,23 @@ Implementation: iproute2 ``ip xfrm`` commands.  pyroute2 has no API for xfrm sta
 some policy and monitor plumbing, so we use one well-known tool for everything.  Every command goes
 through a single runner function (:func:`run_ip`), which feeds it on stdin with ``ip -batch -`` so key
 material never appears in a process's command line (``/proc/<pid>/cmdline`` is world-readable).  Tests
-replace the runner and check the exact commands.  Two :class:`MonitorWatcher` read the kernel's events:
-``ip -o xfrm monitor acquire`` (:func:`parse_acquire`) and ``ip -o monitor neigh``
-(:func:`parse_nhrp_binding`).
+replace the runner and check the exact commands.  What the kernel reports back (ACQUIREs, NHRP's
+neighbour bindings) is read in :mod:`~dmvpn_lab.gdoi.kernel_events`, which changes nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ipaddress
 import re
 import subprocess
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from dmvpn_lab.gdoi.constants import AuthAlgorithm, EspTransformId
+from dmvpn_lab.gdoi.events import TekSA
 from dmvpn_lab.gdoi.groupsa import TRANSFORMS
-from dmvpn_lab.gdoi.model import GDOI_PORT, TekSA, TrafficSelector
+from dmvpn_lab.gdoi.kernel_events import Acquire
+from dmvpn_lab.gdoi.model import GDOI_PORT, TrafficSelector
 
 Runner = Callable[[Sequence[str]], str]
 
@@ -241,72 +239,6 @@ def state_add(sa: TekSA, *, src: str, dst: str, hard_lifetime_s: int, inbound: b
 
 def state_delete(*, src: str, dst: str, spi: int) -> list[str]:
     return ["xfrm", "state", "delete", "src", src, "dst", dst, "proto", "esp", "spi", spi_text(spi)]
-
-
-# --- ACQUIRE --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Acquire:
-    """The kernel asks for an outbound state: a packet from ``src`` to ``dst`` matched a policy."""
-
-    src: str
-    dst: str
-    protocol: str | None
-
-
-_ACQUIRE = re.compile(
-    r"\bsel\s+src\s+(?P<src>[0-9.]+)(?:/\d+)?\s+dst\s+(?P<dst>[0-9.]+)(?:/\d+)?(?:\s+proto\s+(?P<proto>\S+))?"
-)
-
-
-def parse_acquire(line: str) -> Acquire | None:
-    """One line of ``ip -o xfrm monitor acquire``; None for anything that is not an IPv4 acquire."""
-    if "acquire" not in line:
-        return None
-    match = _ACQUIRE.search(line.replace("\\", " "))
-    if match is None:
-        return None
-    try:
-        src = str(ipaddress.IPv4Address(match["src"]))
-        dst = str(ipaddress.IPv4Address(match["dst"]))
-    except ValueError:
-        return None
-    return Acquire(src=src, dst=dst, protocol=match["proto"])
-
-
-# --- NHRP bindings --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NhrpBinding:
-    """nhrpd bound tunnel address ``protocol`` to NBMA address ``nbma`` on ``device``.
-
-    A multipoint GRE tunnel's neighbour table is where nhrpd tells the kernel where to send: its
-    link-layer addresses are IPv4 NBMA addresses, which no Ethernet neighbour has.
-    """
-
-    protocol: str
-    device: str
-    nbma: str
-
-
-_NEIGHBOUR = re.compile(r"^(?P<protocol>[0-9.]+) dev (?P<device>\S+) lladdr (?P<lladdr>\S+)(?P<rest>.*)$")
-# A binding being looked up or given up holds no usable NBMA address.
-_NOT_BOUND = {"INCOMPLETE", "FAILED"}
-
-
-def parse_nhrp_binding(line: str) -> NhrpBinding | None:
-    """One line of ``ip -o monitor neigh`` (or ``ip neigh show``); None unless it binds an IPv4 NBMA."""
-    match = _NEIGHBOUR.match(line.strip())
-    if match is None or _NOT_BOUND & set(match["rest"].split()):
-        return None
-    try:
-        protocol = ipaddress.IPv4Address(match["protocol"])
-        nbma = ipaddress.IPv4Address(match["lladdr"])  # a MAC address is no IPv4 address: not a tunnel
-    except ValueError:
-        return None
-    return NhrpBinding(protocol=str(protocol), device=match["device"], nbma=str(nbma))
 
 
 # --- Counters -------------------------------------------------------------------------------------
@@ -579,55 +511,3 @@ class XfrmApplier:
         text = self._run(["-s", "xfrm", "state", "list"])
         found = parse_state_counters(text, self.xfrm_address)
         return {spi: found.get(spi, SpiCounters(spi=spi)) for spi in self._teks}
-
-
-# --- Watching the kernel --------------------------------------------------------------------------
-
-EventT = TypeVar("EventT")
-
-ACQUIRE_MONITOR = ("ip", "-o", "xfrm", "monitor", "acquire")
-NEIGHBOUR_MONITOR = ("ip", "-o", "monitor", "neigh")
-
-
-class MonitorWatcher(Generic[EventT]):
-    """Runs an iproute2 ``monitor`` command and hands each line that ``parse`` understands to a callback."""
-
-    def __init__(
-        self,
-        command: Sequence[str],
-        parse: Callable[[str], EventT | None],
-        on_event: Callable[[EventT], Awaitable[None] | None],
-    ) -> None:
-        self._command = list(command)
-        self._parse = parse
-        self._on_event = on_event
-        self._process: asyncio.subprocess.Process | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *self._command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        while True:
-            raw = await self._process.stdout.readline()
-            if not raw:
-                return
-            event = self._parse(raw.decode(errors="replace"))
-            if event is not None:
-                result = self._on_event(event)
-                if result is not None:
-                    await result
-
-    async def stop(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            with contextlib.suppress(ProcessLookupError):
-                await self._process.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

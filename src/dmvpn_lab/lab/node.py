@@ -139,7 +139,7 @@ class NodeShell:
         reaches directly in the netns runtime, and the waits poll it often, where a Python interpreter
         per poll would cost about a second under the sandbox kernel.  Same request, same rendering."""
         from dmvpn_lab.gdoi import show
-        from dmvpn_lab.gdoi.daemon import NoDaemonError, control_request
+        from dmvpn_lab.gdoi.control import NoDaemonError, control_request
 
         self._known(node)
         argv = ["gdoi", "show", *words, *(["--json"] if json_output else [])]
