@@ -1,4 +1,4 @@
-"""Bring-up time to convergence and memory per node of a lab (issue 3's numbers).
+"""Bring-up time to convergence and memory per node of a lab.
 
     python bench/lab_footprint.py [--topology topologies/dmvpn-gdoi]
 

@@ -1,4 +1,4 @@
-"""A real ``gdoi ks`` flooded with Main Mode message 1s forged from a member's address (issue 13).
+"""A real ``gdoi ks`` flooded with Main Mode message 1s forged from a member's address.
 
 Only loopback addresses of 127.0.13.0/24 (apart from the other integration tests' 127.0.0.x), a bounded
 number of datagrams sent within a bounded time, and a flood that stops by itself.  The forged datagrams

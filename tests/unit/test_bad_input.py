@@ -1,6 +1,6 @@
 """Bad input to the ``gdoi`` command and daemons: one clear line and a non-zero exit, never a traceback or a hang.
 
-Each case is one found by the probe in issue 13 (item 6), plus item 5's keylog, log and ACK rules.
+Each case is bad input once seen to crash or hang a daemon, plus the keylog, rejection-log and ACK rules.
 """
 
 from __future__ import annotations

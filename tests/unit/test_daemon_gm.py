@@ -149,7 +149,7 @@ def test_without_fail_close_nothing_is_installed_before_the_first_tek(tmp_path: 
 
 
 def test_a_tek_the_key_server_deletes_leaves_the_kernel_at_once(tmp_path: Path) -> None:
-    """Issue 17 item 5: a Delete payload's TekDeleted goes the way of an expired TEK (remove_tek)."""
+    """A Delete payload's TekDeleted goes the way of an expired TEK (remove_tek)."""
     journal: list[str] = []
 
     def script(daemon: GmDaemon, engine: ScriptedGm) -> None:
@@ -237,7 +237,7 @@ def test_the_gm_joins_the_rekey_group_its_kek_names(tmp_path: Path, monkeypatch:
 def test_the_gm_joins_the_rekey_group_on_the_port_its_kek_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 17 item 7: multicast rekeys go to the SA KEK's destination port, the key server's --port."""
+    """Multicast rekeys go to the SA KEK's destination port, the key server's --port."""
     joined = _record_multicast_joins(monkeypatch)
 
     def script(daemon: GmDaemon, engine: ScriptedGm) -> None:

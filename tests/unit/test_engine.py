@@ -231,7 +231,7 @@ def test_rekey_signed_by_another_key_is_rejected_and_changes_nothing() -> None:
 
 
 def test_push_reannouncing_the_kek_spi_with_another_algorithm_changes_nothing() -> None:
-    """Issue 13 item 4: a push signed by the key server that names the current KEK SPI with another
+    """A push signed by the key server that names the current KEK SPI with another
     algorithm (and a key of that algorithm) is refused as a whole; the member keeps its KEK and
     still accepts the genuine rekeys that follow."""
     net = make_lab(1)

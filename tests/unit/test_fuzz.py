@@ -11,7 +11,7 @@ properties hold the engines to their own rule (docs/engine-api.md) instead:
   that is accepted (it is re-signed with the KS key, so it is a valid push) installs exactly the TEKs
   and KEK its SA and KD announce.
 
-GROUPKEY-PUSH is fuzzed below the encryption (issue 13): the push's plaintext is mutated (payload and
+GROUPKEY-PUSH is fuzzed below the encryption: the push's plaintext is mutated (payload and
 length fields, inserted and removed bytes), then signed with the key server's key and encrypted with
 the KEK, so the member's deep parsing (SA KEK, SA TEK, KD, keys) is reached instead of the decryption
 failing first.  The KEK is learnt the way Wireshark learns it: from the keylog event's IKE key and the
@@ -239,7 +239,7 @@ config_edits = st.lists(
 @fuzz_settings(FUZZ_EXAMPLES // 2)
 @given(st.sampled_from(CONFIG_SEEDS), config_edits, st.booleans())
 def test_config_readers_raise_only_config_errors(seed: str, plan: list[tuple[int, int, str]], checking: bool) -> None:
-    """Issue 13 item 6: any configuration text gives a ConfigError (one located line), never another exception."""
+    """Any configuration text gives a ConfigError (one located line), never another exception."""
     text = seed
     for where, cut, token in plan:
         pos = where % (len(text) + 1)
@@ -516,7 +516,7 @@ def _always_index_error(*_args: object, **_kwargs: object) -> Header:
 def test_an_injected_crash_fails_the_properties(
     monkeypatch: pytest.MonkeyPatch, check: Callable[..., None], strategies: tuple[st.SearchStrategy[object], ...]
 ) -> None:
-    """Issue 16 item 3: an IndexError in the decode path on every datagram makes each property fail.
+    """Control: an IndexError in the decode path on every datagram makes each property fail.
 
     The same checks and strategies as the fuzz tests above, with a few examples and no shrinking.
     """

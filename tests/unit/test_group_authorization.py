@@ -1,4 +1,4 @@
-"""Per-group authorization (IOS ``authorization address ipv4 ACL``): issue 13 item 3.
+"""Per-group authorization (IOS ``authorization address ipv4 ACL``).
 
 With two groups configured, a member with a pre-shared key must get only the keys of a group whose
 authorization list permits its address; every refused GROUPKEY-PULL is counted.

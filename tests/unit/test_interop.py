@@ -1,4 +1,4 @@
-"""Interoperability with other GDOI stacks (issue 17): one test per difference, from hand-made bytes.
+"""Interoperability with other GDOI stacks: one test per difference, from hand-made bytes.
 
 Every alternative a deployed implementation puts on the wire gets its own test vector, written out
 byte by byte here rather than produced by our own encoder, with the RFC section that defines (or
@@ -335,7 +335,7 @@ def test_kek_download_forms_are_told_apart_by_length() -> None:
     key, iv = bytes(range(32)), bytes(range(100, 116))
     # RFC 6407 5.5.2.1: the IV comes first in KEK_ALGORITHM_KEY when the mode needs one (CBC does).
     assert KekKey.from_download(Phase1Cipher.AES_CBC_256, iv + key) == KekKey(Phase1Cipher.AES_CBC_256, key, iv)
-    # The bare key (this project before issue 17): the IV then travels in front of each ciphertext.
+    # The bare key (other stacks, this project's earlier key servers): the IV precedes each ciphertext.
     assert KekKey.from_download(Phase1Cipher.AES_CBC_256, key) == KekKey(Phase1Cipher.AES_CBC_256, key, None)
     # 3DES: 8-byte IV and 24-byte key (the three DES keys in order, parity included, as RFC 3547 has it).
     assert KekKey.from_download(Phase1Cipher.TRIPLE_DES, key).iv == key[:8]
@@ -391,7 +391,7 @@ def _hand_push(
     sent_len = 28 + padded_len + (block if kek.key.iv is None else 0)
     length = {
         "before encryption": 28 + len(signed) + sig_payload_len,  # RFC 6407 / RFC 3547 section 4
-        "as sent": sent_len,  # this project before issue 17
+        "as sent": sent_len,  # older key servers of this project
         "without SIG": 28 + len(signed),
         "wrong": 12345,
     }[signed_length]
@@ -564,7 +564,7 @@ def test_deletes_of_unknown_spis_are_ignored_and_of_another_doi_refused() -> Non
 
 
 def test_a_refused_push_deletes_nothing() -> None:
-    """All or nothing (issue 13 item 4) with deletes: the Delete is fine, the new TEK has no keys."""
+    """All or nothing with deletes: the Delete is fine, the new TEK has no keys."""
     net = _registered()
     gm = net.gm(GM_ADDR)
     (tek,) = gm.status(net.now).teks

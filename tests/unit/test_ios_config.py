@@ -121,7 +121,7 @@ def test_seed_group_member_config_needs_the_local_address_from_the_command_line(
         ("esp-aes 256 esp-sha256-hmac", TekTransform.ESP_AES256_SHA256),
         ("esp-gcm", TekTransform.ESP_GCM128),
         ("esp-gcm 256", TekTransform.ESP_GCM256),
-        # Issue 17 item 6: the other combinations IOS accepts and Linux xfrm runs.
+        # The other combinations IOS accepts and Linux xfrm runs.
         ("esp-3des esp-sha-hmac", TekTransform.ESP_3DES_SHA1),
         ("esp-3des esp-sha512-hmac", TekTransform.ESP_3DES_SHA512),
         ("esp-aes 128 esp-md5-hmac", TekTransform.ESP_AES128_MD5),

@@ -1,4 +1,4 @@
-"""The engines' states (issue 11 item 1): enums changed through one setter that logs each transition."""
+"""The engines' states: enums changed through one setter that logs each transition."""
 
 from __future__ import annotations
 

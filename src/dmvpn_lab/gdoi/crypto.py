@@ -297,8 +297,9 @@ class KekKey:
 
     RFC 6407 section 5.5.2.1: when the cipher mode needs an IV (CBC does), KEK_ALGORITHM_KEY carries
     the IV in front of the key, and each message under that KEK is encrypted with that IV, its
-    ciphertext right after the ISAKMP header.  This is what the key server sends.  Before issue 17 this
-    project sent the bare key and put a fresh IV in front of every ciphertext instead (``iv`` None);
+    ciphertext right after the ISAKMP header.  This is what the key server sends.  Other stacks (and this
+    project's earlier key servers) send the bare key and put a fresh IV in front of every ciphertext
+    instead (``iv`` None);
     members accept both, told apart by the attribute's length for the algorithm.
     """
 

@@ -590,7 +590,7 @@ def _verify_push_signature(kek: _Kek, header: bytes, decoded: tuple[Decoded, ...
     RFC 6407 section 4 (and RFC 3547 section 4 before it) signs "rekey", the header and the payloads
     before SIG of the message before encryption.  Stacks read the header's length field in it
     differently, so each reading is tried: the message before encryption (what the key server here
-    signs), the length as sent (this project before issue 17), the message without its SIG.
+    signs), the length as sent (older key servers of this project), the message without its SIG.
     """
     payloads = b"".join(d.raw for d in decoded[:-1])
     sig = decoded[-1]
