@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import signal
 import subprocess
@@ -149,6 +150,8 @@ def read_packets(pcap: Path, display_filter: str = "ip") -> list[PacketSummary]:
         except pyshark.capture.capture.TSharkCrashException as exc:
             crashed = exc
         loop.close()
+        del cap
+        gc.collect()  # pyshark's finalizer runs now, not inside some later, unrelated code
     if crashed is not None:
         # Seen under the sandbox kernel: tshark's exit status is 255 once pyshark has read every packet.
         # The packets count only if a separate tshark run over the same file agrees on how many.
