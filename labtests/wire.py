@@ -12,6 +12,7 @@ too: a verdict over what happened to be kept proves nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,13 +83,15 @@ def _is_gdoi_between_ks_and_gm(p: PacketSummary, policy: WirePolicy) -> bool:
     if p.ports is None or GDOI_PORT not in p.ports:
         return False
     pair = {p.src, p.dst}
-    return bool(pair & policy.ks_addresses) and bool(pair & (policy.gm_addresses | _multicast(p.dst)))
+    # A multicast rekey (RFC 6407 section 4) goes from the KS to a group address.
+    return bool(pair & policy.ks_addresses) and bool(pair & policy.gm_addresses or _is_multicast(p.dst))
 
 
-def _multicast(address: str) -> set[str]:
-    """A multicast rekey (RFC 6407 section 4) goes from the KS to a group address."""
-    first = address.split(".", 1)[0]
-    return {address} if first.isdigit() and 224 <= int(first) <= 239 else set()
+def _is_multicast(address: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(address).is_multicast
+    except ValueError:
+        return False
 
 
 def judge(packets: Iterable[PacketSummary], policy: WirePolicy, *, dropped: int = 0) -> WireVerdict:

@@ -179,18 +179,20 @@ def per_peer_sa_problems(shell: NodeShell) -> list[str]:
     if not group:
         problems.append("the key server hands out no TEK (is there one?)")
     ks = shell.topology.key_server()
-    for node in [*shell.topology.routers(), *([ks] if ks else [])]:
-        problems += [f"{node.name}: an IKE daemon listens on {where}" for where in ike_listeners(shell, node.name)]
-        states = xfrm_states(shell, node.name)
+    states_of = {
+        node.name: xfrm_states(shell, node.name) for node in [*shell.topology.routers(), *([ks] if ks else [])]
+    }
+    for name, states in states_of.items():
+        problems += [f"{name}: an IKE daemon listens on {where}" for where in ike_listeners(shell, name)]
         foreign = [s for s in states if s.proto != "esp" or s.spi not in group]
         if foreign:
             shown = ", ".join(f"{s.src}->{s.dst} spi 0x{s.spi:x}" for s in foreign[:4])
-            problems.append(f"{node.name}: {len(foreign)} xfrm states with no group SPI ({shown})")
-    if ks is not None and (xfrm_states(shell, ks.name) or xfrm_policy_count(shell, ks.name)):
+            problems.append(f"{name}: {len(foreign)} xfrm states with no group SPI ({shown})")
+    if ks is not None and (states_of[ks.name] or xfrm_policy_count(shell, ks.name)):
         problems.append(f"{ks.name}: the key server holds kernel IPsec state")
     for gm in (r for r in shell.topology.routers() if r.gdoi_role == "gm"):
         own = gm.labels["dmvpn-lab.nbma"]
-        states = xfrm_states(shell, gm.name)
+        states = states_of[gm.name]
         held = {int(t["spi"]) for t in shell.gdoi_json(gm.name, "show", "crypto", "gdoi").get("teks", [])}
         inbound = {s.spi for s in states if s.dst == own and s.src == "0.0.0.0"}
         if not held:

@@ -139,10 +139,9 @@ def runtime_for(topology: Topology, runtime: str) -> Any:
 
 def _next_steps(args: argparse.Namespace, shell: NodeShell) -> str:
     """What to try once the lab is up, with this lab's own node names and addresses."""
-
     topology = shell.topology
     lab = "dmvpn-lab" if args.topology == DEFAULT_TOPOLOGY else f"dmvpn-lab -t {shlex.quote(args.topology)}"
-    spokes = shell.topology.spokes()
+    spokes = topology.spokes()
     steps = [f"{lab} status"]
     if spokes:
         steps.append(f"{lab} show {spokes[0].name} crypto gdoi")

@@ -20,8 +20,8 @@ from typing import IO, Any
 
 from dmvpn_lab.lab.topology import Topology
 
-FRR_DIR = Path("/usr/lib/frr")
-GDOI_SHOW_TIMEOUT_S = 30.0  # where Debian's FRR keeps its daemons, on the host and in an FRR_ROOT
+FRR_DIR = Path("/usr/lib/frr")  # where Debian's FRR keeps its daemons, on the host and in an FRR_ROOT
+GDOI_SHOW_TIMEOUT_S = 30.0
 
 
 class NodeCommandError(RuntimeError):

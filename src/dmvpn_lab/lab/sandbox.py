@@ -198,11 +198,8 @@ def agent_running(lab: str) -> bool:
     pid_file = agent_dir(lab) / "uml.pid"
     if not pid_file.exists():
         return False
-    try:
-        os.kill(int(pid_file.read_text()), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    return (agent_dir(lab) / "ready").exists()
+    pid = pid_file.read_text().strip()
+    return pid.isdigit() and _pid_alive(int(pid)) and (agent_dir(lab) / "ready").exists()
 
 
 def start_agent(lab: str, up_argv: Sequence[str], *, memory: str = DEFAULT_MEMORY, timeout: float = 600) -> int:
