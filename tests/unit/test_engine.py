@@ -520,3 +520,28 @@ def test_deadline_heap_skips_stale_entries_and_stays_small() -> None:
     assert [k for k, _ in gone] == [k for _, k in due] and len(due) >= 2  # earliest first, 3 not among them
     assert all(k not in table for k, _ in gone)
     assert deadlines.next() == min(r.at for r in table.values())
+
+
+def test_wrong_psk_failure_names_the_likely_cause_and_what_to_check() -> None:
+    net = make_lab(1, gm_psk=b"not-cisco")
+    net.run_until(30)
+    fail = net.of_type(GMS[0], RegistrationFailed)[0]
+    assert isinstance(fail, RegistrationFailed)
+    assert "message 5" in fail.reason and "wrong pre-shared key" in fail.reason
+    # what to check, on both sides, with the addresses filled in
+    assert f"crypto isakmp key K address {KS_ADDR}" in fail.reason
+    assert f"crypto isakmp key K address {GMS[0]}" in fail.reason
+
+
+def test_key_server_without_a_key_for_the_member_is_named_as_a_cause_of_silence() -> None:
+    net = make_lab(1, ks_psk_for=[])
+    net.run_until(30)
+    fail = net.of_type(GMS[0], RegistrationFailed)[0]
+    assert isinstance(fail, RegistrationFailed)
+    assert "message 1" in fail.reason and f"no pre-shared key for {GMS[0]}" in fail.reason
+
+
+def test_wildcard_key_on_the_key_server_registers_any_member() -> None:
+    net = make_lab(2, ks_psk_for=["0.0.0.0"])
+    net.run_until(30)
+    assert all(net.of_type(gm, Registered) for gm in GMS[:2])

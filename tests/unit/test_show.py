@@ -184,8 +184,18 @@ def ks_view() -> show.KsView:
     return show.KsView(status=status, now=1300.0, policies=(policy,))
 
 
-def test_gm_show_crypto_gdoi_matches_the_seed_exactly() -> None:
-    assert show.format_gdoi_gm(gm_view()) == SEED_GM_SHOW_CRYPTO_GDOI
+def test_gm_show_crypto_gdoi_matches_the_seed_but_says_the_replay_window_is_not_enforced() -> None:
+    ours = show.format_gdoi_gm(gm_view()).splitlines()
+    seed = SEED_GM_SHOW_CRYPTO_GDOI.splitlines()
+    assert len(ours) == len(seed)
+    differences = [(o, s) for o, s in zip(ours, seed, strict=True) if o != s]
+    # The window reaches every member, but no kernel check uses it: the line must not claim it is active.
+    assert differences == [
+        (
+            "        Anti-Replay(Time Based) : 5 sec interval (not enforced: Linux has no time-based anti-replay)",
+            "        Anti-Replay(Time Based) : 5 sec interval",
+        )
+    ]
 
 
 def test_show_crypto_isakmp_sa_matches_the_seed_on_both_roles() -> None:
@@ -193,15 +203,17 @@ def test_show_crypto_isakmp_sa_matches_the_seed_on_both_roles() -> None:
     assert show.format_isakmp_sa(ks_view()) == SEED_KS_ISAKMP
 
 
-def test_gm_show_crypto_ipsec_sa_matches_the_seed_but_for_transport_mode() -> None:
+def test_gm_show_crypto_ipsec_sa_matches_the_seed_but_for_transport_mode_and_replay() -> None:
     ours = show.format_ipsec_sa(gm_view(remaining=2359)).splitlines()
     seed = SEED_GM_IPSEC_SA.splitlines()
     assert len(ours) == len(seed)
     differences = [(o, s) for o, s in zip(ours, seed, strict=True) if o != s]
-    # Linux installs group SAs in transport mode over GRE; IOS says Tunnel.  Nothing else may differ.
-    assert (
-        differences == [("        in use settings ={Transport, }", "        in use settings ={Tunnel, }")] * 2
-    )
+    # Linux installs group SAs in transport mode over GRE; IOS says Tunnel.  Its states run with
+    # replay-window 0 and no time-based check, so replay detection is N.  Nothing else may differ.
+    assert differences == [
+        ("        in use settings ={Transport, }", "        in use settings ={Tunnel, }"),
+        ("        replay detection support: N", "        replay detection support: Y  replay window size: 5"),
+    ] * 2
 
 
 def test_ks_show_crypto_ipsec_sa_has_no_sas() -> None:
@@ -216,6 +228,8 @@ def test_ks_show_crypto_gdoi_and_members() -> None:
     assert "    Rekey Retransmit Attempts: 2\n" in text
     assert "        spi: 0x42CE20E(70050318)\n" in text
     assert "      access-list  permit gre any any\n" in text
+    assert "    Replay method            : Time Based (not enforced: Linux has no time-based anti-replay)\n" in text
+    assert "    Replay Window Size       : 5\n" in text
     members = show.format_ks_members(ks_view())
     assert "Number of rekeys sent for group GDOI_GROUP : 1" in members
     assert members.count("Group Member ID    : ") == 4
@@ -267,6 +281,7 @@ def test_json_twins_have_stable_keys() -> None:
             "transform": "esp-3des esp-md5-hmac",
             "lifetime_remaining_s": 2400,
             "anti_replay_time_window_s": 5,
+            "anti_replay_enforced": False,
         }
     ]
     assert data["rekey_received_ago_s"] == 1199

@@ -7,9 +7,24 @@ engines and daemons read them); no I/O.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .model import GDOI_PORT, DhGroup, Phase1Cipher, Phase1Hash, RekeyTransport, TekTransform, TrafficSelector
+
+# ``crypto isakmp key K address 0.0.0.0 0.0.0.0`` (IOS's wildcard key) is kept under this address.  No
+# real peer can have it: a daemon refuses to bind the unspecified address (config_values.check_local_address).
+WILDCARD_PEER = "0.0.0.0"
+
+
+def psk_for(psk_by_peer: Mapping[str, bytes], address: str) -> bytes | None:
+    """The pre-shared key for ``address``: its own key if it has one, else the wildcard key, else None.
+
+    Main Mode with pre-shared keys must pick the key by the peer's IP address before it can read the
+    peer's identity (RFC 2409 section 5.4); as on IOS, a key for the exact address wins over the wildcard.
+    """
+    own = psk_by_peer.get(address)
+    return own if own is not None else psk_by_peer.get(WILDCARD_PEER)
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class GroupPolicy:
 class KeyServerConfig:
     local_address: str
     groups: tuple[GroupPolicy, ...]
-    psk_by_peer: dict[str, bytes]  # ``crypto isakmp key 0 cisco address 2.2.2.2``
+    psk_by_peer: dict[str, bytes]  # ``crypto isakmp key 0 cisco address 2.2.2.2``; look up with psk_for
     isakmp_policies: tuple[IsakmpPolicy, ...] = (IsakmpPolicy(),)
     port: int = GDOI_PORT
     max_half_open: int = 1000  # registrations in progress at once before new ones are refused
@@ -94,7 +109,7 @@ class GroupMemberConfig:
     group_name: str
     identity: int
     servers: tuple[str, ...]  # ``server address ipv4 1.1.1.1``, in preference order
-    psk_by_peer: dict[str, bytes]
+    psk_by_peer: dict[str, bytes]  # look up with psk_for (a wildcard key may stand for the server)
     isakmp_policies: tuple[IsakmpPolicy, ...] = (IsakmpPolicy(),)
     server_port: int = GDOI_PORT
     crypto_map: str = "DMVPN"  # only for display

@@ -61,7 +61,7 @@ from .codec import (
     decode_payloads,
     encode_payloads,
 )
-from .config_model import GroupMemberConfig
+from .config_model import GroupMemberConfig, psk_for
 from .constants import (
     ISAKMP_HEADER_LEN,
     KEK_SPI_LEN,
@@ -102,7 +102,7 @@ from .groupsa import (
     read_sa,
 )
 from .model import RekeyTransport
-from .phase1 import IkeSa, MainModeInitiator
+from .phase1 import IkeSa, MainModeInitiator, MainModeState
 from .pull import PullInitiator
 from .statemachine import StateMachine
 from .status import GmStatus, IsakmpSaInfo, KekInfo, TekInfo
@@ -209,7 +209,7 @@ class GroupMember(Engine, StateMachine[GmState]):
                 self._retx_at = now + RETRANSMIT_INTERVAL_S
                 self._out.append((self._last_out, self._server_addr()))
             else:
-                self._fail_registration(now, "no answer from the key server")
+                self._fail_registration(now, self._why_no_answer())
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             self._begin_registration(now)
@@ -308,7 +308,7 @@ class GroupMember(Engine, StateMachine[GmState]):
 
     def _begin_registration(self, now: float) -> None:
         server = self._server()
-        psk = self.config.psk_by_peer.get(server)
+        psk = psk_for(self.config.psk_by_peer, server)
         if psk is None:
             self._events.append(RegistrationFailed(server, f"no pre-shared key configured for {server}"))
             self._next_server(now)
@@ -334,6 +334,33 @@ class GroupMember(Engine, StateMachine[GmState]):
         self._server_idx = (self._server_idx + 1) % len(self.config.servers)
         self._retry_at = now + self.config.registration_retry_s
         self._set_state(GmState.RETRY_WAIT)
+
+    def _why_no_answer(self) -> str:
+        """What the key server's silence most likely means, from the message it left unanswered.
+
+        A key server never answers what it cannot accept (RFC 2409 section 5.4 defines no error reply
+        for a failed HASH, and an unauthenticated notification would be a gift to attackers), so the
+        member has only the stage at which the answers stopped to go on.
+        """
+        server = self._server()
+        local = self.config.local_address
+        p1 = self._p1
+        if p1 is not None and p1.state is MainModeState.WAIT_MSG6:
+            # Messages 5 and 6 are the first encrypted under the key derived from the pre-shared key: a
+            # key server that answered 2 and 4 but not 5 could not decrypt or verify it.
+            return (
+                f"no answer to Main Mode message 5 (IDii, HASH_I): most likely a wrong pre-shared key; "
+                f"check that `crypto isakmp key K address {server}` here holds the same key as the "
+                f"key server's `crypto isakmp key K address {local}`"
+            )
+        if p1 is not None and p1.state is MainModeState.WAIT_MSG2:
+            return (
+                f"no answer to Main Mode message 1: the key server is unreachable or not running on "
+                f"{server} port {self.config.server_port}, or it has no pre-shared key for {local} "
+                f"(its `crypto isakmp key K address {local}`), or none of its ISAKMP policies matches ours"
+            )
+        stage = "Main Mode" if p1 is not None else "GROUPKEY-PULL"
+        return f"no answer from the key server during {stage}"
 
     def _fail_registration(self, now: float, reason: str) -> None:
         server = self._server()

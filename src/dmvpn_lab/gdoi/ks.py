@@ -69,7 +69,7 @@ from .codec import (
     decode_payloads,
     encode_payloads,
 )
-from .config_model import GroupPolicy, KeyServerConfig
+from .config_model import GroupPolicy, KeyServerConfig, psk_for
 from .constants import (
     GENERIC_HEADER_LEN,
     ISAKMP_HEADER_LEN,
@@ -613,7 +613,7 @@ class KeyServer(Engine):
         ip = addr[0]
         if len(data) > MAX_FIRST_MESSAGE_LEN:
             raise Reject("oversized", f"Main Mode message 1 of {len(data)} bytes (at most {MAX_FIRST_MESSAGE_LEN})")
-        psk = self.config.psk_by_peer.get(ip)
+        psk = psk_for(self.config.psk_by_peer, ip)
         if psk is None:
             raise Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
         offer = read_offer(self.config.isakmp_policies, header, data)
@@ -644,7 +644,7 @@ class KeyServer(Engine):
         ip = addr[0]
         if header.encrypted or conflict:
             raise Reject("unknown-peer", "no Main Mode in progress for these cookies")
-        psk = self.config.psk_by_peer.get(ip)
+        psk = psk_for(self.config.psk_by_peer, ip)
         if psk is None:
             raise Reject("no-psk", f"no pre-shared key is configured for {ip}; registration refused")
         bodies = dict(self._offers.candidates(ip))

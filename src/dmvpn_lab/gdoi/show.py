@@ -12,6 +12,12 @@ function renders text and each ``*_json`` function the stable dict of the same c
 
 Values IOS shows but Linux does not have (``in use settings``, ``sibling_flags``, path MTU) are printed
 with fixed plausible values or with what Linux really does (``Transport``), never invented counters.
+
+Where the configuration asks for something the kernel does not do, the output says what is true rather
+than what IOS would print.  ``replay time window-size N`` is one: the window travels to every member and
+is shown, marked ``not enforced``, but Linux has no time-based anti-replay and the group SAs run with
+``replay-window 0`` (many senders share one SPI, so sequence-number replay detection cannot work either),
+so ``show crypto ipsec sa`` says ``replay detection support: N``.
 """
 
 from __future__ import annotations
@@ -235,6 +241,10 @@ def _kek_json(kek: KekInfo | None) -> dict[str, Any] | None:
     }
 
 
+# The kernel checks no packet against the time-based window (see the module docstring).
+REPLAY_NOT_ENFORCED = "not enforced: Linux has no time-based anti-replay"
+
+
 def _tek_json(tek: TekInfo) -> dict[str, Any]:
     return {
         "spi": tek.spi,
@@ -242,6 +252,7 @@ def _tek_json(tek: TekInfo) -> dict[str, Any]:
         "transform": tek.transform.value,
         "lifetime_remaining_s": tek.lifetime_remaining_s,
         "anti_replay_time_window_s": tek.replay_time_window_s,
+        "anti_replay_enforced": False,  # configured or not, no replay check runs on a group SA here
     }
 
 
@@ -268,7 +279,9 @@ def _tek_lines(tek: TekInfo, indent: int) -> list[str]:
         f"{pad}sa timing:remaining key lifetime (sec): ({tek.lifetime_remaining_s})",
     ]
     if tek.replay_time_window_s:
-        lines.append(f"{pad}Anti-Replay(Time Based) : {tek.replay_time_window_s} sec interval")
+        lines.append(
+            f"{pad}Anti-Replay(Time Based) : {tek.replay_time_window_s} sec interval ({REPLAY_NOT_ENFORCED})"
+        )
     return lines
 
 
@@ -435,7 +448,7 @@ def format_gdoi_ks(view: KsView) -> str:
         if data["tek_lifetime_s"] is not None:
             lines.append(_field("IPSec SA Rekey Lifetime", f"{data['tek_lifetime_s']} secs"))
         if data["replay_time_window_s"]:
-            lines.append(_field("Replay method", "Time Based"))
+            lines.append(_field("Replay method", f"Time Based ({REPLAY_NOT_ENFORCED})"))
             lines.append(_field("Replay Window Size", data["replay_time_window_s"]))
         newest = _newest_tek(group.teks)
         if newest is not None:
@@ -625,8 +638,6 @@ def ipsec_sa_json(view: View) -> dict[str, Any]:
 
 
 def _esp_sa_lines(tek: TekInfo, conn_id: int, crypto_map: str) -> list[str]:
-    window = tek.replay_time_window_s
-    replay = f"Y  replay window size: {window}" if window else "N"
     return [
         f"      spi: {spi_ios(tek.spi)}",
         f"        transform: {tek.transform.value} ,",
@@ -635,7 +646,8 @@ def _esp_sa_lines(tek: TekInfo, conn_id: int, crypto_map: str) -> list[str]:
         f"crypto map: {crypto_map}",
         f"        sa timing: remaining key lifetime (sec): ({tek.lifetime_remaining_s})",
         f"        IV size: {_iv_bytes(tek.transform)} bytes",
-        f"        replay detection support: {replay}",
+        # What the kernel does, whatever was configured: every state has replay-window 0 (xfrm.state_add).
+        "        replay detection support: N",
         "        Status: ACTIVE",
     ]
 
