@@ -312,9 +312,13 @@ def test_capture_decrypts_with_the_keylog_and_carries_the_policy(lab: Lab) -> No
     for row in sa_kek:
         assert row[2] in kek_spis
         attributes = dict(zip(row[3].split(","), (int(v, 16) for v in row[4].split(",")), strict=True))
-        # RFC 6407 5.3.3 KEK attributes (tshark 4.0 labels them with IPsec names): 3 key length,
-        # 4 KEK lifetime, 7 signature key length.
-        assert attributes["3"] == 256, "KEK key length: AES-256"
+        # RFC 6407 5.3.3 KEK attributes (tshark 4.0 labels them with IPsec names): 2 KEK algorithm, 3 key
+        # length, 4 KEK lifetime, 5 signature hash, 7 signature key length.  The seed has no `rekey
+        # algorithm`, so the KEK is IOS's default 3DES, as the seed's show output says (3DES, 192,
+        # HMAC_AUTH_SHA).
+        assert attributes["2"] == 2, "KEK algorithm: KEK_ALG_3DES, IOS's default"
+        assert attributes["3"] == 192, "KEK key length: 3DES, 192 bits with parity"
+        assert attributes["5"] == 2, "signature hash: SHA-1 with a 3DES KEK, as IOS shows HMAC_AUTH_SHA"
         assert 86300 <= attributes["4"] <= 86400, "KEK lifetime: the IOS default 86400 s"
         assert attributes["7"] == 1024, "signature key length: the seed's `modulus 1024`"
     # SA TEK: ESP for GRE (`permit gre any any`); tshark 4.0 stops at its SRC ID Data Length.

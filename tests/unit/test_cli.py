@@ -150,3 +150,10 @@ def test_signing_key_is_generated_once_and_kept(tmp_path: Path) -> None:
         load_or_generate_key(tmp_path / "keys", "../evil", 1024)
     with pytest.raises(SigningKeyError, match=r"outside 1024\.\.4096"):
         load_or_generate_key(tmp_path / "keys", "SMALL", 512)
+
+
+def test_check_config_warns_about_the_seeds_replay_window(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check-config", str(FIXTURES / "ks-seed.ios"))
+    assert code == 0  # a warning does not refuse the file
+    assert f"[WARNING ] {FIXTURES / 'ks-seed.ios'}:28: replay time window-size 5  -- " in out
+    assert "KEK 3des" in out  # IOS's default when `rekey algorithm` is absent

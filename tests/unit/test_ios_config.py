@@ -8,7 +8,7 @@ import pytest
 
 from dmvpn_lab.gdoi.acl import parse_acl_entry
 from dmvpn_lab.gdoi.config import load_config, load_config_with_report
-from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig
+from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig, psk_for
 from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
 from dmvpn_lab.gdoi.ios_config import normalise_interface, parse_ios_config
 from dmvpn_lab.gdoi.model import (
@@ -427,3 +427,102 @@ def test_fail_close_errors() -> None:
     assert caught.value.line == 8
     _, report = gm(GM_FAIL_CLOSE.format(beneath=" activate\n set peer 1.2.3.4\n"))
     assert ("refused", 9) in [(e.action, e.line) for e in report.unsupported]
+
+
+# --- What IOS prints and defaults to --------------------------------------------------------------
+
+
+def test_the_seed_key_server_gets_ios_default_3des_kek_and_the_seeds_kek_policy() -> None:
+    config, _ = load_config_with_report(FIXTURES / "ks-seed.ios")
+    assert isinstance(config, KeyServerConfig)
+    # No `rekey algorithm`: IOS encrypts rekeys with 3DES, which the seed shows as 3DES / 192.
+    assert config.groups[0].kek_cipher is Phase1Cipher.TRIPLE_DES
+
+
+@pytest.mark.parametrize(
+    ("words", "cipher"),
+    [("aes 256", Phase1Cipher.AES_CBC_256), ("aes 128", Phase1Cipher.AES_CBC_128), ("3des", Phase1Cipher.TRIPLE_DES)],
+)
+def test_rekey_algorithm_when_present_overrides_the_ios_default(words: str, cipher: Phase1Cipher) -> None:
+    text = KS_BASE.replace("  sa ipsec 1\n", f"  rekey algorithm {words}\n  sa ipsec 1\n").format(transform="esp-gcm")
+    config, report = ks(text)
+    assert config.groups[0].kek_cipher is cipher and report.unsupported == []
+
+
+@pytest.mark.parametrize(("keyword"), ["encryption", "encr"])
+def test_isakmp_policy_encryption_as_typed_or_as_ios_prints_it(keyword: str) -> None:
+    policy = f"crypto isakmp policy 10\n {keyword} aes 256\n hash sha256\n authentication pre-share\n group 14\n"
+    config, report = ks(policy + KS_BASE.format(transform="esp-gcm"))
+    (parsed,) = config.isakmp_policies
+    assert (parsed.cipher, parsed.hash) == (Phase1Cipher.AES_CBC_256, Phase1Hash.SHA256)
+    assert parsed.group is DhGroup.MODP_2048
+    assert report.unsupported == []
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0 0.0.0.0", "0.0.0.0"])
+def test_wildcard_isakmp_key_stands_for_any_peer_without_its_own(address: str) -> None:
+    text = f"crypto isakmp key 0 wild address {address}\n" + KS_BASE.format(transform="esp-gcm")
+    config, report = ks(text)
+    assert report.unsupported == []
+    assert psk_for(config.psk_by_peer, "2.2.2.2") == b"cisco"  # its own key wins over the wildcard
+    assert psk_for(config.psk_by_peer, "192.0.2.77") == b"wild"
+
+
+def test_keys_for_a_subnet_are_still_refused_with_the_wildcard_as_hint() -> None:
+    text = "crypto isakmp key 0 k address 10.0.0.0 255.0.0.0\n" + KS_BASE.format(transform="esp-gcm")
+    _, report = ks(text)
+    (entry,) = report.refused
+    assert entry.line == 1 and "0.0.0.0 0.0.0.0" in entry.reason
+
+
+def test_without_a_key_no_peer_has_one() -> None:
+    assert psk_for({}, "2.2.2.2") is None
+    assert psk_for({"2.2.2.2": b"k"}, "2.2.2.3") is None
+
+
+# --- check-config warnings ------------------------------------------------------------------------
+
+
+def test_replay_window_loads_but_check_config_warns_it_is_not_enforced() -> None:
+    config, report = load_config_with_report(FIXTURES / "ks-seed.ios")
+    assert isinstance(config, KeyServerConfig) and config.groups[0].replay_time_window_s == 5
+    (warning,) = report.warnings
+    assert warning.text == "replay time window-size 5"
+    assert warning.line == 28
+    assert "not enforced" in warning.reason and "Linux has no time-based anti-replay" in warning.reason
+    rendered = report.render()
+    assert rendered[0].startswith(f"[WARNING ] {FIXTURES / 'ks-seed.ios'}:28: replay time window-size 5  -- ")
+    assert "1 warning(s)" in rendered[-1]
+
+
+def test_key_server_without_any_pre_shared_key_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "ks.ios"
+    path.write_text(KS_BASE.format(transform="esp-gcm").replace("crypto isakmp key 0 cisco address 2.2.2.2\n", ""))
+    _, report = load_config_with_report(path)
+    (warning,) = report.warnings
+    assert (warning.line, warning.text) == (None, "no pre-shared key")
+    assert "no member can register" in warning.reason and "0.0.0.0 0.0.0.0" in warning.reason
+    assert report.render()[0].startswith(f"[WARNING ] {path}: no pre-shared key  -- ")
+
+
+GM_TWO_SERVERS = """\
+crypto isakmp key 0 cisco address {key_address}
+crypto gdoi group G
+ identity number 5
+ server address ipv4 1.1.1.1
+ server address ipv4 1.1.1.2
+crypto map M 10 gdoi
+ set group G
+"""
+
+
+def test_group_member_without_a_key_for_a_key_server_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "gm.ios"
+    path.write_text(GM_TWO_SERVERS.format(key_address="1.1.1.1"))
+    _, report = load_config_with_report(path, local_address="10.0.0.1")
+    (warning,) = report.warnings
+    assert warning.text == "no pre-shared key for key server 1.1.1.2"
+    assert "crypto isakmp key K address 1.1.1.2" in warning.reason
+    path.write_text(GM_TWO_SERVERS.format(key_address="0.0.0.0 0.0.0.0"))  # the wildcard covers both
+    _, report = load_config_with_report(path, local_address="10.0.0.1")
+    assert report.warnings == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dmvpn_lab.gdoi.config import detect_format, load_config
+from dmvpn_lab.gdoi.config import detect_format, load_config, load_config_with_report
 from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig
 from dmvpn_lab.gdoi.config_report import ConfigError
 from dmvpn_lab.gdoi.model import (
@@ -164,3 +164,14 @@ def test_group_member_fail_close_errors(tmp_path: Path, value: str, message: str
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(write(tmp_path, GM_YAML + f"fail_close: {value}\n"))
     assert ":9:" in str(caught.value)
+
+
+def test_replay_window_and_missing_keys_are_warned_about_with_their_lines(tmp_path: Path) -> None:
+    _, report = load_config_with_report(write(tmp_path, KS_YAML))
+    (replay,) = report.warnings
+    assert (replay.line, replay.text) == (19, "replay_time_window: 5") and "not enforced" in replay.reason
+    _, report = load_config_with_report(write(tmp_path, GM_YAML))
+    (missing,) = report.warnings  # servers 1.1.1.1 and 1.1.1.2, a key for the first only
+    assert missing.text == "no pre-shared key for key server 1.1.1.2"
+    _, report = load_config_with_report(write(tmp_path, GM_YAML.replace("{1.1.1.1: cisco}", "{0.0.0.0: cisco}")))
+    assert report.warnings == []  # the wildcard key covers both servers

@@ -10,7 +10,8 @@ One verb per job, netlab-style::
     gdoi stop [--run-dir D]
     gdoi check-config FILE [--local-address A]
 
-Exit codes: 0 done; 1 ``check-config`` found refused lines, or a control request was refused;
+Exit codes: 0 done (``check-config`` may still print warnings); 1 ``check-config`` found refused lines, or a
+control request was refused;
 2 bad usage, bad configuration, a daemon that cannot start, or no daemon to talk to.
 Errors are one line that names the file:line or the run directory and says what to do next.
 """
@@ -222,7 +223,7 @@ def _run_check(args: argparse.Namespace) -> int:
         for group in config.groups:
             print(
                 f"[OK      ] group {group.name} (identity {group.identity}): {group.transform.value}, "
-                f"TEK {group.tek_lifetime_s} s, KEK {group.kek_lifetime_s} s, "
+                f"TEK {group.tek_lifetime_s} s, KEK {group.kek_cipher.value} {group.kek_lifetime_s} s, "
                 f"{group.rekey_transport.value} rekey, {len(config.psk_by_peer)} pre-shared key(s)"
                 + (f", members authorized by {group.authorization.acl_name}" if group.authorization else "")
             )

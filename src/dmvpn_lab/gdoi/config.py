@@ -25,8 +25,8 @@ Key server::
     max_half_open_per_peer: 5        # optional, beyond this from one address: answered without state
     cookie_threshold: 10             # optional, beyond this in all: every message 1 answered without state
     max_missed_acks: 3               # optional, unacknowledged rekeys before a GM is dropped
-    psk:                             # pre-shared keys by peer address (``crypto isakmp key``)
-      2.2.2.2: cisco
+    psk:                             # pre-shared keys by peer address (``crypto isakmp key``);
+      2.2.2.2: cisco                 # 0.0.0.0 is the wildcard key, for any peer without its own
       11.11.11.11: cisco
     isakmp_policies:                 # optional, phase 1 proposals (``crypto isakmp policy``)
       - priority: 10
@@ -41,7 +41,7 @@ Key server::
         tek_lifetime: 3600           # optional
         kek_lifetime: 86400          # optional
         kek_cipher: aes-256          # optional: aes-128 | aes-256 | 3des
-        replay_time_window: 5        # optional, shown only (Linux has no time-based anti-replay)
+        replay_time_window: 5        # optional, sent and shown only (Linux has no time-based anti-replay)
         acl:                         # IOS ``permit`` lines, or mappings {protocol, source, destination}
           - permit gre any any
         authorization:               # optional (IOS authorization address ipv4): members served;
@@ -102,8 +102,9 @@ from dmvpn_lab.gdoi.config_model import (
     IsakmpPolicy,
     KeyServerConfig,
     MemberAuthorization,
+    psk_for,
 )
-from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport
+from dmvpn_lab.gdoi.config_report import REPLAY_WINDOW_WARNING, ConfigError, ConfigReport
 from dmvpn_lab.gdoi.config_values import (
     RSA_MODULUS_MAX,
     RSA_MODULUS_MIN,
@@ -248,7 +249,33 @@ def load_config_with_report(
         raise exc.located(name) from None
     if port is not None:
         config = _with_port(config, port)
+    warn_about_keys(config, report)
     return config, report
+
+
+def warn_about_keys(config: Config, report: ConfigReport) -> None:
+    """A config without the pre-shared key Main Mode needs loads, but no registration can succeed.
+
+    Why a warning and not an error: keys are often added last (a trainee pastes the group first), and
+    a key server without keys still answers, refusing each member with the reason ``no-psk``.
+    """
+    if isinstance(config, KeyServerConfig):
+        if not config.psk_by_peer:
+            report.warn(
+                None,
+                "no pre-shared key",
+                "no member can register (Main Mode is refused at message 1): add `crypto isakmp key K "
+                "address A` per member, or the wildcard `address 0.0.0.0 0.0.0.0`",
+            )
+        return
+    for server in config.servers:
+        if psk_for(config.psk_by_peer, server) is None:
+            report.warn(
+                None,
+                f"no pre-shared key for key server {server}",
+                f"this member cannot register with {server}: add `crypto isakmp key K address {server}` "
+                "with the key the key server holds for this member's address",
+            )
 
 
 def _with_port(config: Config, port: int) -> Config:
@@ -531,11 +558,11 @@ def parse_yaml_config(text: str, report: ConfigReport, *, local_address: str | N
             raise  # it came from --local-address: no line of the file to point at
         raise reader.error(("local_address",), exc.message, exc.hint) from None
     if role == "ks":
-        return _yaml_ks(reader, reader.mapping(data, (), _KS_KEYS), address)
+        return _yaml_ks(reader, reader.mapping(data, (), _KS_KEYS), address, report)
     return _yaml_gm(reader, reader.mapping(data, (), _GM_KEYS), address)
 
 
-def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str) -> KeyServerConfig:
+def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str, report: ConfigReport) -> KeyServerConfig:
     groups_value = data.get("groups")
     if not isinstance(groups_value, list) or not groups_value:
         raise reader.error(("groups",), "a key server needs a non-empty `groups` list")
@@ -575,6 +602,10 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str) -> KeyS
             group.get("tek_lifetime", base.tek_lifetime_s), (*here, "tek_lifetime"), 60, 86400 * 7
         )
         replay = group.get("replay_time_window")
+        if replay is not None:
+            report.warn(
+                reader.lines.of((*here, "replay_time_window")), f"replay_time_window: {replay}", REPLAY_WINDOW_WARNING
+            )
         identity = reader.integer(group["identity"], (*here, "identity"))
         if identity in group_by_identity:
             raise reader.error((*here, "identity"), identity_taken(name, identity, group_by_identity))

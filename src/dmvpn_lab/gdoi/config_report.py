@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+# Both readers warn with the same words when a time-based replay window is configured.
+REPLAY_WINDOW_WARNING = (
+    "the window is sent to members and shown, but not enforced: Linux has no time-based anti-replay and "
+    "group SAs run with replay-window 0 (many senders share one SPI); show output marks it `not enforced`"
+)
+
 
 class ConfigError(Exception):
     """A configuration the daemons cannot run with; ``str()`` is ``file:line: message (hint)``."""
@@ -53,21 +59,39 @@ class UnsupportedLine:
     reason: str
 
 
+@dataclass(frozen=True)
+class ConfigWarning:
+    """A configuration that loads and runs but will not behave as an operator reading it expects.
+
+    Apart from :class:`UnsupportedLine` because nothing is skipped: the line is used (a replay window
+    that is shown but not enforced), or what is wrong is a line that is missing (no pre-shared key).
+    ``line`` is None when no single line is to blame.
+    """
+
+    line: int | None
+    text: str
+    reason: str
+
+
 @dataclass
 class ConfigReport:
-    """What a configuration file asked for that we do not do, line by line."""
+    """What a configuration file asked for that we do not do, line by line, and what deserves a warning."""
 
     path: str
     format: Literal["ios", "yaml"]
     role: Literal["ks", "gm"] | None = None
     unsupported: list[UnsupportedLine] = field(default_factory=list)
     lines_outside_crypto: int = 0  # IOS lines outside crypto stanzas (interface Tunnel, router ...)
+    warnings: list[ConfigWarning] = field(default_factory=list)
 
     def ignore(self, line: int, text: str, reason: str) -> None:
         self.unsupported.append(UnsupportedLine(line, text.strip(), "ignored", reason))
 
     def refuse(self, line: int, text: str, reason: str) -> None:
         self.unsupported.append(UnsupportedLine(line, text.strip(), "refused", reason))
+
+    def warn(self, line: int | None, text: str, reason: str) -> None:
+        self.warnings.append(ConfigWarning(line, text.strip(), reason))
 
     @property
     def refused(self) -> list[UnsupportedLine]:
@@ -92,13 +116,24 @@ class ConfigReport:
 
     def render(self) -> list[str]:
         """Fixed-width lines for ``gdoi check-config``."""
-        lines = [
-            f"[{entry.action.upper():8}] {self.path}:{entry.line}: {entry.text}  -- {entry.reason}"
-            for entry in sorted(self.unsupported, key=lambda e: e.line)
+        entries = [
+            (entry.line, f"[{entry.action.upper():8}] {self.path}:{entry.line}: {entry.text}  -- {entry.reason}")
+            for entry in self.unsupported
         ]
+        # A warning about a missing line has no line number: it sorts after every located one.
+        entries += [
+            (
+                warning.line if warning.line is not None else 10**9,
+                f"[WARNING ] {self.path}" + (f":{warning.line}" if warning.line is not None else "")
+                + f": {warning.text}  -- {warning.reason}",
+            )
+            for warning in self.warnings
+        ]
+        lines = [text for _, text in sorted(entries, key=lambda entry: entry[0])]
         role = {"ks": "key server", "gm": "group member", None: "unknown role"}[self.role]
         lines.append(
             f"{self.path}: {self.format} config for a {role}: {len(self.refused)} refused, "
-            f"{len(self.ignored)} ignored, {self.lines_outside_crypto} line(s) outside crypto stanzas"
+            f"{len(self.ignored)} ignored, {len(self.warnings)} warning(s), "
+            f"{self.lines_outside_crypto} line(s) outside crypto stanzas"
         )
         return lines

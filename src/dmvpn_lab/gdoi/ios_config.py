@@ -4,13 +4,15 @@ Why: the lab reproduces IOS documentation scenarios, and an operator should be a
 server's and group members' configs from there unchanged.  Only what GDOI needs is read:
 
 * ``crypto key generate rsa general-keys label L modulus N [exportable]``
-* ``crypto isakmp policy N`` (``authentication pre-share``, ``encryption aes [128|256]|3des``,
-  ``hash sha256|sha|md5``, ``group 2|14|19``, ``lifetime S``) and ``crypto isakmp key [0] KEY address A``
+* ``crypto isakmp policy N`` (``authentication pre-share``, ``encryption aes [128|256]|3des`` or ``encr ...``
+  as IOS prints it, ``hash sha256|sha|md5``, ``group 2|14|19``, ``lifetime S``) and ``crypto isakmp key [0]
+  KEY address A [255.255.255.255]``, or the wildcard ``address 0.0.0.0 0.0.0.0`` (any peer without its own key)
 * ``crypto ipsec transform-set NAME <transforms>``, ``crypto ipsec profile P`` / ``set transform-set T`` /
   ``set security-association lifetime seconds S``, ``crypto ipsec security-association lifetime seconds S``
 * ``crypto gdoi group NAME``: ``identity number N``; on a KS ``server local`` with ``rekey transport
   unicast|multicast``, ``rekey address ipv4 ACL`` (multicast), ``rekey authentication mypubkey rsa L``,
-  ``rekey retransmit S number N``, ``rekey lifetime seconds S``, ``rekey algorithm 3des|aes [128|256]``,
+  ``rekey retransmit S number N``, ``rekey lifetime seconds S``, ``rekey algorithm 3des|aes [128|256]``
+  (absent: 3DES, IOS's default),
   ``sa ipsec N`` / ``profile P`` / ``match address ipv4 ACL`` / ``replay time window-size N``,
   ``address ipv4 A``, ``authorization address ipv4 ACL`` (the member addresses the group serves: a
   standard list, or an extended one whose source addresses count); on a GM one or more
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 
 from dmvpn_lab.gdoi.acl import is_standard_acl_number, parse_acl_entry, parse_standard_entry
 from dmvpn_lab.gdoi.config_model import (
+    WILDCARD_PEER,
     AddressRule,
     GroupMemberConfig,
     GroupPolicy,
@@ -53,7 +56,7 @@ from dmvpn_lab.gdoi.config_model import (
     KeyServerConfig,
     MemberAuthorization,
 )
-from dmvpn_lab.gdoi.config_report import ConfigError, ConfigReport, Refused
+from dmvpn_lab.gdoi.config_report import REPLAY_WINDOW_WARNING, ConfigError, ConfigReport, Refused
 from dmvpn_lab.gdoi.config_values import (
     RSA_MODULUS_MAX,
     RSA_MODULUS_MIN,
@@ -76,6 +79,9 @@ from dmvpn_lab.gdoi.model import (
 
 DEFAULT_TEK_LIFETIME_S = 3600
 DEFAULT_KEK_LIFETIME_S = 86400
+# Without `rekey algorithm`, IOS encrypts rekeys with 3DES (the seed's "Encrypt Algorithm : 3DES, Key Size :
+# 192"); a pasted config gets the same, really 3DES-CBC (crypto.KekKey).  YAML keeps this project's AES-256.
+IOS_DEFAULT_KEK_CIPHER = Phase1Cipher.TRIPLE_DES
 
 _ESP_INTEGRITY_WORDS = ["esp-md5-hmac", "esp-sha-hmac", "esp-sha256-hmac", "esp-sha384-hmac", "esp-sha512-hmac"]
 _ESP_TRANSFORM_WORDS = ["esp-3des", "esp-aes", "esp-gcm", *_ESP_INTEGRITY_WORDS]
@@ -156,6 +162,7 @@ class _GdoiGroup:
     profile: tuple[str, int] | None = None
     acl: tuple[str, int] | None = None
     replay_window_s: int | None = None
+    replay_line: int = 0
     authorization_acl: tuple[str, int] | None = None
 
 
@@ -420,12 +427,19 @@ class _Parser:
         if len(rest) < 3 or rest[1].lower() != "address":
             raise ConfigError("expected `crypto isakmp key [0] KEY address A`")
         key, address = rest[0], rest[2]
-        mask = rest[3] if len(rest) > 3 else "255.255.255.255"
-        if len(rest) > 4 or mask != "255.255.255.255":
-            raise Refused("keys for a subnet or with options are not supported; one key per peer address")
         peer = parse_ipv4(address)
-        if peer == "0.0.0.0":
-            raise Refused("a wildcard pre-shared key (address 0.0.0.0) is not supported; list each peer")
+        # IOS writes the wildcard key `address 0.0.0.0 0.0.0.0` (or, when the mask is left out, `0.0.0.0`).
+        mask = rest[3] if len(rest) > 3 else ("0.0.0.0" if peer == WILDCARD_PEER else "255.255.255.255")
+        if len(rest) > 4:
+            raise Refused("options after the address mask are not supported (no-xauth, ...)")
+        if peer == WILDCARD_PEER and mask == "0.0.0.0":
+            self.ios.psk_by_peer[WILDCARD_PEER] = key.encode()  # the key for any peer without its own
+            return
+        if mask != "255.255.255.255":
+            raise Refused(
+                "keys for a subnet are not supported; one key per peer address, or the wildcard "
+                "`address 0.0.0.0 0.0.0.0`"
+            )
         self.ios.psk_by_peer[peer] = key.encode()
 
     def _global_sa_line(self, words: list[str], lowered: list[str]) -> None:
@@ -467,7 +481,7 @@ class _Parser:
         if key == "authentication":
             if value != ["pre-share"]:
                 raise Refused("only `authentication pre-share` is supported")
-        elif key == "encryption":
+        elif key in ("encryption", "encr"):  # IOS prints `encr aes 256` in its running configuration
             table = {
                 ("aes",): Phase1Cipher.AES_CBC_128,
                 ("aes", "128"): Phase1Cipher.AES_CBC_128,
@@ -592,6 +606,7 @@ class _Parser:
             group.acl = (words[3], number)
         elif lowered[:3] == ["replay", "time", "window-size"] and len(words) == 4:
             group.replay_window_s = number_in_range(words[3], "replay window", 1, 3600)
+            group.replay_line = number
         elif lowered[:2] == ["replay", "counter"]:
             raise _Ignored(
                 "counter-based anti-replay cannot work with many senders on one SPI; "
@@ -772,6 +787,12 @@ def _build_ks(
                     hint="the ACL's destination host is the multicast group",
                 )
             multicast = _multicast_group(ios, group.rekey_address_acl)
+        if group.replay_window_s is not None:
+            report.warn(
+                group.replay_line,
+                f"replay time window-size {group.replay_window_s}",
+                REPLAY_WINDOW_WARNING,
+            )
         label = group.rsa_label or GroupPolicy(name="", identity=0).rsa_key_label
         tek_lifetime = profile.lifetime_s or ios.global_tek_lifetime_s or DEFAULT_TEK_LIFETIME_S
         retransmit = group.retransmit or (60, 2)
@@ -782,7 +803,7 @@ def _build_ks(
                 transform=transform_set.transform or TekTransform.ESP_GCM256,  # refused sets stop the loader
                 tek_lifetime_s=tek_lifetime,
                 kek_lifetime_s=group.kek_lifetime_s or DEFAULT_KEK_LIFETIME_S,
-                kek_cipher=group.kek_cipher or Phase1Cipher.AES_CBC_256,
+                kek_cipher=group.kek_cipher or IOS_DEFAULT_KEK_CIPHER,
                 selectors=selectors,
                 rekey_transport=group.rekey_transport,
                 rekey_retransmit_interval_s=retransmit[0],
