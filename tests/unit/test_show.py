@@ -335,3 +335,23 @@ def test_fail_close_shows_only_when_configured() -> None:
     )
     assert show.gdoi_gm_json(view)["fail_close"] is True
     assert show.view_from_json(show.view_to_json(view)) == view
+
+
+def test_ks_members_show_no_ack_sequence_for_a_member_that_never_acknowledged() -> None:
+    view = ks_view()
+    (group,) = view.status.groups
+    fresh = MemberInfo(
+        "14.14.14.14", "GDOI_GROUP", 1290.0, rekeys_sent=0, rekey_acks=0, missed_acks=0, last_ack_sequence=1
+    )
+    status = KsStatus(
+        view.status.local_address,
+        (KsGroupStatus(**{**group.__dict__, "members": (*group.members, fresh)}),),
+        view.status.isakmp_sas,
+    )
+    view = show.KsView(status=status, now=view.now, policies=view.policies)
+    data = show.ks_members_json(view)
+    assert [m["last_ack_sequence"] for m in data["members"]] == [1, 1, 1, 1, None]
+    text = show.format_ks_members(view)
+    blocks = text.split("Group Member ID    : ")
+    assert " Last ack seq num  : 1\n" in blocks[1]
+    assert blocks[-1].startswith("14.14.14.14") and " Last ack seq num  : None\n" in blocks[-1]

@@ -185,6 +185,11 @@ def hms(seconds: float) -> str:
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
+def _or_none(value: object) -> object:
+    """IOS prints ``None`` for a value that does not exist yet (as for ``Authorization ACL``)."""
+    return "None" if value is None else value
+
+
 def _field(label: str, value: object, indent: int = 4) -> str:
     """IOS aligns every colon of a block in column 30, whatever the label's indent."""
     return f"{' ' * indent}{label}".ljust(29) + f": {value}"
@@ -529,7 +534,9 @@ def ks_members_json(view: KsView) -> dict[str, Any]:
                     "rekeys_sent": member.rekeys_sent,
                     "rekey_acks": member.rekey_acks,
                     "missed_acks": member.missed_acks,
-                    "last_ack_sequence": member.last_ack_sequence,
+                    # The engine starts a member's counter at the sequence it registered under (to refuse
+                    # replayed ACKs); that is no ACK, so a member that never acknowledged shows none.
+                    "last_ack_sequence": member.last_ack_sequence if member.rekey_acks else None,
                 }
             )
     return {
@@ -559,7 +566,7 @@ def format_ks_members(view: KsView) -> str:
                 f" Rekey Acks Rcvd   : {member['rekey_acks']}",
                 f" Rekey Acks missed : {member['missed_acks']}",
                 "",
-                f" Last ack seq num  : {member['last_ack_sequence']}",
+                f" Last ack seq num  : {_or_none(member['last_ack_sequence'])}",
                 "",
             ]
     if not data["members"]:
