@@ -34,7 +34,7 @@ from dmvpn_lab.gdoi.events import (
 )
 from dmvpn_lab.gdoi.gm import GroupMember
 from dmvpn_lab.gdoi.ks import REGISTRATION_SA_IDLE_S
-from dmvpn_lab.gdoi.model import Phase1Cipher, RekeyTransport, TekTransform
+from dmvpn_lab.gdoi.model import Phase1Cipher, RekeyTransport, TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.phase1 import MainModeInitiator, MainModeState
 
 GMS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
@@ -545,3 +545,15 @@ def test_wildcard_key_on_the_key_server_registers_any_member() -> None:
     net = make_lab(2, ks_psk_for=["0.0.0.0"])
     net.run_until(30)
     assert all(net.of_type(gm, Registered) for gm in GMS[:2])
+
+
+def test_deny_lines_reach_members_as_clear_text_selectors_in_registration_and_rekey() -> None:
+    deny = TrafficSelector(47, "192.168.1.0/24", "192.168.2.0/24", permit=False)
+    net = make_lab(1, group=group_policy(selectors=(deny, TrafficSelector())))
+    net.run_until(5)
+    (first,) = installed(net, GMS[0])
+    assert first.sa.selectors == (deny, TrafficSelector())  # order and action survive the SA TEK payloads
+    net.ks().force_rekey(net.now)
+    net.flush()
+    assert installed(net, GMS[0])[-1].sa.selectors == (deny, TrafficSelector())
+    assert [s.permit for s in net.gm(GMS[0]).status(net.now).selectors] == [False, True]

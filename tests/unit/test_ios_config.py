@@ -526,3 +526,47 @@ def test_group_member_without_a_key_for_a_key_server_is_warned_about(tmp_path: P
     path.write_text(GM_TWO_SERVERS.format(key_address="0.0.0.0 0.0.0.0"))  # the wildcard covers both
     _, report = load_config_with_report(path, local_address="10.0.0.1")
     assert report.warnings == []
+
+
+# --- deny lines in a group's ACL -----------------------------------------------------------------
+
+KS_WITH_DENIES = KS_BASE.replace(
+    " permit gre any any\n",
+    " deny gre 192.168.1.0 0.0.0.255 192.168.2.0 0.0.0.255\n deny ip host 10.9.9.9 any\n permit gre any any\n",
+)
+
+
+def test_deny_lines_in_the_group_acl_are_clear_text_selectors_in_order() -> None:
+    config, report = ks(KS_WITH_DENIES.format(transform="esp-gcm"))
+    assert report.unsupported == [] and report.warnings == []
+    assert config.groups[0].selectors == (
+        TrafficSelector(47, "192.168.1.0/24", "192.168.2.0/24", permit=False),
+        TrafficSelector(0, "10.9.9.9/32", "0.0.0.0/0", permit=False),
+        TrafficSelector(47, "0.0.0.0/0", "0.0.0.0/0"),
+    )
+    assert [s.acl_text() for s in config.groups[0].selectors][1] == "access-list  deny ip host 10.9.9.9 any"
+
+
+def test_deny_below_an_overlapping_permit_is_warned_about_since_ios_would_encrypt_it() -> None:
+    below = KS_BASE.replace(" permit gre any any\n", " permit gre any any\n deny gre host 10.0.0.1 any\n")
+    config, report = ks(below.format(transform="esp-gcm"))
+    assert [s.permit for s in config.groups[0].selectors] == [True, False]
+    (warning,) = report.warnings
+    assert warning.line == 14 and "first match" in warning.reason and "put deny lines first" in warning.reason
+    apart = KS_BASE.replace(" permit gre any any\n", " permit gre any any\n deny udp host 10.0.0.1 any\n")
+    _, report = ks(apart.format(transform="esp-gcm"))
+    assert report.warnings == []  # no packet matches both lines: the order changes nothing
+
+
+def test_deny_line_the_grammar_refuses_is_refused_in_a_group_acl() -> None:
+    text = KS_BASE.replace(" permit gre any any\n", " deny udp any any eq 848\n permit gre any any\n")
+    _, report = ks(text.format(transform="esp-gcm"))
+    (entry,) = report.refused
+    assert entry.line == 13 and "qualifiers" in entry.reason
+
+
+def test_a_group_acl_of_deny_lines_only_is_an_error() -> None:
+    text = KS_BASE.replace(" permit gre any any\n", " deny gre any any\n")
+    with pytest.raises(ConfigError, match="has no permit entries") as caught:
+        ks(text.format(transform="esp-gcm"))
+    assert "deny lines alone protect nothing" in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -355,3 +356,18 @@ def test_ks_members_show_no_ack_sequence_for_a_member_that_never_acknowledged() 
     blocks = text.split("Group Member ID    : ")
     assert " Last ack seq num  : 1\n" in blocks[1]
     assert blocks[-1].startswith("14.14.14.14") and " Last ack seq num  : None\n" in blocks[-1]
+
+
+def test_deny_lines_are_listed_as_downloaded_but_are_no_protected_flow() -> None:
+    view = gm_view()
+    deny = TrafficSelector(47, "192.168.1.0/24", "192.168.2.0/24", permit=False)
+    status = dataclasses.replace(view.status, selectors=(deny, TrafficSelector()))
+    view = dataclasses.replace(view, status=status)
+    text = show.format_gdoi_gm(view)
+    assert (
+        "   access-list  deny gre 192.168.1.0 0.0.0.255 192.168.2.0 0.0.0.255\n"
+        "   access-list  permit gre any any\n"
+    ) in text
+    assert [a["action"] for a in show.gdoi_gm_json(view)["acl"]] == ["deny", "permit"]
+    idents = show.ipsec_sa_json(view)["interfaces"][0]["idents"]
+    assert [i["local_ident"] for i in idents] == ["(0.0.0.0/0.0.0.0/47/0)"]

@@ -416,3 +416,43 @@ def test_expiry_of_the_sending_tek_moves_outbound_to_the_newer_one():
     applier.install_tek(tek(0x200), 10.0, send=False)
     applier.remove_tek(0x100, 3600.0)
     assert applier.current_spi == 0x200 and applier.peers == {"172.47.1.1": 0x200}
+
+
+# --- ACL deny lines: traffic left in clear --------------------------------------------------------
+
+DENY_LAN_TO_LAN = TrafficSelector(protocol=47, source="192.168.1.0/24", destination="192.168.2.0/24", permit=False)
+
+
+def test_deny_line_gets_clear_text_policies_that_outrank_the_protect_policies() -> None:
+    ip = FakeIp()
+    applier = XfrmApplier(OWN, runner=ip)
+    sa = TekSA(0x400, TekTransform.ESP_GCM128, bytes(20), b"", (DENY_LAN_TO_LAN, GRE_ANY), 3600, 0.0)
+    applier.install_tek(sa, now=0.0)
+    policies = [c for c in ip.take() if c.startswith("xfrm policy")]
+    assert policies == [
+        # both directions, the inbound one mirrored like a permit line's; no template: no ESP demanded
+        "xfrm policy update src 192.168.1.0/24 dst 192.168.2.0/24 proto 47 dir out action allow priority 1500",
+        "xfrm policy update src 192.168.2.0/24 dst 192.168.1.0/24 proto 47 dir in action allow priority 1500",
+        "xfrm policy update src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir out priority 2000 "
+        "tmpl proto esp mode transport level required",
+        "xfrm policy update src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir in priority 2000 "
+        "tmpl proto esp mode transport level required",
+    ]
+    # xfrm picks the lowest priority number among matching policies: the deny wins where both match
+    clear_priority = int(policies[0].rsplit(" ", 1)[1])
+    protect_priority = int(policies[2].split(" priority ")[1].split()[0])
+    assert clear_priority < protect_priority
+    applier.stop()
+    assert sorted(c for c in ip.take() if c.startswith("xfrm policy delete")) == [
+        "xfrm policy delete src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir in",
+        "xfrm policy delete src 0.0.0.0/0 dst 0.0.0.0/0 proto 47 dir out",
+        "xfrm policy delete src 192.168.1.0/24 dst 192.168.2.0/24 proto 47 dir out",
+        "xfrm policy delete src 192.168.2.0/24 dst 192.168.1.0/24 proto 47 dir in",
+    ]
+
+
+def test_a_deny_line_alone_does_not_add_the_gdoi_bypass() -> None:
+    ip = FakeIp()
+    applier = XfrmApplier(OWN, runner=ip)
+    applier.install_policies((TrafficSelector(protocol=0, permit=False), GRE_ANY))
+    assert not any("848" in c for c in ip.take())  # nothing demands ESP for UDP, so 848 needs no bypass

@@ -112,7 +112,8 @@ def test_format_is_detected_by_content_not_name(tmp_path: Path) -> None:
         ("      rsa_modulus: 1024", "      rsa_modulus: 512", "outside 1024..4096", 29),
         ("    group: 14", "    group: 5", "DH group 5", 12),
         ("      multicast_address: 239.192.1.1\n", "", "needs `multicast_address`", 23),
-        ("      - permit gre any any", "      - deny gre any any", "deny", 21),
+        # deny lines are valid in a group's ACL now (traffic left in clear); a malformed one is still located
+        ("      - permit gre any any", "      - deny gre any any log", "qualifiers 'log' are not supported", 21),
     ],
 )
 def test_errors_name_the_line(tmp_path: Path, old: str, new: str, message: str, line: int) -> None:
@@ -175,3 +176,25 @@ def test_replay_window_and_missing_keys_are_warned_about_with_their_lines(tmp_pa
     assert missing.text == "no pre-shared key for key server 1.1.1.2"
     _, report = load_config_with_report(write(tmp_path, GM_YAML.replace("{1.1.1.1: cisco}", "{0.0.0.0: cisco}")))
     assert report.warnings == []  # the wildcard key covers both servers
+
+
+def test_deny_lines_in_a_yaml_group_acl_are_clear_text_selectors(tmp_path: Path) -> None:
+    text = KS_YAML.replace(
+        "      - permit gre any any\n", "      - deny gre host 10.0.0.1 any\n      - permit gre any any\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert isinstance(config, KeyServerConfig)
+    assert config.groups[0].selectors[:2] == (
+        TrafficSelector(47, "10.0.0.1/32", "0.0.0.0/0", permit=False),
+        TrafficSelector(47, "0.0.0.0/0", "0.0.0.0/0"),
+    )
+
+
+def test_a_yaml_group_acl_of_deny_lines_only_is_an_error_at_the_first_deny(tmp_path: Path) -> None:
+    text = KS_YAML.replace(
+        "      - permit gre any any\n      - {protocol: ip, source: 10.0.0.0/8, destination: 192.0.2.1}\n",
+        "      - deny gre any any\n",
+    )
+    with pytest.raises(ConfigError, match="only deny entries") as caught:
+        load_config(write(tmp_path, text))
+    assert caught.value.line == 21

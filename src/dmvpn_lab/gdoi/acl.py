@@ -1,4 +1,4 @@
-"""The IOS access-list grammar: extended ``permit`` lines into traffic selectors, standard lines into rules.
+"""The IOS access-list grammar: extended ``permit``/``deny`` lines into traffic selectors, standard lines into rules.
 
 Why a module of its own: an IOS config's ``ip access-list`` stanzas and a YAML config's ``acl`` and
 ``authorization`` lists are read with the same grammar, so both readers import it from here.
@@ -50,18 +50,20 @@ def _acl_address(words: list[str], index: int) -> tuple[str, int]:
 
 
 def parse_acl_entry(words: list[str]) -> TrafficSelector:
-    """``permit gre any any`` (words, optional leading sequence number) -> :class:`TrafficSelector`."""
+    """``permit gre any any`` or ``deny ...`` (words, optional leading sequence number) -> :class:`TrafficSelector`.
+
+    Whether a ``deny`` means anything is for the caller to say: it is a clear-text exception in a group's
+    ACL and has no sense in a list of what fail-close holds closed.
+    """
     if words and is_number(words[0]):
         words = words[1:]
     if not words:
         raise ConfigError("empty ACL entry")
     action = words[0].lower()
-    if action == "deny":
-        raise Refused("deny entries are not supported: GDOI policy here is a list of what to encrypt")
-    if action != "permit":
-        raise ConfigError(f"ACL entries start with permit, not {words[0]!r}")
+    if action not in ("permit", "deny"):
+        raise ConfigError(f"ACL entries start with permit or deny, not {words[0]!r}")
     if len(words) < 2:
-        raise ConfigError("`permit` needs a protocol")
+        raise ConfigError(f"`{action}` needs a protocol")
     proto_word = words[1].lower()
     if is_number(proto_word):
         protocol = number_in_range(proto_word, "protocol", 0, 255)
@@ -75,7 +77,7 @@ def parse_acl_entry(words: list[str]) -> TrafficSelector:
     destination, index = _acl_address(words, index)
     if index != len(words):
         raise Refused(f"ACL qualifiers {' '.join(words[index:])!r} are not supported (ports, log, ...)")
-    return TrafficSelector(protocol=protocol, source=source, destination=destination)
+    return TrafficSelector(protocol=protocol, source=source, destination=destination, permit=action == "permit")
 
 
 def is_standard_acl_number(word: str) -> bool:

@@ -42,8 +42,9 @@ Key server::
         kek_lifetime: 86400          # optional
         kek_cipher: aes-256          # optional: aes-128 | aes-256 | 3des
         replay_time_window: 5        # optional, sent and shown only (Linux has no time-based anti-replay)
-        acl:                         # IOS ``permit`` lines, or mappings {protocol, source, destination}
-          - permit gre any any
+        acl:                         # IOS ``permit`` lines, or mappings {protocol, source, destination};
+          - permit gre any any       # ``deny ...`` lines: traffic members leave in clear (they win
+                                     # over every permit line, whatever the order)
         authorization:               # optional (IOS authorization address ipv4): members served;
           - permit 10.1.0.0 0.0.255.255   # standard ACL lines (first match wins, then deny),
           - 2.2.2.2                  # or an address / CIDR (permit)
@@ -71,7 +72,7 @@ Group member::
     registration_retry: 10           # optional, seconds
     fail_close: true                 # optional (default false: IOS's "fail-open"); true holds
                                      # `permit gre any any` closed, or name the selectors:
-    # fail_close: {acl: [permit gre any any]}   # same ACL forms as a KS group's `acl`
+    # fail_close: {acl: [permit gre any any]}   # a KS group's `acl` forms, permit lines only
 
 ``fail_close`` is IOS's ``crypto map M N gdoi fail-close`` with ``activate``: before the first
 registration the daemon demands ESP for these selectors in the kernel, so that traffic is dropped (the
@@ -469,7 +470,10 @@ class _YamlReader:
             )
         return tuple(sorted(result, key=lambda p: p.priority))
 
-    def selectors(self, value: Any, path: tuple[str | int, ...]) -> tuple[TrafficSelector, ...]:
+    def selectors(
+        self, value: Any, path: tuple[str | int, ...], *, denies: bool = True
+    ) -> tuple[TrafficSelector, ...]:
+        """ACL entries; ``deny`` lines (traffic left in clear) only where ``denies`` says they mean something."""
         if value is None:
             return (TrafficSelector(),)
         if not isinstance(value, list) or not value:
@@ -479,9 +483,12 @@ class _YamlReader:
             here = (*path, index)
             if isinstance(item, str):
                 try:
-                    result.append(parse_acl_entry(item.split()))
+                    selector = parse_acl_entry(item.split())
                 except ConfigError as exc:
                     raise self.error(here, exc.message, exc.hint) from None
+                if not selector.permit and not denies:
+                    raise self.error(here, "deny entries have no meaning here: list what to hold closed")
+                result.append(selector)
                 continue
             data = self.mapping(item, here, {"protocol", "source", "destination"})
             words = ["permit", self.string(data.get("protocol", "gre"), (*here, "protocol"))]
@@ -491,6 +498,9 @@ class _YamlReader:
                 result.append(parse_acl_entry(words))
             except ConfigError as exc:
                 raise self.error(here, exc.message, exc.hint) from None
+        if not any(selector.permit for selector in result):
+            first_deny = next(index for index, selector in enumerate(result) if not selector.permit)
+            raise self.error((*path, first_deny), "only deny entries: the group would protect nothing")
         return tuple(result)
 
 
@@ -713,4 +723,4 @@ def _yaml_fail_close(reader: _YamlReader, value: Any) -> tuple[TrafficSelector, 
     if not isinstance(value, dict):
         raise reader.error(path, f"expected true, false or a mapping with `acl`, got {value!r}")
     data = reader.mapping(value, path, {"acl"})
-    return reader.selectors(data.get("acl"), (*path, "acl"))
+    return reader.selectors(data.get("acl"), (*path, "acl"), denies=False)

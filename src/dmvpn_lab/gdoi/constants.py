@@ -169,6 +169,10 @@ class IpsecAttr(enum.IntEnum):
     # Private-use attribute class (RFC 2407 section 4.5: 32001-32767).  Carries the time-based
     # anti-replay window IOS shows as "Anti-Replay(Time Based)"; a peer that does not know it ignores it.
     PRIVATE_TIME_REPLAY_WINDOW = 32001
+    # Also private: this SA TEK's selector is an ACL ``deny`` line, traffic members leave in clear (value
+    # 1).  RFC 6407 section 5.4.1 has no way to say "do not protect"; a peer that ignores the attribute
+    # protects that traffic instead, which fails safe.
+    PRIVATE_CLEAR_TEXT_SELECTOR = 32002
 
 
 class EncapsulationMode(enum.IntEnum):

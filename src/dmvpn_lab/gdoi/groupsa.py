@@ -12,7 +12,9 @@ them here:
 * SA TEK (section 5.4.1, GDOI_PROTO_IPSEC_ESP): one payload per traffic selector (an ACL line):
   IP protocol, source and destination (ID_IPV4_ADDR for a host, ID_IPV4_ADDR_SUBNET otherwise; both
   are read), the ESP transform ID and SPI, then RFC 2407 attributes (SA life type/duration,
-  encapsulation mode, authentication algorithm, key length).
+  encapsulation mode, authentication algorithm, key length).  An ACL ``deny`` line goes as one more SA
+  TEK payload of the same SPI with the private attribute PRIVATE_CLEAR_TEXT_SELECTOR: the SA TEK is the
+  only place RFC 6407 gives a selector, and it has no "bypass" of its own.
 * KD (section 5.5): a TEK key packet per SPI (TEK_ALGORITHM_KEY and TEK_INTEGRITY_KEY; for AES-GCM
   the algorithm key is the key followed by the 4-byte salt, RFC 4106 section 8.1) and a KEK key packet
   (KEK_ALGORITHM_KEY, the IV then the key as section 5.5.2.1 says, and SIG_ALGORITHM_KEY, the key
@@ -214,6 +216,7 @@ def sa_tek_payloads(tek: TekPolicy) -> list[SaTekPayload]:
         attrs.append(Attribute(IpsecAttr.KEY_LENGTH, spec.key_bits))
     if tek.replay_time_window_s is not None:
         attrs.append(Attribute(IpsecAttr.PRIVATE_TIME_REPLAY_WINDOW, tek.replay_time_window_s))
+    clear_text = Attribute(IpsecAttr.PRIVATE_CLEAR_TEXT_SELECTOR, 1)
     return [
         SaTekPayload(
             SaTekProtocol.IPSEC_ESP,
@@ -222,7 +225,7 @@ def sa_tek_payloads(tek: TekPolicy) -> list[SaTekPayload]:
             _selector_id(sel.destination),
             spec.esp_id,
             tek.spi,
-            tuple(attrs),
+            tuple(attrs) if sel.permit else (*attrs, clear_text),
         )
         for sel in tek.selectors
     ]
@@ -353,7 +356,9 @@ def read_teks(teks: Sequence[SaTekPayload]) -> list[TekAnnouncement]:
         lifetime = _int_attr(sat.attributes, IpsecAttr.SA_LIFE_DURATION, what)
         replay_a = find_attribute(sat.attributes, IpsecAttr.PRIVATE_TIME_REPLAY_WINDOW)
         replay = replay_a.as_int() if replay_a is not None else None
-        selector = TrafficSelector(sat.ip_protocol, _cidr_of(sat.src), _cidr_of(sat.dst))
+        clear_text = find_attribute(sat.attributes, IpsecAttr.PRIVATE_CLEAR_TEXT_SELECTOR)
+        permit = clear_text is None or _int_attr(sat.attributes, IpsecAttr.PRIVATE_CLEAR_TEXT_SELECTOR, what) == 0
+        selector = TrafficSelector(sat.ip_protocol, _cidr_of(sat.src), _cidr_of(sat.dst), permit)
         prev = by_spi.get(sat.spi)
         if prev is None:
             by_spi[sat.spi] = TekAnnouncement(sat.spi, transform, (selector,), lifetime, replay)

@@ -25,12 +25,16 @@ server's and group members' configs from there unchanged.  Only what GDOI needs 
   any``, which this Linux GM does not close, so they are reported as ignored.  Without ``activate`` IOS
   does not enforce fail-close and neither do we.
 * ``ip access-list extended NAME`` (or numbered ``access-list N``) ``permit`` lines: ``permit gre any any``,
-  ``permit ip ...``, ``host A`` and ``A wildcard`` forms; ``ip access-list standard NAME`` (or ``access-list
-  N`` numbered 1-99 or 1300-1999) ``permit|deny any|host A|A [wildcard]`` lines, for authorization only.
+  ``permit ip ...``, ``host A`` and ``A wildcard`` forms; in a key server group's ``match address`` ACL also
+  ``deny`` lines of the same forms, traffic members leave in clear as IOS does (``check-config`` warns
+  when one follows a ``permit`` it overlaps: IOS stops at the first match, members here let deny lines
+  win); ``ip access-list standard NAME`` (or ``access-list N`` numbered 1-99 or 1300-1999) ``permit|deny
+  any|host A|A [wildcard]`` lines, for authorization only.
 
 Anything else inside these stanzas goes to the :class:`~dmvpn_lab.gdoi.config.ConfigReport` with its line
 number: ``ignored`` when it changes nothing we do, ``refused`` when it asks for crypto or policy we cannot
-honour (an unknown or misspelt transform, ``authentication rsa-sig``, DH group 5, ``deny`` ACEs...).  A key
+honour (an unknown or misspelt transform, ``authentication rsa-sig``, DH group 5, ``deny`` ACEs outside
+a group's ACL...).  A key
 server must not guess crypto, so the loader turns the first refused line into an error.  Lines outside
 crypto stanzas (``interface Tunnel10``, ``router eigrp``...) are not ours: they are only counted.
 
@@ -125,13 +129,26 @@ class _Profile:
 class _Acl:
     name: str
     line: int
-    selectors: list[TrafficSelector] = field(default_factory=list)
+    selectors: list[TrafficSelector] = field(default_factory=list)  # permit and deny lines, in order
     refused: bool = False
-    # ``deny`` entries, judged once it is known what names the ACL: a fail-close ACL's exceptions, or a
-    # refused line anywhere else.
-    denies: list[tuple[int, str]] = field(default_factory=list)
+    # ``deny`` entries, judged once it is known what names the ACL: clear-text exceptions in a key
+    # server's group ACL (they are in ``selectors`` when they parse; ``why_not`` says why one did not),
+    # a fail-close ACL's exceptions, or a refused line anywhere else.
+    denies: list[_Deny] = field(default_factory=list)
     standard: bool = False  # a standard list: ``address_rules`` instead of selectors
     address_rules: list[AddressRule] = field(default_factory=list)
+
+    @property
+    def permits(self) -> list[TrafficSelector]:
+        return [selector for selector in self.selectors if selector.permit]
+
+
+@dataclass(frozen=True)
+class _Deny:
+    line: int
+    text: str
+    selector: TrafficSelector | None  # None when the line did not parse
+    why_not: str | None = None  # then: the grammar's refusal (ports, log...)
 
 
 @dataclass
@@ -641,7 +658,15 @@ class _Parser:
         if body and body[0].lower() == "remark":
             return
         if body and body[0].lower() == "deny":
-            self.acl.denies.append((number, text))  # judged in parse_ios_config, once its use is known
+            # Judged in parse_ios_config, once its use is known; a line that does not parse is refused
+            # there only if the ACL is one where deny lines count.
+            try:
+                selector = parse_acl_entry(words)
+            except Refused as exc:
+                self.acl.denies.append(_Deny(number, text, None, exc.message))
+            else:
+                self.acl.selectors.append(selector)
+                self.acl.denies.append(_Deny(number, text, selector))
             return
         try:
             self.acl.selectors.append(parse_acl_entry(words))
@@ -702,25 +727,66 @@ def parse_ios_config(
 
 
 def _judge_denies(ios: _IosConfig, report: ConfigReport, config: KeyServerConfig | GroupMemberConfig) -> None:
-    """``deny`` ACEs: clear-text exceptions in the GM's fail-close ACL, refused anywhere else."""
+    """``deny`` ACEs: traffic left in clear in a key server's group ACL, exceptions in the GM's fail-close
+    ACL, refused anywhere else (an authorization or rekey list, a list nothing uses)."""
     fail_close_acls: set[str] = set()
+    group_acls: set[str] = set()
     if isinstance(config, GroupMemberConfig):
         entry = ios.map_fail_close.get(config.crypto_map)
         if entry is not None and entry.acl is not None:
             fail_close_acls.add(entry.acl[0])
+    else:
+        group_acls = {g.acl[0] for g in ios.groups.values() if g.server_local_line is not None and g.acl}
     for acl in ios.acls.values():
-        for number, text in acl.denies:
+        for deny in acl.denies:
             if acl.name in fail_close_acls:
                 report.ignore(
-                    number,
-                    text,
+                    deny.line,
+                    deny.text,
                     "fail-close holds only the permit lines closed here; other traffic already passes in clear",
                 )
+            elif acl.name in group_acls:
+                if deny.selector is None:
+                    acl.refused = True
+                    report.refuse(deny.line, deny.text, deny.why_not or "not a valid deny line")
+                else:
+                    _warn_if_shadowed_in_ios(acl, deny.line, deny.text, deny.selector, report)
             else:
                 acl.refused = True
                 report.refuse(
-                    number, text, "deny entries are not supported: GDOI policy here is a list of what to encrypt"
+                    deny.line,
+                    deny.text,
+                    "deny entries count only in a group's `match address` ACL (traffic left in clear)",
                 )
+
+
+def _warn_if_shadowed_in_ios(
+    acl: _Acl, line: int, text: str, denied: TrafficSelector, report: ConfigReport
+) -> None:
+    """A deny below a permit it overlaps: IOS stops at the first match, the kernel here at the deny.
+
+    Members install each deny as an xfrm policy that outranks every protect policy (xfrm.CLEAR_TEXT_PRIORITY),
+    whatever the ACL order, so where the two overlap the traffic goes in clear here but encrypted on IOS.
+    """
+    index = acl.selectors.index(denied)
+    earlier = [s for s in acl.selectors[:index] if s.permit and _overlap(s, denied)]
+    if earlier:
+        report.warn(
+            line,
+            text,
+            f"comes after `{earlier[0].acl_text().split(maxsplit=1)[1]}`, which also matches this traffic: IOS "
+            "encrypts it (first match wins), members here leave it in clear (deny lines always win); "
+            "put deny lines first",
+        )
+
+
+def _overlap(a: TrafficSelector, b: TrafficSelector) -> bool:
+    """True when some packet matches both selectors."""
+    if a.protocol and b.protocol and a.protocol != b.protocol:
+        return False
+    return ipaddress.IPv4Network(a.source).overlaps(ipaddress.IPv4Network(b.source)) and ipaddress.IPv4Network(
+        a.destination
+    ).overlaps(ipaddress.IPv4Network(b.destination))
 
 
 def _resolve_selectors(
@@ -735,8 +801,10 @@ def _resolve_selectors(
     acl = _defined_acl(ios, acl_ref, f"add `ip access-list extended {name}` with a `permit gre any any` line")
     if acl.standard:
         raise ConfigError(f"access list {name!r} is a standard list; traffic selectors need an extended one", line=line)
-    if not acl.selectors and not acl.refused and not acl.denies:  # its deny lines are refused later
-        raise ConfigError(f"access list {name!r} has no permit entries", line=acl.line)
+    if not acl.permits and not acl.refused:
+        raise ConfigError(
+            f"access list {name!r} has no permit entries", line=acl.line, hint="deny lines alone protect nothing"
+        )
     return tuple(acl.selectors)
 
 
@@ -855,7 +923,7 @@ def _authorization(ios: _IosConfig, ref: tuple[str, int] | None) -> MemberAuthor
     acl = _defined_acl(ios, ref, f"add `ip access-list standard {name}` with a `permit` line per member address")
     if acl.standard:
         return MemberAuthorization(name, tuple(acl.address_rules))
-    sources = (ipaddress.IPv4Network(s.source) for s in acl.selectors)
+    sources = (ipaddress.IPv4Network(s.source) for s in acl.permits)
     return MemberAuthorization(name, tuple(AddressRule(True, str(n.network_address), str(n.hostmask)) for n in sources))
 
 
@@ -864,7 +932,7 @@ def _multicast_group(ios: _IosConfig, ref: tuple[str, int]) -> str:
     acl = ios.acls.get(name)
     if acl is None:
         raise ConfigError(f"access list {name!r} is not defined", line=line)
-    for selector in acl.selectors:
+    for selector in acl.permits:
         net = ipaddress.IPv4Network(selector.destination)
         if net.prefixlen == 32 and net.network_address.is_multicast:
             return str(net.network_address)
@@ -955,4 +1023,4 @@ def _fail_close_selectors(ios: _IosConfig, crypto_map: str, report: ConfigReport
             hint=f"add `ip access-list extended {name}`, or drop `match address` to hold GRE closed",
         )
     # Only deny lines (the usual IOS form): the ACL names exceptions, and what stays closed is GRE.
-    return tuple(acl.selectors) or (TrafficSelector(),)
+    return tuple(acl.permits) or (TrafficSelector(),)

@@ -87,20 +87,23 @@ class RekeyTransport(enum.Enum):
 
 @dataclass(frozen=True)
 class TrafficSelector:
-    """One ``permit`` line of the ACL the KS downloads (``permit gre any any``).
+    """One line of the ACL the KS downloads: ``permit gre any any`` (protect) or a ``deny`` (leave in clear).
 
     ``protocol`` is an IP protocol number (47 for GRE, 0 for ``ip``); networks are CIDR strings,
-    ``0.0.0.0/0`` for ``any``.
+    ``0.0.0.0/0`` for ``any``.  ``permit`` False is an IOS ``deny`` line: members send and accept that
+    traffic in clear even where a ``permit`` line also covers it.
     """
 
     protocol: int = 47
     source: str = "0.0.0.0/0"
     destination: str = "0.0.0.0/0"
+    permit: bool = True
 
     def acl_text(self) -> str:
         """The line as IOS shows it under ``ACL Downloaded From KS``."""
         proto = {47: "gre", 0: "ip", 6: "tcp", 17: "udp", 1: "icmp"}.get(self.protocol, str(self.protocol))
-        return f"access-list  permit {proto} {_acl_addr(self.source)} {_acl_addr(self.destination)}"
+        action = "permit" if self.permit else "deny"
+        return f"access-list  {action} {proto} {_acl_addr(self.source)} {_acl_addr(self.destination)}"
 
 
 def _acl_addr(cidr: str) -> str:

@@ -223,6 +223,7 @@ def _iv_bytes(transform: TekTransform) -> int:
 
 def _selector_json(selector: TrafficSelector) -> dict[str, Any]:
     return {
+        "action": "permit" if selector.permit else "deny",
         "protocol": selector.protocol,
         "source": selector.source,
         "destination": selector.destination,
@@ -617,6 +618,7 @@ def ipsec_sa_json(view: View) -> dict[str, Any]:
     idents = [
         {"local_ident": _ident(s, "local"), "remote_ident": _ident(s, "remote"), "protocol": s.protocol}
         for s in status.selectors
+        if s.permit  # as on IOS, a flow is an ACL line that is protected; deny lines stay in clear
     ]
     return {
         "role": "gm",

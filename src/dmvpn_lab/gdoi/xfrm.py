@@ -5,6 +5,9 @@ Why it looks like this (see docs/lab-facts.md, "The group SA in plain Linux xfrm
 * Every member shares one SPI and key per TEK, so nothing is negotiated pairwise.  Per selector of the
   downloaded ACL (``permit gre any any``) there is a ``dir out`` and a ``dir in`` policy with
   ``tmpl proto esp mode transport level required``.  The policies name no SPI, so they outlive rekeys.
+* A ``deny`` line of that ACL is traffic IOS leaves in clear.  It gets ``dir out``/``dir in`` policies with
+  ``action allow`` and no template, at a priority that outranks every protect policy
+  (:data:`CLEAR_TEXT_PRIORITY`), so an overlapping ``permit`` cannot demand ESP for it.
 * ONE inbound state per TEK: ``src 0.0.0.0 dst <own NBMA> spi S ... replay-window 0 flag wildrecv``: any
   member may send with it.  Sequence-number anti-replay cannot work with many senders on one SPI
   (replay-window 0); IOS's time-based anti-replay has no Linux counterpart.
@@ -51,6 +54,7 @@ from dmvpn_lab.gdoi.model import GDOI_PORT, TrafficSelector
 Runner = Callable[[Sequence[str]], str]
 
 POLICY_PRIORITY = 2000  # GDOI policies; lower numbers win in xfrm
+CLEAR_TEXT_PRIORITY = 1500  # the ACL's deny lines: above every protect policy, whatever the ACL order
 BYPASS_PRIORITY = 1000  # keep GDOI's own UDP 848 out of an ``ip``/``udp`` selector
 HARD_LIFETIME_GRACE_S = 30  # the kernel drops a state this long after the TEK's lifetime ends
 
@@ -156,6 +160,20 @@ def selector_args(selector: TrafficSelector, *, mirrored: bool = False) -> list[
 
 
 def policy_add(selector: TrafficSelector, direction: str) -> list[str]:
+    """The policy for one ACL line and direction: ESP required for a permit, clear text for a deny."""
+    if not selector.permit:
+        return [
+            "xfrm",
+            "policy",
+            "update",
+            *selector_args(selector, mirrored=direction == "in"),
+            "dir",
+            direction,
+            "action",
+            "allow",
+            "priority",
+            str(CLEAR_TEXT_PRIORITY),
+        ]
     return [
         "xfrm",
         "policy",
@@ -390,7 +408,7 @@ class XfrmApplier:
         selectors later finds them in place: each policy is added once, so this and :meth:`install_tek`
         may run in any order and any number of times.
         """
-        if not self._bypass and any(s.protocol in (0, 17) for s in selectors):
+        if not self._bypass and any(s.permit and s.protocol in (0, 17) for s in selectors):
             for command in bypass_policies(self._gdoi_port):
                 self._run(command)
             self._bypass = True
