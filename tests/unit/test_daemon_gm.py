@@ -17,15 +17,19 @@ from typing import Any
 
 import pytest
 
+from dmvpn_lab.gdoi import cli
 from dmvpn_lab.gdoi import gm_daemon as gm_daemon_module
 from dmvpn_lab.gdoi.config_model import GroupMemberConfig
 from dmvpn_lab.gdoi.daemon import DaemonSettings
 from dmvpn_lab.gdoi.daemon_errors import StartupError
 from dmvpn_lab.gdoi.events import Event, TekDeleted, TekInstalled, TekSA
 from dmvpn_lab.gdoi.gm_daemon import GmDaemon
+from dmvpn_lab.gdoi.gm_kernel import ios_interface_address, loopback_address
 from dmvpn_lab.gdoi.kernel_events import Acquire, NhrpBinding
 from dmvpn_lab.gdoi.model import TekTransform, TrafficSelector
 from dmvpn_lab.gdoi.xfrm import XfrmError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 GM = "127.0.0.1"
 PEER = "127.0.0.77"
@@ -247,3 +251,50 @@ def test_the_gm_joins_the_rekey_group_on_the_port_its_kek_names(
 
     run_gm(tmp_path, journal=[], script=script, xfrm=False)
     assert joined == [("239.192.1.1", 8848, GM)]
+
+
+# --- Loopback0 on a Linux node --------------------------------------------------------------------
+
+LO_JSON = (
+    '[{"ifindex":1,"ifname":"lo","addr_info":['
+    '{"family":"inet","local":"127.0.0.1","prefixlen":8},'
+    '{"family":"inet6","local":"::1","prefixlen":128},'
+    '{"family":"inet","local":"11.11.11.11","prefixlen":32}]}]'
+)
+
+
+def test_loopback0_is_the_loopback_address_outside_127() -> None:
+    commands: list[list[str]] = []
+
+    def ip(args: Sequence[str]) -> str:
+        commands.append(list(args))
+        return LO_JSON
+
+    assert ios_interface_address("Loopback0", ip) == "11.11.11.11"
+    assert commands == [["-j", "addr", "show", "dev", "lo"]]
+    assert ios_interface_address("Serial1/0", ip) is None  # no Linux counterpart is guessed
+    assert loopback_address(lambda args: LO_JSON.replace("11.11.11.11", "127.0.0.2")) is None
+
+
+def test_loopback_address_is_none_when_ip_fails_or_says_nonsense() -> None:
+    def failing(args: Sequence[str]) -> str:
+        raise XfrmError("`ip -j addr show dev lo` failed: Device does not exist")
+
+    assert loopback_address(failing) is None
+    assert loopback_address(lambda args: "not json") is None
+    assert loopback_address(lambda args: '{"unexpected": 1}') is None
+
+
+def test_gdoi_gm_runs_a_seed_config_without_local_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, str] = {}
+
+    def fake_run_daemon(daemon: object) -> int:
+        seen["address"] = daemon.config.local_address  # type: ignore[attr-defined]
+        return 0
+
+    monkeypatch.setattr(cli, "run_daemon", fake_run_daemon)
+    monkeypatch.setattr(cli, "ios_interface_address", lambda name: "11.11.11.11" if name == "Loopback0" else None)
+    code = cli.main(["gm", "--config", str(FIXTURES / "gm-seed.ios"), "--run-dir", str(tmp_path), "--no-xfrm"])
+    assert code == 0 and seen == {"address": "11.11.11.11"}
+    monkeypatch.setattr(cli, "ios_interface_address", lambda name: None)
+    assert cli.main(["gm", "--config", str(FIXTURES / "gm-seed.ios"), "--run-dir", str(tmp_path)]) == 2

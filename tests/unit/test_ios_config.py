@@ -570,3 +570,55 @@ def test_a_group_acl_of_deny_lines_only_is_an_error() -> None:
     with pytest.raises(ConfigError, match="has no permit entries") as caught:
         ks(text.format(transform="esp-gcm"))
     assert "deny lines alone protect nothing" in str(caught.value)
+
+
+# --- A GM's address from `crypto map M local-address IF` -------------------------------------------
+
+SEED_GM_TEXT = (FIXTURES / "gm-seed.ios").read_text()
+
+
+def test_seed_gm_with_its_loopback_in_the_paste_takes_the_address_from_it() -> None:
+    text = SEED_GM_TEXT + "interface Loopback0\n ip address 11.11.11.11 255.255.255.255\n"
+    config, report = parse(text)
+    assert isinstance(config, GroupMemberConfig) and config.local_address == "11.11.11.11"
+    assert report.unsupported == [] and report.warnings == []
+
+
+def test_seed_gm_pasted_verbatim_asks_the_node_for_loopback0() -> None:
+    asked: list[str] = []
+
+    def node(name: str) -> str | None:
+        asked.append(name)
+        return "11.11.11.11"
+
+    report = ConfigReport("test.ios", "ios")
+    config = parse_ios_config(SEED_GM_TEXT, report, interface_address=node)
+    assert isinstance(config, GroupMemberConfig) and config.local_address == "11.11.11.11"
+    assert asked == ["Loopback0"]
+    # --local-address still wins, and the node is not asked
+    config = parse_ios_config(SEED_GM_TEXT, report, local_address="10.0.0.1", interface_address=node)
+    assert isinstance(config, GroupMemberConfig) and config.local_address == "10.0.0.1" and asked == ["Loopback0"]
+
+
+def test_without_local_address_the_interface_carrying_the_map_is_the_source() -> None:
+    text = SEED_GM_TEXT.replace("crypto map DMVPN local-address Loopback0\n", "").replace(
+        " ....\n", " ip address 172.27.1.1 255.255.255.0\n"
+    )
+    config, _ = parse(text)
+    assert isinstance(config, GroupMemberConfig) and config.local_address == "172.27.1.1"
+
+
+def test_nothing_to_resolve_is_a_clear_error_saying_what_to_do() -> None:
+    report = ConfigReport("test.ios", "ios")
+    with pytest.raises(ConfigError) as caught:
+        parse_ios_config(SEED_GM_TEXT, report, interface_address=lambda name: None)
+    message = str(caught.value)
+    assert "not in the file or on this node (crypto map DMVPN sources from interface Loopback0)" in message
+    assert "add `interface Loopback0` with ` ip address A M`" in message
+    assert "loopback (lo) an address outside 127.0.0.0/8" in message and "--local-address" in message
+
+
+def test_check_config_warns_where_the_gm_address_will_come_from() -> None:
+    _, report = load_config_with_report(FIXTURES / "gm-seed.ios", checking=True)
+    (warning,) = report.warnings
+    assert warning.text == "the GDOI address is not in the file (crypto map DMVPN sources from interface Loopback0)"

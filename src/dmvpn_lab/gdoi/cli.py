@@ -3,7 +3,7 @@
 One verb per job, netlab-style::
 
     gdoi ks --config ks.ios [--local-address A] [--run-dir D] [--key-dir D] [--port P] [--keylog F]
-    gdoi gm --config gm.ios --local-address A [--xfrm-address NBMA] [--no-xfrm] [--server-port P] ...
+    gdoi gm --config gm.ios [--local-address A] [--xfrm-address NBMA] [--no-xfrm] [--server-port P] ...
     gdoi show crypto gdoi [ks members] | crypto isakmp sa | crypto ipsec sa   [--run-dir D] [--json]
     gdoi rekey [--run-dir D] [--group G]
     gdoi acks on|off [--run-dir D]
@@ -35,6 +35,7 @@ from dmvpn_lab.gdoi.daemon import DEFAULT_RUN_DIR, DaemonSettings, run_daemon
 from dmvpn_lab.gdoi.daemon_errors import StartupError
 from dmvpn_lab.gdoi.daemon_log import configure_logging
 from dmvpn_lab.gdoi.gm_daemon import GmDaemon
+from dmvpn_lab.gdoi.gm_kernel import ios_interface_address
 from dmvpn_lab.gdoi.ks_daemon import DEFAULT_KEY_DIR, load_ks_daemon
 
 EXIT_OK = 0
@@ -149,7 +150,8 @@ def _run_ks(args: argparse.Namespace) -> int:
 def _run_gm(args: argparse.Namespace) -> int:
     logger = configure_logging(args.log_level)
     try:
-        config = load_config(args.config, local_address=args.local_address)
+        # A pasted IOS config may name `local-address Loopback0` without its address: ask this node.
+        config = load_config(args.config, local_address=args.local_address, interface_address=ios_interface_address)
     except ConfigError as exc:
         return _error(str(exc))
     if not isinstance(config, GroupMemberConfig):

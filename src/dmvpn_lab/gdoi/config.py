@@ -114,7 +114,7 @@ from dmvpn_lab.gdoi.config_values import (
     identity_taken,
     parse_ipv4,
 )
-from dmvpn_lab.gdoi.ios_config import parse_ios_config
+from dmvpn_lab.gdoi.ios_config import InterfaceAddress, parse_ios_config
 from dmvpn_lab.gdoi.model import (
     GDOI_PORT,
     MAX_HALF_OPEN_LIMIT,
@@ -211,13 +211,23 @@ def detect_format(text: str) -> Literal["ios", "yaml"]:
     return "yaml" if isinstance(data, dict) and "role" in data else "ios"
 
 
-def load_config(path: str | Path, *, local_address: str | None = None, port: int | None = None) -> Config:
+def load_config(
+    path: str | Path,
+    *,
+    local_address: str | None = None,
+    port: int | None = None,
+    interface_address: InterfaceAddress | None = None,
+) -> Config:
     """Read ``path`` (YAML or IOS) into a KS or GM config; raise :class:`ConfigError` on any problem.
 
     ``local_address`` overrides (or, for an IOS GM whose crypto map names an interface, supplies) the
     address the daemon binds; ``port`` overrides the UDP port (KS: its own port, GM: its own port).
+    ``interface_address`` answers for an interface an IOS GM's crypto map names without its address in
+    the file (the GM daemon reads the node's loopback for ``Loopback0``).
     """
-    config, report = load_config_with_report(path, local_address=local_address, port=port)
+    config, report = load_config_with_report(
+        path, local_address=local_address, port=port, interface_address=interface_address
+    )
     error = report.first_refusal_error()
     if error is not None:
         raise error
@@ -225,7 +235,12 @@ def load_config(path: str | Path, *, local_address: str | None = None, port: int
 
 
 def load_config_with_report(
-    path: str | Path, *, local_address: str | None = None, port: int | None = None, checking: bool = False
+    path: str | Path,
+    *,
+    local_address: str | None = None,
+    port: int | None = None,
+    checking: bool = False,
+    interface_address: InterfaceAddress | None = None,
 ) -> tuple[Config, ConfigReport]:
     """Like :func:`load_config` but returns the report instead of raising on refused lines.
 
@@ -245,7 +260,9 @@ def load_config_with_report(
             config = parse_yaml_config(text, report, local_address=local_address)
         else:
             report = ConfigReport(name, "ios")
-            config = parse_ios_config(text, report, local_address=local_address, checking=checking)
+            config = parse_ios_config(
+                text, report, local_address=local_address, checking=checking, interface_address=interface_address
+            )
     except ConfigError as exc:
         raise exc.located(name) from None
     if port is not None:

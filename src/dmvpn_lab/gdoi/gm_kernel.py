@@ -9,7 +9,10 @@ it can be read (and tested with a recording runner) without sockets or timers:
 * two watchers on the kernel: XFRM ACQUIREs (a packet toward a peer without an outbound state) and NHRP's
   neighbour bindings (a peer nhrpd has just bound: give it its state before its first packet);
 * after a rekey, the switch to the new TEK outbound waits :data:`OUTBOUND_SWITCH_DELAY_S`;
-* on stop, every state and policy goes, but for fail-close policies (GRE stays blocked).
+* on stop, every state and policy goes, but for fail-close policies (GRE stays blocked);
+* before all that, :func:`ios_interface_address` answers the config reader when a pasted IOS config names
+  ``crypto map M local-address Loopback0`` without the loopback's address: IOS's Loopback0 is this
+  node's ``lo``, read with ``ip -j addr show dev lo`` (reading only: nothing here changes the kernel).
 
 All changes go through :class:`~dmvpn_lab.gdoi.xfrm.XfrmApplier`.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
+import json
 import logging
 from collections.abc import Sequence
 
@@ -38,6 +43,36 @@ from dmvpn_lab.gdoi.xfrm import Runner, SpiCounters, XfrmApplier, XfrmError, run
 # After a rekey, wait this long before sending with the new TEK: the KS's pushes reach all members
 # within milliseconds, so by then every peer accepts the new SPI inbound (the old TEK stays valid).
 OUTBOUND_SWITCH_DELAY_S = 5.0
+
+
+def loopback_address(runner: Runner = run_ip) -> str | None:
+    """The first IPv4 address of ``lo`` outside 127.0.0.0/8, or None (none there, or ``ip`` failed).
+
+    That is what a router's Loopback0 is on a Linux node: the lab puts the seed's 11.11.11.11/32 there.
+    """
+    try:
+        text = runner(["-j", "addr", "show", "dev", "lo"])
+        links = json.loads(text or "[]")
+    except (XfrmError, ValueError):
+        return None
+    for link in links if isinstance(links, list) else []:
+        for info in link.get("addr_info", []) if isinstance(link, dict) else []:
+            if not isinstance(info, dict) or info.get("family") != "inet":
+                continue
+            try:
+                address = ipaddress.IPv4Address(str(info.get("local")))
+            except ValueError:
+                continue
+            if not address.is_loopback:
+                return str(address)
+    return None
+
+
+def ios_interface_address(name: str, runner: Runner = run_ip) -> str | None:
+    """The address of the IOS interface ``name`` on this node: ``Loopback0`` is ``lo``; others are unknown."""
+    if name.replace(" ", "").lower() == "loopback0":
+        return loopback_address(runner)
+    return None
 
 
 def check_xfrm(runner: Runner = run_ip) -> None:

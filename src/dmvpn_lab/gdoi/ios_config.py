@@ -197,6 +197,8 @@ class _IosConfig:
     map_groups: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # map -> [(group, line)]
     map_interfaces: dict[str, str] = field(default_factory=dict)
     map_fail_close: dict[str, _FailClose] = field(default_factory=dict)
+    # `interface X` / ` ip address A M` (the primary address), for `crypto map M local-address X`
+    interface_addresses: dict[str, str] = field(default_factory=dict)
 
 
 # --- Small word parsers ---------------------------------------------------------------------------
@@ -688,17 +690,39 @@ class _Parser:
         lowered = [w.lower() for w in words]
         if lowered[:2] == ["crypto", "map"] and len(words) == 3 and self.interface is not None:
             self.ios.map_interfaces[words[2]] = self.interface
-        else:
-            self.report.lines_outside_crypto += 1
+            return
+        self.report.lines_outside_crypto += 1  # an address is not crypto either: counted, and kept below
+        if lowered[:2] == ["ip", "address"] and len(words) == 4 and self.interface is not None:
+            # Only the primary address: it is the one IOS sources from (`secondary` has a fifth word).
+            try:
+                address = parse_ipv4(words[2])
+            except ConfigError:
+                return  # not ours to judge: `ip address dhcp` and the like name no address
+            self.ios.interface_addresses.setdefault(self.interface, address)
 
 
 # --- From the file's records to a config ----------------------------------------------------------
 
 
+# Asked for an IOS interface name (``Loopback0``) when the file names one without its address: the
+# address the node really has there, or None.  The GM's adapter reads the kernel; the parser does no I/O.
+InterfaceAddress = Callable[[str], str | None]
+
+
 def parse_ios_config(
-    text: str, report: ConfigReport, *, local_address: str | None = None, checking: bool = False
+    text: str,
+    report: ConfigReport,
+    *,
+    local_address: str | None = None,
+    checking: bool = False,
+    interface_address: InterfaceAddress | None = None,
 ) -> KeyServerConfig | GroupMemberConfig:
-    """Parse IOS text into a KS or GM config, filling ``report`` with unsupported lines."""
+    """Parse IOS text into a KS or GM config, filling ``report`` with unsupported lines.
+
+    A GM's address is ``local_address`` if given, else the address of the interface its crypto map
+    sources from (``crypto map M local-address IF``, else the interface carrying the map): from the
+    file's ``interface IF`` / ``ip address``, else from ``interface_address``.
+    """
     ios = _Parser(report).parse(text)
     ks_groups = [g for g in ios.groups.values() if g.server_local_line is not None]
     gm_groups = [g for g in ios.groups.values() if g.server_local_line is None]
@@ -720,7 +744,7 @@ def parse_ios_config(
         config = _build_ks(ios, ks_groups, report, local_address)
     else:
         report.role = "gm"
-        config = _build_gm(ios, gm_groups, local_address, checking, report)
+        config = _build_gm(ios, gm_groups, local_address, checking, report, interface_address)
     _judge_denies(ios, report, config)
     report.unsupported.sort(key=lambda entry: entry.line)  # deny lines were judged last
     return config
@@ -955,6 +979,7 @@ def _build_gm(
     local_address: str | None,
     checking: bool,
     report: ConfigReport,
+    interface_address: InterfaceAddress | None,
 ) -> GroupMemberConfig:
     mapped = [(m, g, line) for m, entries in ios.map_groups.items() for g, line in entries]
     used = {g for _, g, _ in mapped}
@@ -978,15 +1003,8 @@ def _build_gm(
     interface = ios.map_interfaces.get(crypto_map, "eth1")
     if local_address is not None:
         address = check_local_address(parse_ipv4(local_address, what="--local-address"), "gm")
-    elif checking:
-        address = "0.0.0.0"  # a placeholder: the file does not say, and the check goes on
     else:
-        named = ios.map_local_interface.get(crypto_map)
-        raise ConfigError(
-            "the group member's GDOI address is not in the file"
-            + (f" (crypto map {crypto_map} local-address names interface {named})" if named else ""),
-            hint="pass --local-address with that interface's address",
-        )
+        address = _gm_address(ios, crypto_map, checking, report, interface_address)
     return GroupMemberConfig(
         local_address=address,
         group_name=group.name,
@@ -998,6 +1016,47 @@ def _build_gm(
         interface=interface,
         fail_close_selectors=_fail_close_selectors(ios, crypto_map, report),
     )
+
+
+def _gm_address(
+    ios: _IosConfig,
+    crypto_map: str,
+    checking: bool,
+    report: ConfigReport,
+    interface_address: InterfaceAddress | None,
+) -> str:
+    """The address the crypto map sources GDOI from, as IOS picks it.
+
+    IOS registers from ``crypto map M local-address IF``'s address, or else from the interface that
+    carries the map.  A pasted config often has that line but not the interface's ``ip address`` (the
+    seed's ``local-address Loopback0``): then the node itself is asked.
+    """
+    named = ios.map_local_interface.get(crypto_map) or ios.map_interfaces.get(crypto_map)
+    if named is not None and named in ios.interface_addresses:
+        return check_local_address(ios.interface_addresses[named], "gm")
+    if named is not None and interface_address is not None:
+        found = interface_address(named)
+        if found is not None:
+            return check_local_address(found, "gm")
+    where = f"crypto map {crypto_map} sources from interface {named}" if named else f"crypto map {crypto_map}"
+    remedy = (
+        f"add `interface {named}` with ` ip address A M` to the file, "
+        + ("give this node's loopback (lo) an address outside 127.0.0.0/8, " if _is_loopback(named) else "")
+        + "or pass --local-address A"
+        if named
+        else "add `crypto map M local-address IF` and that interface's `ip address`, or pass --local-address A"
+    )
+    if checking:
+        # check-config reads the file anywhere, not on the node: say where the daemon will look.
+        node = "`gdoi gm` takes lo's address outside 127.0.0.0/8 on the node; " if named and _is_loopback(named) else ""
+        report.warn(None, f"the GDOI address is not in the file ({where})", f"{node}if there is none: {remedy}")
+        return "0.0.0.0"  # a placeholder, so the rest of the file is still checked
+    looked = " or on this node" if named is not None and interface_address is not None else ""
+    raise ConfigError(f"the group member's GDOI address is not in the file{looked} ({where})", hint=remedy)
+
+
+def _is_loopback(ios_name: str) -> bool:
+    return ios_name.lower().startswith("loopback")
 
 
 def _fail_close_selectors(ios: _IosConfig, crypto_map: str, report: ConfigReport) -> tuple[TrafficSelector, ...]:
