@@ -18,7 +18,9 @@ server's and group members' configs from there unchanged.  Only what GDOI needs 
   standard list, or an extended one whose source addresses count); on a GM one or more
   ``server address ipv4 A``
 * ``crypto map M local-address IF``, ``crypto map M N gdoi`` / ``set group G``, and the ``interface`` that
-  carries ``crypto map M`` (kept for display, as IOS shows it)
+  carries ``crypto map M`` (kept for display, as IOS shows it).  The GM registers from IF's address (else
+  the carrying interface's): its ``interface IF`` / ``ip address`` in the file, else what the caller's
+  ``interface_address`` finds on the node (``gdoi gm``: Loopback0 is ``lo``'s address outside 127/8)
 * on a GM, ``crypto map M N gdoi fail-close`` / ``match address ACL`` / ``activate``: the ACL's ``permit``
   lines are held closed until registration (none, or no ``match address``: ``permit gre any any``, what
   the KS downloads); its ``deny`` lines are IOS's clear-text exceptions to an implicit ``permit ip any
