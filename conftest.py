@@ -56,7 +56,11 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
     if preflight.in_sandbox() or os.environ.get("DMVPN_LAB_NO_SANDBOX") == "1" or not _wants_lab(config):
         return None
-    if config.option.runtime != "netns" or not preflight.kernel_missing_modules():
+    if not preflight.kernel_missing_modules():
+        return None
+    # containerlab also needs a Docker engine: one on this host will do, else the sandbox runs its own.
+    docker = config.option.runtime == "containerlab"
+    if docker and preflight.docker_engine_answers():
         return None
     ok, how = sandbox.available()
     if not ok:
@@ -66,11 +70,27 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         results = Path(config.getoption("--results")).resolve()
         return parallel.run(list(config.invocation_params.args), results, rootdir)
     args = [sys.executable, "-m", "pytest", *config.invocation_params.args]
-    return sandbox.run(args, cwd=config.invocation_params.dir)
+    return sandbox.run(args, cwd=config.invocation_params.dir, docker=docker)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "incremental: later steps skip once one step failed")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test about one runtime's own machinery (``runtime("netns")``) is left out of the other's run.
+
+    Left out, not skipped: the other runtime has no such machinery (containerlab's cleanup is
+    containerlab's), and README.md lists each one with the reason.
+    """
+    runtime = config.option.runtime
+    kept, left_out = [], []
+    for item in items:
+        marker = item.get_closest_marker("runtime")
+        (left_out if marker is not None and runtime not in marker.args else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,9 @@ import pytest
 
 from dmvpn_lab.lab import checks, preflight
 from dmvpn_lab.lab.capture import Capture, capture
-from dmvpn_lab.lab.cli import runtime_for
 from dmvpn_lab.lab.converge import wait_for_json
-from dmvpn_lab.lab.node import NodeShell, state_root
+from dmvpn_lab.lab.node import NodeShell
+from dmvpn_lab.lab.runtime import Runtime, runtime_for
 from dmvpn_lab.lab.topology import Topology, load_topology
 
 _TOTALS = re.compile(r"(\d+) packets transmitted, (\d+) received")
@@ -45,7 +44,7 @@ NEW_FLOW_LOSS = 2
 class Lab:
     topology: Topology
     shell: NodeShell
-    runtime: Any
+    runtime: Runtime
     results: Path
 
     def node_label(self, node: str, label: str) -> str:
@@ -105,7 +104,7 @@ def bring_up(config: pytest.Config, path: str) -> Iterator[Lab]:
         preflight.require(preflight.netns_checks(need_kernel=False))
     topology = load_topology(path)
     runtime = runtime_for(topology, runtime_name)
-    shell = NodeShell(topology, runtime_name)
+    shell = runtime.shell
     results = Path(config.getoption("--results")) / topology.name
     results.mkdir(parents=True, exist_ok=True)
     reused = bool(runtime.existing_namespaces())
@@ -117,9 +116,7 @@ def bring_up(config: pytest.Config, path: str) -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        logs = state_root() / topology.name
-        if logs.exists():
-            shutil.copytree(logs, results / "logs", dirs_exist_ok=True, ignore=shutil.ignore_patterns("keys", "*.sock"))
+        runtime.collect_logs(results / "logs")
         if not reused and not config.getoption("--keep-lab"):
             runtime.down()
 

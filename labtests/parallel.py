@@ -5,7 +5,9 @@ labs spend most of their time waiting on protocol timers.  When ``make test`` (p
 to use the sandbox, it runs instead:
 
 * ``tests/`` (unit and loopback integration tests) directly on this host, which needs no GRE or ESP;
-* each group of lab suites below in a sandbox kernel of its own, all at once.
+* each group of lab suites below in a sandbox kernel of its own, all at once;
+* the seed lab's suites once more on the containerlab runtime, in a sandbox kernel that also runs the
+  Docker Engine (``containerlab`` group).
 
 Each group brings up the labs it needs; no lab is shared between groups.  Output is streamed with the
 group's name in front, each group's full output is kept in ``<results>/run-<group>.log``, and the totals
@@ -46,6 +48,9 @@ SHARDS: dict[str, tuple[str, ...]] = {
         "labtests/test_encryption_control.py",
     ),
 }
+# The seed lab's suites again, on containerlab and Docker (the sandbox kernel runs its own engine).
+SHARDS["containerlab"] = SHARDS["seed-lab"]
+SHARD_RUNTIME = {"containerlab": "containerlab"}
 HOST_SHARDS = frozenset({"unit"})  # run on this host: no sandbox kernel needed
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
@@ -106,6 +111,8 @@ def _start(
     env = dict(os.environ, DMVPN_LAB_SHARD=name, DMVPN_LAB_RESULTS=str(results))
     if name in HOST_SHARDS:
         env["DMVPN_LAB_NO_SANDBOX"] = "1"
+    if name in SHARD_RUNTIME:
+        env["DMVPN_LAB_RUNTIME"] = SHARD_RUNTIME[name]
     argv = [sys.executable, "-m", "pytest", *SHARDS[name], f"--basetemp={temp_root / name}", *options]
     log = (results / f"run-{name}.log").open("w")
     proc = subprocess.Popen(
@@ -140,7 +147,9 @@ def _report(shards: list[_Shard], results: Path) -> int:
     for shard in shards:
         path = suite_times_file(results, shard.name)
         if path.exists():
-            times.update(json.loads(path.read_text()))
+            runtime = SHARD_RUNTIME.get(shard.name)
+            shard_times = json.loads(path.read_text())
+            times.update({f"{suite} [{runtime}]" if runtime else suite: t for suite, t in shard_times.items()})
     print("==== time per suite (setup, tests, teardown) ====")
     for suite, seconds in times.items():
         print(f"{seconds:8.1f} s  {suite}")

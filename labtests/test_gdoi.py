@@ -47,7 +47,7 @@ def test_no_phase2_check_sees_a_planted_per_peer_sa_and_ike_daemon(lab, request)
     keys = ["enc", "cbc(aes)", "0x" + "11" * 16, "auth", "hmac(sha1)", "0x" + "22" * 20]
     lab.shell.run(spoke1.name, ["ip", "xfrm", "state", "add", *planted, "mode", "transport", *keys])
     ike_socket = "import socket, time; s = socket.socket(2, 2); s.bind(('', 500)); time.sleep(60)"
-    listener = lab.shell.spawn(spoke2.name, [sys.executable, "-c", ike_socket])
+    listener = lab.shell.spawn(spoke2.name, [sys.executable, "-c", ike_socket], network_only=True)
     try:
         problems = wait_for_json(
             lambda: checks.per_peer_sa_problems(lab.shell),

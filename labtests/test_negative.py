@@ -107,7 +107,7 @@ def _send_from_ks(lab, payload: bytes, target: str) -> None:
         f"send(IP(src='{src}', dst='{target}')/UDP(sport={GDOI_PORT}, dport={GDOI_PORT})"
         "/Raw(bytes.fromhex(sys.argv[1])), verbose=0)"
     )
-    lab.shell.run(ks.name, [sys.executable, "-c", script, payload.hex()])
+    lab.shell.run(ks.name, [sys.executable, "-c", script, payload.hex()], network_only=True)
 
 
 @pytest.mark.parametrize(("attack", "reason"), [("replayed", "replayed"), ("tampered-signature", "bad-signature")])

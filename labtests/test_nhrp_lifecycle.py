@@ -33,18 +33,10 @@ PASSWORD = "dmvpnlab"  # FRR and IOS take at most 8 characters
 @pytest.fixture(scope="module")
 def nhrp_lab(pytestconfig, tmp_path_factory):
     from dmvpn_lab.lab import generate
-    from dmvpn_lab.lab.generate import FRR10_ROOT, LabSpec, Protection
+    from dmvpn_lab.lab.generate import LabSpec, Protection
     from labtests.lib import bring_up
 
-    # Without the FRR 10 root the netns runtime stops at bring-up, naming scripts/frr-root.sh.
-    spec = LabSpec(
-        2,
-        Protection.GDOI,
-        "nhrp-lab",
-        nhrp_holdtime_s=HOLDTIME_S,
-        nhrp_authentication=PASSWORD,
-        frr_root=FRR10_ROOT,
-    )
+    spec = LabSpec(2, Protection.GDOI, "nhrp-lab", nhrp_holdtime_s=HOLDTIME_S, nhrp_authentication=PASSWORD)
     folder = generate.write(spec, tmp_path_factory.mktemp("nhrp-lab"))
     yield from bring_up(pytestconfig, str(folder))
 
@@ -280,10 +272,7 @@ def _auth_failures(lab, hub, spoke) -> int:
     """How many NHRP packets from ``spoke`` the hub's nhrpd refused for their authentication.
 
     nhrpd has no counter for this in its show commands; it logs each refusal (``From <nbma>: error:
-    authentication failure``) to the log file the netns runtime gives it.
+    authentication failure``) to the log file each runtime gives it.
     """
-    from dmvpn_lab.lab.node import state_root
-
-    log = state_root() / lab.topology.name / hub.name / "nhrpd.log"
-    text = lab.shell.run(hub.name, ["cat", str(log)], check=False).stdout
+    text = lab.runtime.daemon_log(hub.name, "nhrpd")
     return text.count(f"From {spoke.labels['dmvpn-lab.nbma']}: error: authentication failure")

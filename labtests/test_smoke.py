@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from dmvpn_lab.lab import checks, generate
-from dmvpn_lab.lab.converge import wait_for_json
+from dmvpn_lab.lab.converge import wait_for_json, wait_until
 from dmvpn_lab.lab.generate import LabSpec, Protection
-from dmvpn_lab.lab.netns import FRR_RUN, NetnsRuntime
+from dmvpn_lab.lab.netns import FRR_RUN, LabError, NetnsRuntime
 from dmvpn_lab.lab.topology import load_topology
 
 pytestmark = pytest.mark.lab
@@ -67,6 +68,7 @@ def _leftovers(lab_name: str) -> list[str]:
     return found
 
 
+@pytest.mark.runtime("netns")
 def test_up_after_a_killed_up_works_and_down_leaves_nothing(tmp_path):
     """Kill `dmvpn-lab up` half-way, bring the lab up again, then `down`: nothing may remain."""
     # A private copy under another name, so this test never disturbs the session's labs.
@@ -93,3 +95,57 @@ def test_up_after_a_killed_up_works_and_down_leaves_nothing(tmp_path):
     while _leftovers(topo.name) and time.monotonic() < deadline:
         time.sleep(0.2)  # processes may take a moment to be reaped after SIGKILL
     assert _leftovers(topo.name) == []
+
+
+# --- containerlab's own machinery ---------------------------------------------------------------------
+
+
+@pytest.mark.runtime("containerlab")
+def test_containerlab_inspect_lists_every_node_running(lab):
+    """The topology file deployed by containerlab itself: its own inspection lists every node running."""
+    from dmvpn_lab.lab.clab import containerlab_binary
+
+    out = subprocess.run(
+        [containerlab_binary(), "inspect", "-t", str(lab.topology.path), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    lab.save("smoke", "containerlab-inspect.json", out)
+    data = json.loads(out)
+    # containerlab 0.60 and later group the containers by lab name.
+    containers = data.get("containers") or [c for group in data.values() if isinstance(group, list) for c in group]
+    states = {c["name"]: c["state"] for c in containers}
+    expected = {lab.topology.namespace(n): "running" for n in lab.topology.nodes}
+    assert states == expected
+
+
+@pytest.mark.runtime("containerlab")
+def test_netns_runtime_refuses_to_touch_a_containerlab_lab(lab):
+    before = lab.runtime.existing_namespaces()
+    with pytest.raises(LabError, match="not by the netns runtime"):
+        NetnsRuntime(lab.topology, progress=lambda _l: None).down()
+    assert lab.runtime.existing_namespaces() == before
+    assert lab.runtime.dead_daemons() == []
+
+
+@pytest.mark.runtime("containerlab")
+def test_supervisord_restarts_a_killed_sidecar_and_it_registers_again(lab):
+    spoke = lab.topology.spokes()[0]
+    before = lab.shell.run(spoke.name, ["pgrep", "-f", "gdoi gm"]).stdout.split()
+    assert len(before) == 1, before
+    lab.shell.run(spoke.name, ["kill", "-9", before[0]])
+
+    def restarted() -> str | None:
+        pids = lab.shell.run(spoke.name, ["pgrep", "-f", "gdoi gm"], check=False).stdout.split()
+        return None if pids and pids != before else f"no new sidecar yet ({pids})"
+
+    wait_until(restarted, what=f"{spoke.name}: supervisord restarts the GDOI member", timeout=60)
+    wait_for_json(
+        lambda: lab.shell.gdoi_json(spoke.name, "show", "crypto", "gdoi"),
+        lambda status: checks.gm_registered(status),
+        what=f"{spoke.name}: registered again after the restart",
+        timeout=120,
+    )
+    lab.ping(lab.host_of(spoke.name), lab.address_of_host(lab.host_of(lab.topology.hub().name)), count=3, max_lost=1)

@@ -137,7 +137,7 @@ def inject(shell: NodeShell, node: str, *sends: str) -> None:
     """Send hand-made frames from ``node`` with scapy (each argument one ``send(...)``/``sendp(...)``
     call): the faults the controls plant among genuine traffic."""
     script = "from scapy.all import *\nconf.verb = 0\n" + "\n".join(sends) + "\n"
-    shell.run(node, [sys.executable, "-c", script])
+    shell.run(node, [sys.executable, "-c", script], network_only=True)
 
 
 def assert_one_switch(spis: list[int | None], old: set[int], new: int, pcap: object) -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from dmvpn_lab.lab import generate
 from dmvpn_lab.lab.generate import LabSpec, Protection
-from dmvpn_lab.lab.topology import TopologyError, load_topology
+from dmvpn_lab.lab.topology import TopologyError, load_topology, parse_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,18 +161,15 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_topology(tmp_path / "missing.clab.yml")
 
 
-def test_short_holdtime_authentication_and_frr_root_reach_every_router(tmp_path):
-    spec = LabSpec(2, Protection.GDOI, "nhrp-lab", nhrp_holdtime_s=30, nhrp_authentication="dmvpnlab", frr_root="/r")
+def test_short_holdtime_and_authentication_reach_every_router(tmp_path):
+    spec = LabSpec(2, Protection.GDOI, "nhrp-lab", nhrp_holdtime_s=30, nhrp_authentication="dmvpnlab")
     topology = load_topology(generate.write(spec, tmp_path))
     routers = [n for n in topology.nodes.values() if n.role in ("hub", "spoke")]
     assert len(routers) == 3
     for node in routers:
         conf = node.file("/etc/frr/frr.conf").read_text()
         assert " ip nhrp holdtime 30\n" in conf and " ip nhrp authentication dmvpnlab\n" in conf
-        assert node.frr_root == Path("/r")
-    assert topology.nodes["ks"].frr_root is None
     seed = load_topology(ROOT / "topologies" / "dmvpn-gdoi")
-    assert all(n.frr_root is None for n in seed.nodes.values())
     assert "ip nhrp authentication" not in seed.nodes["hub"].file("/etc/frr/frr.conf").read_text()
 
 
@@ -189,18 +186,73 @@ def test_bad_nhrp_settings_are_refused(tmp_path, change, needle):
         generate.write(LabSpec(2, Protection.GDOI, "bad", **change), tmp_path)
 
 
-def test_frr_commands_pick_the_node_pathspace_and_its_root(tmp_path):
+def test_frr_commands_pick_the_node_pathspace_and_its_root(tmp_path, monkeypatch):
+    from dmvpn_lab.lab import topology as topology_module
     from dmvpn_lab.lab.netns import _on_host
     from dmvpn_lab.lab.node import NodeShell
 
-    spec = LabSpec(1, Protection.PLAIN, "frr-lab", frr_root="/srv/frr10")
-    topology = load_topology(generate.write(spec, tmp_path))
+    topology = load_topology(generate.write(LabSpec(1, Protection.PLAIN, "frr-lab"), tmp_path))
     netns = NodeShell(topology, "netns")
-    assert netns.frr_argv("hub", "vtysh") == ["chroot", "/srv/frr10", "vtysh", "-N", "clab-frr-lab-hub"]
-    assert netns.frr_argv("hub", "zebra")[:3] == ["chroot", "/srv/frr10", "/usr/lib/frr/zebra"]
-    seed = NodeShell(load_topology(ROOT / "topologies" / "dmvpn-gdoi"), "netns")
-    assert seed.frr_argv("hub", "vtysh") == ["vtysh", "-N", "clab-dmvpn-gdoi-hub"]
+    # By default every router runs the FRR of the Debian 13 root (the containers' FRR version).
+    root = str(topology_module.NETNS_FRR_ROOT)
+    assert netns.frr_argv("hub", "vtysh") == ["chroot", root, "vtysh", "-N", "clab-frr-lab-hub"]
+    assert netns.frr_argv("hub", "zebra")[:3] == ["chroot", root, "/usr/lib/frr/zebra"]
+    monkeypatch.setattr(topology_module, "NETNS_FRR_ROOT", Path("/"))  # DMVPN_LAB_FRR_ROOT=/: the host's FRR
+    assert netns.frr_argv("hub", "vtysh") == ["vtysh", "-N", "clab-frr-lab-hub"]
     assert NodeShell(topology, "containerlab").frr_argv("hub", "vtysh") == ["vtysh"]
     # /var/run is an absolute symlink inside a Debian root: the host path must not follow it.
     assert _on_host(Path("/srv/frr10"), Path("/var/run/frr/x")) == Path("/srv/frr10/run/frr/x")
     assert _on_host(Path("/"), Path("/var/tmp/a")) == Path("/var/tmp/a")
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in (ROOT / "topologies").iterdir() if p.is_dir()))
+def test_every_generated_topology_has_only_keys_containerlab_accepts(folder):
+    """containerlab decodes the file strictly: one unknown key and `containerlab deploy` refuses it all."""
+    from dmvpn_lab.lab.topology import (
+        CONTAINERLAB_LINK_KEYS,
+        CONTAINERLAB_NODE_KEYS,
+        CONTAINERLAB_TOP_KEYS,
+        CONTAINERLAB_TOPOLOGY_KEYS,
+    )
+
+    (path,) = (ROOT / "topologies" / folder).glob("*.clab.yml")
+    doc = yaml.safe_load(path.read_text())
+    assert set(doc) <= CONTAINERLAB_TOP_KEYS
+    assert set(doc["topology"]) <= CONTAINERLAB_TOPOLOGY_KEYS
+    assert set(doc["topology"]["defaults"]) <= CONTAINERLAB_NODE_KEYS
+    for name, node in doc["topology"]["nodes"].items():
+        assert set(node) <= CONTAINERLAB_NODE_KEYS, name
+        # read-only binds, and no host path of the netns runtime leaks into a container's environment
+        assert all(bind.endswith(":ro") for bind in node.get("binds", [])), name
+        assert not any(value.startswith("/var/") for value in node.get("env", {}).values()), name
+    for link in doc["topology"]["links"]:
+        assert set(link) <= CONTAINERLAB_LINK_KEYS
+    topology = load_topology(path)
+    assert topology.labels["dmvpn-lab.protection"] == folder.removeprefix("dmvpn-")
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        (lambda doc: doc.update(labels={"a": "b"}), "the top level: labels: not a key containerlab accepts"),
+        (lambda doc: doc["topology"]["nodes"]["hub"].update(privileged=True), "nodes.hub: privileged"),
+        (lambda doc: doc["topology"]["links"][0].update(speed=10), r"links\[0\]: speed"),
+        (lambda doc: doc["topology"].update(extra=1), "topology: extra"),
+    ],
+)
+def test_keys_containerlab_refuses_are_refused_here_too(patch, needle):
+    path = ROOT / "topologies" / "dmvpn-gdoi" / "dmvpn-gdoi.clab.yml"
+    doc = yaml.safe_load(path.read_text())
+    patch(doc)
+    with pytest.raises(TopologyError, match=needle):
+        parse_topology(doc, path)
+
+
+def test_labels_env_and_sysctls_merge_key_by_key_as_containerlab_does():
+    path = ROOT / "topologies" / "dmvpn-gdoi" / "dmvpn-gdoi.clab.yml"
+    topology = load_topology(path)
+    spoke = topology.nodes["spoke1"]
+    assert spoke.labels["dmvpn-lab.protection"] == "gdoi"  # from topology.defaults
+    assert spoke.labels["dmvpn-lab.role"] == "spoke"  # the node's own
+    assert spoke.sysctls["net.core.xfrm_larval_drop"] == "0"
+    assert "ip route replace default" in spoke.file("/etc/dmvpn-lab/setup.sh").read_text()

@@ -67,7 +67,8 @@ def capture(
     if bpf:
         argv += ["-f", bpf]
     log = pcap.with_suffix(".tshark.log").open("wb")
-    proc = shell.spawn(node, argv, log=log)
+    # From the host side of the node's network namespace: tshark and the pcap stay outside the node.
+    proc = shell.spawn(node, argv, log=log, network_only=True)
     try:
         _wait_started(proc, pcap)
         yield Capture(node, interface, pcap)

@@ -22,7 +22,11 @@ import sys
 from typing import Any
 
 from dmvpn_lab.lab import preflight, sandbox
-from dmvpn_lab.lab.node import NodeCommandError, NodeShell, state_root
+from dmvpn_lab.lab.clab import ContainerlabError, ContainerlabRuntime
+from dmvpn_lab.lab.images import ImageError
+from dmvpn_lab.lab.labstate import RUNTIMES, read_state, recorded_runtime
+from dmvpn_lab.lab.node import NodeCommandError, NodeShell
+from dmvpn_lab.lab.runtime import Runtime, runtime_for
 from dmvpn_lab.lab.topology import Topology, TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = "topologies/dmvpn-gdoi"
@@ -40,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
         help=f"containerlab topology file or folder (default {DEFAULT_TOPOLOGY})",
     )
     parser.add_argument(
-        "--runtime", choices=["netns", "containerlab"], default=os.environ.get("DMVPN_LAB_RUNTIME", "netns")
+        "--runtime",
+        choices=RUNTIMES,
+        default=os.environ.get("DMVPN_LAB_RUNTIME"),
+        help="netns (default) or containerlab; after `up`, the lab's own runtime is remembered",
     )
     sub = parser.add_subparsers(dest="verb", required=True)
     up = sub.add_parser("up", help="bring the lab up and wait until it has converged")
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    if args.runtime == "netns" and not preflight.in_sandbox():
+    if not preflight.in_sandbox():
         sandboxed = _sandbox_dispatch(args, topology, argv if argv is not None else sys.argv[1:])
         if sandboxed is not None:
             return sandboxed
@@ -91,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the lab's own errors carry their remedy in the message
         from dmvpn_lab.lab.netns import LabError
 
-        if isinstance(exc, (LabError, sandbox.SandboxError, TimeoutError, AssertionError)):
+        if isinstance(
+            exc, (LabError, ContainerlabError, ImageError, sandbox.SandboxError, TimeoutError, AssertionError)
+        ):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CHECK_FAILED
         raise
@@ -104,13 +113,18 @@ def _sandbox_dispatch(args: argparse.Namespace, topology: Topology, argv: list[s
     running = sandbox.agent_running(topology.name)
     if not running and not preflight.kernel_missing_modules():
         return None
+    # containerlab needs a Docker engine as well: one on this host serves it here, with this kernel's
+    # GRE and ESP; else the sandbox kernel runs its own engine.
+    docker = args.runtime == "containerlab"
+    if docker and not running and preflight.docker_engine_answers():
+        return None
     inner = [sys.executable, "-m", "dmvpn_lab.lab.cli", *argv]
     if args.verb == "up":
         if running:
             print(f"{topology.name} already runs in the sandbox kernel; `dmvpn-lab down` first", file=sys.stderr)
             return EXIT_USAGE
         print("this kernel lacks ip_gre/esp4/xfrm_user: the lab runs under the sandbox kernel (User-Mode Linux)")
-        rc = sandbox.start_agent(topology.name, inner)
+        rc = sandbox.start_agent(topology.name, inner, docker=docker)
         if rc != 0:
             sandbox.stop_agent(topology.name)
         return rc
@@ -125,16 +139,6 @@ def _sandbox_dispatch(args: argparse.Namespace, topology: Topology, argv: list[s
         sandbox.stop_agent(topology.name)
         print("sandbox kernel stopped")
     return rc
-
-
-def runtime_for(topology: Topology, runtime: str) -> Any:
-    if runtime == "containerlab":
-        from dmvpn_lab.lab.clab import ContainerlabRuntime
-
-        return ContainerlabRuntime(topology)
-    from dmvpn_lab.lab.netns import NetnsRuntime
-
-    return NetnsRuntime(topology, progress=lambda line: print(line, flush=True))
 
 
 def _next_steps(args: argparse.Namespace, shell: NodeShell) -> str:
@@ -156,17 +160,27 @@ def _next_steps(args: argparse.Namespace, shell: NodeShell) -> str:
 
 
 def _dispatch(args: argparse.Namespace, topology: Topology) -> int:
-    runtime = runtime_for(topology, args.runtime)
-    shell = NodeShell(topology, args.runtime)
+    # `up` takes --runtime (default netns); every other verb acts on the runtime that brought the lab up.
+    recorded = recorded_runtime(topology)
+    if args.verb in ("up", "preflight") or recorded is None:
+        runtime = runtime_for(topology, args.runtime)
+    else:
+        if args.runtime and args.runtime != recorded:
+            print(
+                f"note: {topology.name} runs on {recorded}, not {args.runtime}: acting on {recorded}", file=sys.stderr
+            )
+        runtime = runtime_for(topology, recorded)
+    runtime_name = "containerlab" if isinstance(runtime, ContainerlabRuntime) else "netns"
+    shell = runtime.shell
     if args.verb == "preflight":
-        checks = preflight.containerlab_checks() if args.runtime == "containerlab" else preflight.netns_checks()
+        checks = preflight.containerlab_checks() if runtime_name == "containerlab" else preflight.netns_checks()
         for check in checks:
             print(check.line())
         ok, how = sandbox.available()
         print(f"{'[PASS]' if ok else '[WARNING]':<8} {'sandbox kernel':<24} {how}")
         return 0 if all(c.ok for c in checks if c.name != "kernel modules") else EXIT_ENVIRONMENT
     if args.verb == "up":
-        checks = preflight.containerlab_checks() if args.runtime == "containerlab" else preflight.netns_checks()
+        checks = preflight.containerlab_checks() if runtime_name == "containerlab" else preflight.netns_checks()
         preflight.require(checks)
         runtime.up(converge_timeout=args.timeout)
         print("\n" + _next_steps(args, shell))
@@ -199,7 +213,7 @@ def _dispatch(args: argparse.Namespace, topology: Topology) -> int:
     raise AssertionError(args.verb)
 
 
-def _status(shell: NodeShell, runtime: Any, *, as_json: bool) -> int:
+def _status(shell: NodeShell, runtime: Runtime, *, as_json: bool) -> int:
     from dmvpn_lab.lab import checks
 
     topology = shell.topology
@@ -229,8 +243,7 @@ def _status(shell: NodeShell, runtime: Any, *, as_json: bool) -> int:
             except (NodeCommandError, ValueError) as exc:
                 entry["nhrp"] = {"error": str(exc).splitlines()[0]}
         nodes[node.name] = entry
-    state_file = state_root() / topology.name / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state = read_state(topology)
     report = {
         "lab": topology.name,
         "up": up,

@@ -18,7 +18,11 @@ The ``ipsec`` variant is the classic baseline for the same DMVPN: per-peer IKEv2
 ones negotiated on demand from trap policies; see the README it writes into its folder.
 Routing over the tunnel is eBGP (hub AS 65000, spoke i AS 65000+i): the hub rewrites the next hop to
 itself, so spoke-to-spoke traffic first goes through the hub, which redirects (DMVPN phase 3) and the
-spoke installs an NHRP shortcut.  Why not EIGRP: see topologies/dmvpn-gdoi/README.md.
+spoke installs an NHRP shortcut.  Why not EIGRP: see topologies/README.md.
+
+The files are containerlab's own format, which ``containerlab deploy`` reads strictly: the project's
+metadata lives in ``labels`` of the nodes and of ``topology.defaults`` (containerlab has no top-level
+``labels``), kernel settings in each node's ``sysctls``, and every bound file is read-only.
 """
 
 from __future__ import annotations
@@ -32,17 +36,18 @@ from pathlib import Path
 
 import yaml
 
+from dmvpn_lab.lab.images import KS as KS_IMAGE_SPEC
+from dmvpn_lab.lab.images import ROUTER as ROUTER_IMAGE_SPEC
 from dmvpn_lab.lab.strongswan import STRONGSWAN_CONF_PATH, SWANCTL_CONF_PATH
 from dmvpn_lab.lab.topology import FRR_CONF_PATH, GDOI_CONF_PATH, SETUP_PATH
 
-ROUTER_IMAGE = "ghcr.io/dmvpn-lab/router:0.1.0-frr10.3"
-KS_IMAGE = "ghcr.io/dmvpn-lab/ks:0.1.0"
-HOST_IMAGE = "ghcr.io/dmvpn-lab/router:0.1.0-frr10.3"
+ROUTER_IMAGE = ROUTER_IMAGE_SPEC.tag
+KS_IMAGE = KS_IMAGE_SPEC.tag
+HOST_IMAGE = ROUTER_IMAGE  # hosts need iproute2 and ping only: the routers' image has them
 
 TUNNEL_KEY = 123  # seed: tunnel key 123
 NHRP_NETWORK_ID = 123  # seed: ip nhrp network-id 123
 NHRP_HOLDTIME = 240  # seed: ip nhrp holdtime 240
-FRR10_ROOT = "/var/lib/dmvpn-lab/frr-trixie"  # what scripts/frr-root.sh builds by default
 GDOI_IDENTITY = 123  # seed: identity number 123
 PSK = "cisco"  # seed: crypto isakmp key 0 cisco
 TUNNEL_MTU = 1400  # room for GRE + ESP on a 1500-byte underlay
@@ -91,7 +96,6 @@ class LabSpec:
     rekey_retransmit: tuple[int, int] = (60, 2)  # seed: rekey retransmit 60 number 2
     nhrp_holdtime_s: int = NHRP_HOLDTIME  # short ones let unused shortcuts age out within a test
     nhrp_authentication: str | None = None  # ``ip nhrp authentication`` (FRR 10 and later)
-    frr_root: str | None = None  # netns runtime: run the routers' FRR from this root (``FRR_ROOT``)
 
     @property
     def lab_name(self) -> str:
@@ -135,7 +139,7 @@ def render(spec: LabSpec) -> dict[str, str]:
     links: list[dict[str, list[str]]] = []
 
     # The underlay: one port per router (and the KS), static routes to the GDOI loopbacks.
-    inet_setup = [_SH_HEADER, "sysctl -qw net.ipv4.ip_forward=1"]
+    inet_setup = [_SH_HEADER]
     port = 1
     if spec.protection is Protection.GDOI:
         inet_setup += _iface(f"eth{port}", KS_GATEWAY + "/24")
@@ -149,12 +153,13 @@ def render(spec: LabSpec) -> dict[str, str]:
     files["internet/setup.sh"] = "\n".join(inet_setup) + "\n"
     nodes["internet"] = {
         "labels": {"dmvpn-lab.role": "underlay"},
+        "sysctls": {"net.ipv4.ip_forward": "1"},
         "binds": [f"internet/setup.sh:{SETUP_PATH}:ro"],
     }
 
     if spec.protection is Protection.GDOI:
         files["ks/setup.sh"] = (
-            "\n".join([_SH_HEADER, *_iface("eth1", KS_ADDRESS + "/24"), f"ip route add default via {KS_GATEWAY}"])
+            "\n".join([_SH_HEADER, *_iface("eth1", KS_ADDRESS + "/24"), _default_route(KS_GATEWAY)])
             + "\n"
         )
         files["ks/gdoi.cfg"] = _ks_config(routers, spec)
@@ -173,14 +178,10 @@ def render(spec: LabSpec) -> dict[str, str]:
 
     for r in routers:
         host = f"host{r.index + 1}"
-        files[f"{r.name}/setup.sh"] = _router_setup(
-            r, hub=routers[0], group_sa=spec.protection is Protection.GDOI, per_peer=spec.protection is Protection.IPSEC
-        )
+        files[f"{r.name}/setup.sh"] = _router_setup(r, hub=routers[0])
         files[f"{r.name}/frr.conf"] = _frr_conf(r, hub=routers[0], spec=spec)
         env = {"FRR_DAEMONS": "zebra bgpd nhrpd"}
-        if spec.frr_root:
-            env["FRR_ROOT"] = spec.frr_root
-        binds = [f"{r.name}/setup.sh:{SETUP_PATH}:ro", f"{r.name}/frr.conf:{FRR_CONF_PATH}"]
+        binds = [f"{r.name}/setup.sh:{SETUP_PATH}:ro", f"{r.name}/frr.conf:{FRR_CONF_PATH}:ro"]
         node: dict[str, object] = {
             "labels": {
                 "dmvpn-lab.role": "hub" if r.is_hub else "spoke",
@@ -190,6 +191,7 @@ def render(spec: LabSpec) -> dict[str, str]:
                 "dmvpn-lab.host": host,
             },
             "env": env,
+            "sysctls": _router_sysctls(protected=spec.protection is not Protection.PLAIN),
             "binds": binds,
         }
         if spec.protection is Protection.GDOI:
@@ -206,7 +208,7 @@ def render(spec: LabSpec) -> dict[str, str]:
         nodes[r.name] = node
         files[f"{host}/setup.sh"] = (
             "\n".join(
-                [_SH_HEADER, *_iface("eth1", f"{r.lan_prefix}.10/24"), f"ip route add default via {r.lan_prefix}.1"]
+                [_SH_HEADER, *_iface("eth1", f"{r.lan_prefix}.10/24"), _default_route(f"{r.lan_prefix}.1")]
             )
             + "\n"
         )
@@ -219,9 +221,12 @@ def render(spec: LabSpec) -> dict[str, str]:
 
     doc = {
         "name": lab,
-        "labels": {"dmvpn-lab.protection": spec.protection.value, "dmvpn-lab.spokes": str(spec.spokes)},
         "topology": {
-            "defaults": {"kind": "linux", "image": ROUTER_IMAGE},
+            "defaults": {
+                "kind": "linux",
+                "image": ROUTER_IMAGE,
+                "labels": {"dmvpn-lab.protection": spec.protection.value, "dmvpn-lab.spokes": str(spec.spokes)},
+            },
             "nodes": nodes,
             "links": links,
         },
@@ -255,30 +260,42 @@ def _iface(name: str, cidr: str) -> list[str]:
     return [f"ip addr add {cidr} dev {name}", f"ip link set {name} up"]
 
 
-def _router_setup(r: Router, hub: Router, *, group_sa: bool = False, per_peer: bool = False) -> str:
+def _default_route(gateway: str) -> str:
+    # replace, not add: in a container Docker has already set a default route on the management eth0.
+    return f"ip route replace default via {gateway}"
+
+
+def _router_sysctls(*, protected: bool) -> dict[str, str]:
+    """A router's kernel settings, as containerlab's ``sysctls`` (the netns runtime applies them too)."""
+    settings = {
+        "net.ipv4.ip_forward": "1",
+        # NHRP redirects replace ICMP redirects (IOS: no ip redirects).
+        "net.ipv4.conf.all.send_redirects": "0",
+        "net.ipv4.ip_forward_use_pmtu": "0",
+    }
+    if protected:
+        # The first packet toward a new peer raises XFRM ACQUIRE: queue it while the GM installs the
+        # outbound group state (microseconds) or IKEv2 negotiates (up to the kernel's queue limit),
+        # instead of dropping it.
+        settings["net.core.xfrm_larval_drop"] = "0"
+        # A larval state left by an ACQUIRE nobody answered (a GM restarting) blocks that peer until it
+        # expires: keep that short so a restarted GM's own ACQUIREs come through quickly.
+        settings["net.core.xfrm_acq_expires"] = "3"
+    return settings
+
+
+def _router_setup(r: Router, hub: Router) -> str:
     lines = [
         _SH_HEADER,
-        "sysctl -qw net.ipv4.ip_forward=1",
-        # NHRP redirects replace ICMP redirects (IOS: no ip redirects).
-        "sysctl -qw net.ipv4.conf.all.send_redirects=0",
-        "sysctl -qw net.ipv4.ip_forward_use_pmtu=0",
         f"ip addr add {r.loopback}/32 dev lo",
         *_iface("eth1", f"{r.nbma}/24"),
         *_iface("eth2", f"{r.lan_prefix}.1/24"),
-        f"ip route add default via {r.gateway}",
+        _default_route(r.gateway),
         # mGRE: a keyed tunnel with no remote; nhrpd supplies the per-peer NBMA addresses.
         f"ip tunnel add gre1 mode gre key {TUNNEL_KEY} ttl 64 local {r.nbma} dev eth1",
         f"ip addr add {r.tunnel_ip}/32 dev gre1",
         f"ip link set gre1 mtu {TUNNEL_MTU} up",
     ]
-    if group_sa or per_peer:
-        # The first packet toward a new peer raises XFRM ACQUIRE: queue it while the GM installs the
-        # outbound group state (microseconds) or IKEv2 negotiates (up to the kernel's queue limit),
-        # instead of dropping it.
-        lines.append("sysctl -qw net.core.xfrm_larval_drop=0")
-        # A larval state left by an ACQUIRE nobody answered (a GM restarting) blocks that peer until it
-        # expires: keep that short so a restarted GM's own ACQUIREs come through quickly.
-        lines.append("sysctl -qw net.core.xfrm_acq_expires=3")
     if r.is_hub:
         # nhrpd learns of spoke-to-spoke traffic crossing the hub from this NFLOG group (phase 3).
         # Some kernels (the UML sandbox among them) have no nf_tables IPv4 family: fall back to legacy.
@@ -566,7 +583,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("topologies"), help="parent folder")
     parser.add_argument("--nhrp-holdtime", type=int, default=NHRP_HOLDTIME, help="seconds (seed: 240)")
     parser.add_argument("--nhrp-authentication", help="ip nhrp authentication password (FRR 10+, at most 8 chars)")
-    parser.add_argument("--frr-root", help="netns runtime: run FRR from this root (see scripts/frr-root.sh)")
     args = parser.parse_args(argv)
     try:
         spec = LabSpec(
@@ -575,7 +591,6 @@ def main(argv: list[str] | None = None) -> int:
             args.name,
             nhrp_holdtime_s=args.nhrp_holdtime,
             nhrp_authentication=args.nhrp_authentication,
-            frr_root=args.frr_root,
         )
         folder = write(spec, args.out)
     except ValueError as exc:

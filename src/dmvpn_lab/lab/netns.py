@@ -10,7 +10,6 @@ because it finds what to remove by name, not from memory.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dmvpn_lab.lab.converge import ConvergenceError, wait_for_json, wait_until
+from dmvpn_lab.lab.labstate import read_state, recorded_runtime, write_state
 from dmvpn_lab.lab.node import FRR_DIR, NodeShell, gdoi_command, state_root
 from dmvpn_lab.lab.strongswan import (
     CHARON_PATHS,
@@ -66,6 +66,7 @@ class NetnsRuntime:
 
     def up(self, *, converge_timeout: float = 180.0) -> dict[str, Any]:
         started = time.monotonic()
+        self._refuse_foreign()
         if self.existing_namespaces():
             self.progress(f"removing leftovers of an earlier run of {self.topology.name}")
             self.down(quiet=True)
@@ -100,6 +101,7 @@ class NetnsRuntime:
             )
 
         for node in self.topology.ordered_nodes():
+            self._sysctls(node)
             self._setup(node)
 
         for node in self.topology.ordered_nodes():
@@ -124,6 +126,29 @@ class NetnsRuntime:
         self._write_state({**self._read_state(), "up_seconds": round(elapsed, 1), "converged": converged})
         self.progress(f"lab {self.topology.name} is up and converged in {elapsed:.1f}s")
         return converged
+
+    def _refuse_foreign(self) -> None:
+        """Never touch namespaces this runtime did not make (containerlab's carry the same names)."""
+        if not self.existing_namespaces():
+            return
+        owner = recorded_runtime(self.topology)
+        if owner == "netns":
+            return
+        made_by = f"the {owner} runtime" if owner else "something else (containerlab?)"
+        raise LabError(
+            f"namespaces clab-{self.topology.name}-* exist and were made by {made_by}, not by the netns runtime: "
+            f"remove that lab first (`dmvpn-lab --runtime containerlab down` or "
+            f"`containerlab destroy -t {self.topology.path}`)"
+        )
+
+    def _sysctls(self, node: Node) -> None:
+        """The node's ``sysctls`` from the topology, as Docker sets them when containerlab creates it."""
+        if not node.sysctls:
+            return
+        settings = [f"{key}={value}" for key, value in sorted(node.sysctls.items())]
+        result = self.shell.run(node.name, ["sysctl", "-q", "-w", *settings], check=False)
+        if result.returncode != 0:
+            raise LabError(f"{node.name}: sysctls {' '.join(settings)} refused: {result.stderr.strip()}")
 
     def _setup(self, node: Node) -> None:
         script = node.file(SETUP_PATH)
@@ -324,6 +349,7 @@ class NetnsRuntime:
         return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
 
     def down(self, *, quiet: bool = False) -> None:
+        self._refuse_foreign()
         namespaces = self.existing_namespaces()
         if not quiet:
             self.progress(f"stopping {self.topology.name}: {len(namespaces)} namespaces")
@@ -361,14 +387,21 @@ class NetnsRuntime:
     # --- state -------------------------------------------------------------------------------------
 
     def _read_state(self) -> dict[str, Any]:
-        path = self.state_dir / "state.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_state(self.topology)
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        path = self.state_dir / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1, default=str))
-        tmp.replace(path)
+        write_state(self.topology, state)
+
+    def daemon_log(self, node: str, daemon: str) -> str:
+        log = self.state_dir / node / f"{daemon}.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def collect_logs(self, folder: Path) -> None:
+        """Every daemon's log (FRR's from its root, through the links ``up`` made), per node."""
+        if self.state_dir.exists():
+            shutil.copytree(
+                self.state_dir, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("keys", "*.sock", "*.json")
+            )
 
     def dead_daemons(self) -> list[str]:
         """Every daemon this lab started that is no longer running, each with the end of its log.

@@ -4,6 +4,17 @@ Everything the harness does inside a node (shell commands, vtysh, the GDOI show 
 captures) goes through :class:`NodeShell`, so a check written once runs on the netns runtime and on
 containerlab alike.  The two runtimes differ only in the argv prefix that enters a node and in where
 FRR's and the sidecar's sockets live.
+
+Two ways in:
+
+* a node's own world (``run``, ``vtysh``, ``gdoi``): in containerlab, every namespace of the container
+  with ``nsenter`` (its file system: the image's FRR and sidecar).  ``docker exec`` would do the same
+  through the engine's API, about 1.5-2 s per call under the sandbox kernel, where the convergence
+  waits poll many times a second;
+* its network only (``network_only=True``): ``ip netns exec clab-<lab>-<node>`` with the harness's own
+  programs (tshark, scapy, this Python), the same on both runtimes: containerlab links each container's
+  namespace under that name.  Captures and the tests' hand-made packets use this, so no test tool and
+  no host path has to be inside an image.
 """
 
 from __future__ import annotations
@@ -22,6 +33,10 @@ from dmvpn_lab.lab.topology import Topology
 
 FRR_DIR = Path("/usr/lib/frr")  # where Debian's FRR keeps its daemons, on the host and in an FRR_ROOT
 GDOI_SHOW_TIMEOUT_S = 30.0
+CONTAINER_RUN_DIR = "/run/gdoi"  # the sidecar's control socket inside a container (images/common/gdoi-run.sh)
+# nsenter runs the program with our environment: give it the image's search path, not ours.
+CONTAINER_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_container_pids: dict[str, tuple[int, float]] = {}
 
 
 class NodeCommandError(RuntimeError):
@@ -41,7 +56,7 @@ class NodeShell:
     """Runs commands in the nodes of one running lab.
 
     ``runtime`` is ``netns`` (each node a network namespace named like the containerlab container) or
-    ``containerlab`` (``docker exec`` into the container).
+    ``containerlab`` (``nsenter`` into the container's namespaces).
     """
 
     topology: Topology
@@ -49,18 +64,24 @@ class NodeShell:
 
     # --- where things live -------------------------------------------------------------------------
 
-    def enter(self, node: str) -> list[str]:
-        """The argv prefix that runs a command inside ``node``."""
+    def enter(self, node: str, *, network_only: bool = False) -> list[str]:
+        """The argv prefix that runs a command inside ``node`` (or only in its network namespace)."""
         name = self.topology.namespace(node)
-        if self.runtime == "containerlab":
-            return ["docker", "exec", "-i", name]
+        if self.runtime == "containerlab" and not network_only:
+            return ["nsenter", "--target", str(container_pid(name)), "--all", "--", "env", CONTAINER_PATH]
         return ["ip", "netns", "exec", name]
 
     def run_dir(self, node: str) -> str:
-        """Where the node's GDOI daemon keeps its control socket."""
+        """Where the node's GDOI daemon keeps its control socket, as seen inside the node."""
         if self.runtime == "containerlab":
-            return "/run/gdoi"
+            return CONTAINER_RUN_DIR
         return f"/run/dmvpn-lab/{self.topology.name}/{node}"
+
+    def control_dir(self, node: str) -> Path:
+        """The same folder as this process reaches it (a container's through its init's root)."""
+        if self.runtime == "containerlab":
+            return Path(f"/proc/{container_pid(self.topology.namespace(node))}/root{CONTAINER_RUN_DIR}")
+        return Path(self.run_dir(node))
 
     def frr_argv(self, node: str, program: str) -> list[str]:
         """argv that runs an FRR ``program`` (vtysh, zebra, ...) on this node's FRR instance.
@@ -85,9 +106,10 @@ class NodeShell:
         check: bool = True,
         timeout: float = 60.0,
         input: str | None = None,
+        network_only: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         self._known(node)
-        full = [*self.enter(node), *argv]
+        full = [*self.enter(node, network_only=network_only), *argv]
         try:
             result = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input, check=False)
         except subprocess.TimeoutExpired as exc:
@@ -98,11 +120,13 @@ class NodeShell:
             raise NodeCommandError(node, argv, result)
         return result
 
-    def spawn(self, node: str, argv: Sequence[str], *, log: IO[bytes] | int | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, node: str, argv: Sequence[str], *, log: IO[bytes] | int | None = None, network_only: bool = False
+    ) -> subprocess.Popen[bytes]:
         """Start a long-running process in ``node`` (a daemon or a capture), detached from our session."""
         self._known(node)
         return subprocess.Popen(
-            [*self.enter(node), *argv],
+            [*self.enter(node, network_only=network_only), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log if log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
@@ -127,7 +151,7 @@ class NodeShell:
 
     def gdoi(self, node: str, *args: str, json_output: bool = False, check: bool = True) -> str:
         """Run the ``gdoi`` CLI against the node's sidecar (``gdoi show crypto gdoi`` and friends)."""
-        if self.runtime == "netns" and args[:1] == ("show",):
+        if args[:1] == ("show",):
             return self._gdoi_show(node, args[1:], json_output=json_output, check=check)
         argv = [*gdoi_command(self.runtime), *args, "--run-dir", self.run_dir(node)]
         if json_output:
@@ -136,8 +160,9 @@ class NodeShell:
 
     def _gdoi_show(self, node: str, words: Sequence[str], *, json_output: bool, check: bool) -> str:
         """``gdoi show`` answered in this process: the sidecar's control socket is a file the harness
-        reaches directly in the netns runtime, and the waits poll it often, where a Python interpreter
-        per poll would cost about a second under the sandbox kernel.  Same request, same rendering."""
+        reaches directly (a container's through ``/proc/<pid>/root``), and the waits poll it often, where
+        a Python interpreter per poll would cost about a second under the sandbox kernel.  Same request,
+        same rendering."""
         from dmvpn_lab.gdoi import show
         from dmvpn_lab.gdoi.control import NoDaemonError, control_request
 
@@ -149,11 +174,11 @@ class NodeShell:
                 raise ValueError(f"unknown or ambiguous show command {' '.join(words)!r}")
             # A member applying a rekey to the kernel can keep its loop busy for seconds under a loaded
             # sandbox kernel: give it longer than the CLI's default before calling it unresponsive.
-            answer = control_request(Path(self.run_dir(node)), {"cmd": "status"}, timeout=GDOI_SHOW_TIMEOUT_S)
+            answer = control_request(self.control_dir(node), {"cmd": "status"}, timeout=GDOI_SHOW_TIMEOUT_S)
             if not answer.get("ok"):
                 raise ValueError(f"the daemon refused: {answer.get('error')}")
             output = show.render(command, show.view_from_json(answer["status"]), as_json=json_output)
-        except (NoDaemonError, ValueError, KeyError) as exc:
+        except (NoDaemonError, ValueError, KeyError, NodeCommandError) as exc:
             if check:
                 raise NodeCommandError(node, argv, subprocess.CompletedProcess(argv, 1, "", f"gdoi: {exc}")) from None
             return ""
@@ -165,6 +190,34 @@ class NodeShell:
     def _known(self, node: str) -> None:
         if node not in self.topology.nodes:
             raise KeyError(f"no node {node!r} in lab {self.topology.name} (nodes: {', '.join(self.topology.nodes)})")
+
+
+def container_pid(name: str) -> int:
+    """The host pid of container ``name``'s first process (remembered while that process lives)."""
+    known = _container_pids.get(name)
+    if known is not None and _started_at(known[0]) == known[1]:
+        return known[0]
+    result = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Pid}}", name],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    pid = int(result.stdout.strip() or 0) if result.returncode == 0 else 0
+    if pid <= 0:
+        detail = result.stderr.strip() or "not running"
+        raise NodeCommandError(name, ["docker", "inspect", name], subprocess.CompletedProcess([], 1, "", detail))
+    _container_pids[name] = (pid, _started_at(pid))
+    return pid
+
+
+def _started_at(pid: int) -> float:
+    """The process's start time in clock ticks since boot (-1 when gone): tells a reused pid apart."""
+    try:
+        return float((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[19])
+    except (OSError, IndexError, ValueError):
+        return -1.0
 
 
 def gdoi_command(runtime: str) -> list[str]:

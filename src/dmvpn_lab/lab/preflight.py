@@ -84,11 +84,35 @@ def netns_checks(need_kernel: bool = True) -> list[Check]:
     return checks
 
 
+def docker_engine_answers() -> bool:
+    """A Docker engine answers the ``docker`` client here (not merely the client being installed)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False
+    return probe.returncode == 0
+
+
 def containerlab_checks() -> list[Check]:
+    pinned = Path("/var/lib/dmvpn-lab/bin/containerlab")
+    clab = shutil.which("containerlab") or (str(pinned) if pinned.exists() else None)
+    engine = docker_engine_answers()
     return [
         Check("root", os.geteuid() == 0, f"uid {os.geteuid()}", "run as root (sudo)"),
-        _tool("containerlab", "containerlab", "install containerlab: https://containerlab.dev/install/"),
-        _tool("docker", "docker", "install Docker Engine and start it"),
+        Check(
+            "containerlab",
+            clab is not None,
+            clab or "containerlab not found",
+            "scripts/containerlab.sh builds the pinned release (or https://containerlab.dev/install/)",
+        ),
+        Check(
+            "docker engine",
+            engine,
+            "answers" if engine else "no answer from `docker info`",
+            "install Docker Engine and start it (apt-get install docker.io)",
+        ),
     ]
 
 

@@ -36,6 +36,8 @@ UML_BINARY = "linux.uml"
 SANDBOX_ROOT = Path("/var/tmp/dmvpn-lab/sandbox")
 UML_MODULES = Path("/usr/lib/uml/modules")
 DEFAULT_MEMORY = os.environ.get("DMVPN_LAB_SANDBOX_MEMORY", "3G")
+# The engine keeps images and containers' layers on a guest tmpfs: room for them and ten containers.
+DOCKER_MEMORY = os.environ.get("DMVPN_LAB_SANDBOX_DOCKER_MEMORY", "6G")
 # Variables carried into the sandbox: enough to find the same Python, tools and settings.
 ENV_KEEP = (
     "PATH",
@@ -51,6 +53,8 @@ ENV_KEEP = (
     "XDG_CONFIG_HOME",
     "DMVPN_LAB_KEEP",
     "DMVPN_LAB_SHARD",
+    "DMVPN_LAB_RUNTIME",
+    "DMVPN_LAB_TOPOLOGY",
 )
 
 
@@ -109,6 +113,7 @@ set -a
 . {envfile}
 set +a
 export DMVPN_LAB_SANDBOX=1
+{docker}
 cd {cwd} || exit 1
 {command}
 echo $? > {rcfile}
@@ -117,19 +122,49 @@ halt -f
 """
 
 
-def _write_init(workdir: Path, command: str, cwd: Path) -> Path:
+# With ``docker=True`` the guest also runs Debian's Docker Engine (docs/sandbox.md, "Docker inside the
+# sandbox"): network through slirp for the images' apt, cgroup2, and the engine's storage on a guest
+# tmpfs, since writes to hostfs would land on the host's disk.  The UML kernel has no nf_tables for
+# ip/ip6/inet, so dockerd must find iptables-legacy first on PATH.
+_DOCKER_PRELUDE = """
+mount --make-rshared /
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for m in overlay br_netfilter nf_nat iptable_nat xt_MASQUERADE xt_conntrack xt_addrtype xt_nat; do
+  modprobe -q $m 2>/dev/null
+done
+mkdir -p /run/dmvpn-lab-bin /run/docker-data
+for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+  ln -sf /usr/sbin/$t-legacy /run/dmvpn-lab-bin/$t
+done
+export PATH=/run/dmvpn-lab-bin:$PATH
+ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 dev eth0
+mount -t tmpfs -o size=90% tmpfs /run/docker-data
+containerd --root /run/docker-data/containerd --state /run/docker-data/containerd-state \\
+  > {workdir}/containerd.log 2>&1 &
+dockerd --data-root /run/docker-data/docker --exec-root /run/docker-data/exec --storage-driver overlay2 \\
+  --containerd /run/containerd/containerd.sock > {workdir}/dockerd.log 2>&1 &
+export DMVPN_LAB_SANDBOX_DOCKER=1
+"""
+
+
+def _write_init(workdir: Path, command: str, cwd: Path, *, docker: bool = False) -> Path:
     env_lines = [f"{k}={shlex.quote(os.environ[k])}" for k in ENV_KEEP if k in os.environ]
     env_lines.append("PYTHONUNBUFFERED=1")
     env_lines.append(f"DMVPN_LAB_STATE_DIR={shlex.quote(str(workdir / 'state'))}")
     envfile = workdir / "env"
     envfile.write_text("\n".join(env_lines) + "\n")
     init = workdir / "init"
-    init.write_text(_INIT.format(envfile=envfile, cwd=shlex.quote(str(cwd)), command=command, rcfile=workdir / "rc"))
+    prelude = _DOCKER_PRELUDE.format(workdir=workdir) if docker else ""
+    init.write_text(
+        _INIT.format(envfile=envfile, cwd=shlex.quote(str(cwd)), command=command, rcfile=workdir / "rc", docker=prelude)
+    )
     init.chmod(0o755)
     return init
 
 
-def _uml_argv(init: Path, memory: str, umid: str) -> list[str]:
+def _uml_argv(init: Path, memory: str, umid: str, *, docker: bool = False) -> list[str]:
+    # slirp-fullbolt: user-mode networking for the guest (apt in image builds); plain slirp wants a tty.
+    network = ["eth0=slirp,,/usr/bin/slirp-fullbolt"] if docker else []
     return [
         UML_BINARY,
         f"mem={memory}",
@@ -143,23 +178,36 @@ def _uml_argv(init: Path, memory: str, umid: str) -> list[str]:
         "loglevel=1",
         "con=null",
         "con0=fd:0,fd:1",
+        *network,
     ]
 
 
 def run(
-    argv: Sequence[str], *, cwd: Path | None = None, memory: str = DEFAULT_MEMORY, timeout: float | None = None
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    memory: str | None = None,
+    timeout: float | None = None,
+    docker: bool = False,
 ) -> int:
-    """Boot the sandbox kernel, run ``argv`` inside it, halt; return the command's exit code."""
+    """Boot the sandbox kernel, run ``argv`` inside it, halt; return the command's exit code.
+
+    ``docker``: run the Docker Engine in the guest too (the containerlab runtime).
+    """
+    memory = memory or (DOCKER_MEMORY if docker else DEFAULT_MEMORY)
     ok, how = available()
     if not ok:
         raise SandboxError(f"this kernel lacks GRE/ESP and no sandbox kernel is available: {how}")
     _link_modules()
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=_sandbox_root()))
-    init = _write_init(workdir, shlex.join(argv), cwd or Path.cwd())
+    init = _write_init(workdir, shlex.join(argv), cwd or Path.cwd(), docker=docker)
     started = time.monotonic()
-    print(f"sandbox: booting User-Mode Linux ({memory}) to run: {shlex.join(argv)}", flush=True)
+    engine = " with the Docker Engine" if docker else ""
+    print(f"sandbox: booting User-Mode Linux ({memory}){engine} to run: {shlex.join(argv)}", flush=True)
     proc = subprocess.Popen(
-        _uml_argv(init, memory, f"dmvpn-{workdir.name}"), stdin=subprocess.DEVNULL, start_new_session=True
+        _uml_argv(init, memory, f"dmvpn-{workdir.name}", docker=docker),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         proc.wait(timeout=timeout)
@@ -202,8 +250,14 @@ def agent_running(lab: str) -> bool:
     return pid.isdigit() and _pid_alive(int(pid)) and (agent_dir(lab) / "ready").exists()
 
 
-def start_agent(lab: str, up_argv: Sequence[str], *, memory: str = DEFAULT_MEMORY, timeout: float = 600) -> int:
-    """Boot a sandbox that runs ``up_argv`` (bringing the lab up) and then serves forwarded commands."""
+def start_agent(
+    lab: str, up_argv: Sequence[str], *, memory: str | None = None, timeout: float = 1200, docker: bool = False
+) -> int:
+    """Boot a sandbox that runs ``up_argv`` (bringing the lab up) and then serves forwarded commands.
+
+    ``docker``: with the Docker Engine in the guest (the containerlab runtime).
+    """
+    memory = memory or (DOCKER_MEMORY if docker else DEFAULT_MEMORY)
     ok, how = available()
     if not ok:
         raise SandboxError(f"this kernel lacks GRE/ESP and no sandbox kernel is available: {how}")
@@ -214,10 +268,10 @@ def start_agent(lab: str, up_argv: Sequence[str], *, memory: str = DEFAULT_MEMOR
     (folder / "spool").mkdir(parents=True)
     agent = [sys.executable, "-m", "dmvpn_lab.lab.sandbox", "agent", str(folder)]
     command = f"{shlex.join(up_argv)} > {folder}/up.log 2>&1; echo $? > {folder}/up.rc; {shlex.join(agent)}"
-    init = _write_init(folder, command, Path.cwd())
+    init = _write_init(folder, command, Path.cwd(), docker=docker)
     console = (folder / "console.log").open("ab")
     proc = subprocess.Popen(
-        _uml_argv(init, memory, f"dmvpn-{lab}"),
+        _uml_argv(init, memory, f"dmvpn-{lab}", docker=docker),
         stdin=subprocess.DEVNULL,
         stdout=console,
         stderr=console,
@@ -346,5 +400,7 @@ def stop_agent(lab: str, timeout: float = 60) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "agent":
         serve(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["--docker"]:
+        sys.exit(run(sys.argv[2:], docker=True))
     else:
         sys.exit(run(sys.argv[1:]))

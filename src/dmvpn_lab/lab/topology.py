@@ -8,6 +8,7 @@ containerlab and the images use, so nothing is described twice.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,30 @@ SETUP_PATH = "/etc/dmvpn-lab/setup.sh"
 FRR_CONF_PATH = "/etc/frr/frr.conf"
 FRR_DAEMONS_PATH = "/etc/frr/daemons"
 GDOI_CONF_PATH = "/etc/gdoi/gdoi.cfg"
+
+# Where the netns runtime's routers take FRR from: the Debian 13 root scripts/frr-root.sh builds, so they
+# run Debian's FRR 10.3 as the containerlab images do.  "/" means the host's own FRR.
+NETNS_FRR_ROOT = Path(os.environ.get("DMVPN_LAB_FRR_ROOT", "/var/lib/dmvpn-lab/frr-trixie"))
+
+# The keys ``containerlab deploy`` accepts (it decodes the file strictly: an unknown key is an error
+# before anything runs).  Taken from containerlab 0.69's topology types; a file this parser accepts must
+# deploy there unchanged.
+CONTAINERLAB_TOP_KEYS = frozenset({"name", "prefix", "mgmt", "settings", "topology", "debug"})
+CONTAINERLAB_TOPOLOGY_KEYS = frozenset({"defaults", "kinds", "groups", "nodes", "links"})
+CONTAINERLAB_NODE_KEYS = frozenset(
+    {
+        "kind", "group", "type", "startup-config", "startup-delay", "enforce-startup-config",
+        "suppress-startup-config", "auto-remove", "restart-policy", "config", "image", "image-pull-policy",
+        "license", "position", "entrypoint", "cmd", "exec", "binds", "devices", "cap-add", "shm-size", "ports",
+        "mgmt-ipv4", "mgmt-ipv6", "env", "env-files", "user", "labels", "network-mode", "sandbox", "kernel",
+        "runtime", "cpu", "cpu-set", "memory", "sysctls", "extras", "stages", "dns", "certificate",
+        "healthcheck", "aliases", "components",
+    }
+)  # fmt: skip
+CONTAINERLAB_LINK_KEYS = frozenset(
+    {"endpoints", "type", "mtu", "vars", "labels", "endpoint", "host-interface", "mode", "remote", "vni",
+     "udp-port", "parent-interface"}
+)  # fmt: skip
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _IFNAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
@@ -38,6 +63,7 @@ class Node:
     binds: dict[str, Path]  # path inside the node -> file on the host
     labels: dict[str, str]
     wait_for: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
 
     @property
     def role(self) -> str:
@@ -54,13 +80,12 @@ class Node:
 
     @property
     def frr_root(self) -> Path | None:
-        """Netns runtime only: the Debian root file system whose FRR this node runs (``FRR_ROOT``).
+        """Netns runtime only: the Debian root whose FRR this node runs with chroot (None: the host's).
 
-        Lets one lab use a newer FRR than the host's (``scripts/frr-root.sh`` builds one); containerlab
-        ignores it, because there the image carries FRR.
+        :data:`NETNS_FRR_ROOT` for every node (``DMVPN_LAB_FRR_ROOT`` overrides it); in containerlab the
+        image carries the same FRR.
         """
-        root = self.env.get("FRR_ROOT")
-        return Path(root) if root else None
+        return None if Path("/") == NETNS_FRR_ROOT else NETNS_FRR_ROOT
 
     def file(self, inside_path: str) -> Path | None:
         return self.binds.get(inside_path)
@@ -151,10 +176,12 @@ def parse_topology(doc: Any, file: Path) -> Topology:
     where = str(file)
     if not isinstance(doc, dict):
         raise TopologyError(f"{where}: the top level must be a mapping with 'name' and 'topology'")
+    _containerlab_keys(doc, CONTAINERLAB_TOP_KEYS, f"{where}: the top level")
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise TopologyError(f"{where}: name: must be lower-case letters, digits and '-', got {name!r}")
     topo = _mapping(doc.get("topology"), f"{where}: topology")
+    _containerlab_keys(topo, CONTAINERLAB_TOPOLOGY_KEYS, f"{where}: topology")
     defaults = _mapping(topo.get("defaults", {}), f"{where}: topology.defaults")
     kinds = _mapping(topo.get("kinds", {}), f"{where}: topology.kinds")
     raw_nodes = _mapping(topo.get("nodes"), f"{where}: topology.nodes")
@@ -167,18 +194,26 @@ def parse_topology(doc: Any, file: Path) -> Topology:
         if not isinstance(node_name, str) or not _NAME_RE.match(node_name):
             raise TopologyError(f"{place}: node names are lower-case letters, digits and '-'")
         spec = _mapping(raw or {}, place)
+        _containerlab_keys(spec, CONTAINERLAB_NODE_KEYS, place)
         kind = str(spec.get("kind", defaults.get("kind", "linux")))
         kind_defaults = _mapping(kinds.get(kind, {}), f"{where}: topology.kinds.{kind}")
         merged = {**defaults, **kind_defaults, **spec}
+        # containerlab merges these maps key by key (node over kind over defaults), not as a whole.
+        for key in ("env", "labels", "sysctls"):
+            layers = [_mapping(layer.get(key) or {}, f"{place}.{key}") for layer in (defaults, kind_defaults, spec)]
+            merged[key] = {k: v for layer in layers for k, v in layer.items()}
         image = merged.get("image")
         if not isinstance(image, str) or not image:
             raise TopologyError(f"{place}: no image (set one on the node, its kind or topology.defaults)")
         env = {str(k): str(v) for k, v in _mapping(merged.get("env", {}), f"{place}.env").items()}
         labels = {str(k): str(v) for k, v in _mapping(merged.get("labels", {}), f"{place}.labels").items()}
+        sysctls = {str(k): str(v) for k, v in _mapping(merged.get("sysctls", {}), f"{place}.sysctls").items()}
         binds: dict[str, Path] = {}
         for i, bind in enumerate(merged.get("binds", []) or []):
             parts = str(bind).split(":")
             if len(parts) < 2:
+                raise TopologyError(f"{place}.binds[{i}]: expected 'host-file:path-in-node[:ro]', got {bind!r}")
+            if len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
                 raise TopologyError(f"{place}.binds[{i}]: expected 'host-file:path-in-node[:ro]', got {bind!r}")
             host = (file.parent / parts[0]).resolve()
             if not host.exists():
@@ -192,7 +227,7 @@ def parse_topology(doc: Any, file: Path) -> Topology:
             if not isinstance(dep, str):
                 raise TopologyError(f"{place}.stages.create.wait-for[{j}]: needs 'node: NAME'")
             wait_for.append(dep)
-        nodes[node_name] = Node(node_name, kind, image, env, binds, labels, tuple(wait_for))
+        nodes[node_name] = Node(node_name, kind, image, env, binds, labels, tuple(wait_for), sysctls)
 
     for node in nodes.values():
         for dep in node.wait_for:
@@ -204,6 +239,7 @@ def parse_topology(doc: Any, file: Path) -> Topology:
     for i, raw_link in enumerate(topo.get("links", []) or []):
         place = f"{where}: topology.links[{i}]"
         link = _mapping(raw_link, place)
+        _containerlab_keys(link, CONTAINERLAB_LINK_KEYS, place)
         endpoints = link.get("endpoints")
         if not isinstance(endpoints, list) or len(endpoints) != 2:
             raise TopologyError(f'{place}.endpoints: expected two entries like ["hub:eth1", "internet:eth1"]')
@@ -223,10 +259,19 @@ def parse_topology(doc: Any, file: Path) -> Topology:
             ends.append(Endpoint(node_name, ifname))
         links.append(Link(ends[0], ends[1]))
 
-    top_labels = {str(k): str(v) for k, v in _mapping(doc.get("labels", {}), f"{where}: labels").items()}
-    topology = Topology(name, file, nodes, tuple(links), top_labels)
+    lab_labels = {str(k): str(v) for k, v in _mapping(defaults.get("labels", {}), f"{where}: defaults.labels").items()}
+    topology = Topology(name, file, nodes, tuple(links), lab_labels)
     topology.ordered_nodes()  # raises on circular waits
     return topology
+
+
+def _containerlab_keys(mapping: dict[str, Any], allowed: frozenset[str], place: str) -> None:
+    unknown = sorted(str(k) for k in mapping if k not in allowed)
+    if unknown:
+        raise TopologyError(
+            f"{place}: {', '.join(unknown)}: not a key containerlab accepts (it refuses the whole file); "
+            f"project metadata goes in a node's or topology.defaults' labels"
+        )
 
 
 def _mapping(value: Any, place: str) -> dict[str, Any]:

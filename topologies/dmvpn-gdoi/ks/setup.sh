@@ -9,4 +9,4 @@ if [ -d /proc/sys/net/ipv6 ]; then
 fi
 ip addr add 1.1.1.1/24 dev eth1
 ip link set eth1 up
-ip route add default via 1.1.1.254
+ip route replace default via 1.1.1.254

@@ -7,7 +7,6 @@ if [ -d /proc/sys/net/ipv6 ]; then
   sysctl -qw net.ipv6.conf.all.disable_ipv6=1
   sysctl -qw net.ipv6.conf.default.disable_ipv6=1
 fi
-sysctl -qw net.ipv4.ip_forward=1
 ip addr add 172.17.1.254/24 dev eth1
 ip link set eth1 up
 ip route add 2.2.2.2/32 via 172.17.1.1

@@ -7,17 +7,12 @@ if [ -d /proc/sys/net/ipv6 ]; then
   sysctl -qw net.ipv6.conf.all.disable_ipv6=1
   sysctl -qw net.ipv6.conf.default.disable_ipv6=1
 fi
-sysctl -qw net.ipv4.ip_forward=1
-sysctl -qw net.ipv4.conf.all.send_redirects=0
-sysctl -qw net.ipv4.ip_forward_use_pmtu=0
 ip addr add 12.12.12.12/32 dev lo
 ip addr add 172.37.1.1/24 dev eth1
 ip link set eth1 up
 ip addr add 192.168.3.1/24 dev eth2
 ip link set eth2 up
-ip route add default via 172.37.1.254
+ip route replace default via 172.37.1.254
 ip tunnel add gre1 mode gre key 123 ttl 64 local 172.37.1.1 dev eth1
 ip addr add 192.168.100.3/32 dev gre1
 ip link set gre1 mtu 1400 up
-sysctl -qw net.core.xfrm_larval_drop=0
-sysctl -qw net.core.xfrm_acq_expires=3

@@ -9,4 +9,4 @@ if [ -d /proc/sys/net/ipv6 ]; then
 fi
 ip addr add 192.168.3.10/24 dev eth1
 ip link set eth1 up
-ip route add default via 192.168.3.1
+ip route replace default via 192.168.3.1
