@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 from engine_harness import FAST_POLICY, PSK, Captured, Network, group_policy, rsa_key, seeded_random
 
+from dmvpn_lab.gdoi import show
 from dmvpn_lab.gdoi.codec import Header
 from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig, Redundancy
 from dmvpn_lab.gdoi.constants import ExchangeType
@@ -383,3 +384,26 @@ def test_truncated_coop_message_is_malformed_not_a_crash(cut: int) -> None:
     net.inject(last[:cut], ("127.0.0.1", GDOI_PORT), "127.0.0.2")
     rejected = net.of_type("127.0.0.2", MessageRejected)
     assert len(rejected) == 1 and rejected[0].reason in ("malformed", "bad-hash")
+
+
+def test_show_crypto_gdoi_ks_coop_text_and_json_survive_the_control_socket() -> None:
+    net = coop_lab([100, 50])
+    net.advance(3 * ANNOUNCE_S)
+    views = {a: show.KsView(status=net.ks(a).status(net.now), now=net.now) for a in ("127.0.0.1", "127.0.0.2")}
+    command = show.find_command(["cry", "gd", "ks", "coop"])
+    assert command is not None
+    for address, view in views.items():
+        view = show.view_from_json(show.view_to_json(view))  # what `gdoi show` gets over the socket
+        assert isinstance(view, show.KsView)
+        data = show.render(command, view, as_json=True)
+        assert isinstance(data, dict) and data["coop"]["primary"] == "127.0.0.1"
+        (peer,) = data["coop"]["peers"]
+        assert peer["alive"] and peer["in_sync"]
+        text = show.render(command, view, as_json=False)
+        assert isinstance(text, str)
+        assert "Crypto Gdoi Group Name :GDOI_GROUP" in text
+        role = "Primary" if address == "127.0.0.1" else "Secondary"
+        assert f"Local KS Role: {role:<10}, Local KS Status: Alive" in text
+        assert "Peer KS Status: Alive" in text and "in sync" in text
+    lone = show.KsView(status=replace(views["127.0.0.1"].status, coop=None), now=net.now)
+    assert "not configured" in str(show.render(command, lone, as_json=False))

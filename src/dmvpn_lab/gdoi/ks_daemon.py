@@ -1,7 +1,10 @@
 """The key server daemon: a :class:`~dmvpn_lab.gdoi.ks.KeyServer` behind the asyncio adapter.
 
 On top of what every daemon does (:mod:`~dmvpn_lab.gdoi.daemon`) it loads the groups' RSA signing keys
-before it starts, logs members coming and going, and rekeys on request (``gdoi rekey``).
+before it starts, logs members coming and going, and rekeys on request (``gdoi rekey``).  With
+``redundancy`` configured, COOP (:mod:`~dmvpn_lab.gdoi.coop`) shares the GDOI socket: it is ISAKMP-framed
+and the engine tells it apart by exchange type, so one bound port (848) serves members and peers alike,
+as on IOS, and no second port needs opening between key servers.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ def summarise_ks(status: KsStatus) -> dict[str, Any]:
             for g in status.groups
         ],
         "rejected": dict(status.rejected),
+        # Cooperative key servers: whether this one makes the keys, and who does.
+        "coop": None if status.coop is None else {"state": status.coop.state, "primary": status.coop.primary},
     }
 
 
