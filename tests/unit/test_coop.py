@@ -18,7 +18,7 @@ from dmvpn_lab.gdoi.codec import Header
 from dmvpn_lab.gdoi.config_model import GroupMemberConfig, KeyServerConfig, Redundancy
 from dmvpn_lab.gdoi.constants import ExchangeType
 from dmvpn_lab.gdoi.coop import CoopState
-from dmvpn_lab.gdoi.events import MessageRejected, Registered, RegistrationFailed, RekeyReceived
+from dmvpn_lab.gdoi.events import CoopRoleChanged, MessageRejected, Registered, RegistrationFailed, RekeyReceived
 from dmvpn_lab.gdoi.gm import GmState, GroupMember
 from dmvpn_lab.gdoi.ks import KeyServer
 from dmvpn_lab.gdoi.model import GDOI_PORT
@@ -158,6 +158,9 @@ def test_primary_dies_secondary_takes_over_after_dead_time_with_the_same_keys() 
     net.advance(2 + ANNOUNCE_S)
     assert roles(net) == {"127.0.0.2": CoopState.PRIMARY, "127.0.0.3": CoopState.SECONDARY}
     assert key_set(net.ks("127.0.0.2")) == before
+    took_over = net.of_type("127.0.0.2", CoopRoleChanged)[-1]
+    assert isinstance(took_over, CoopRoleChanged) and took_over.state == "PRIMARY"
+    assert took_over.reason == "primary 127.0.0.1 silent for 6 s: taking over with the keys held"
     # Members saw nothing: same TEKs, still registered, no registration since.
     for i in range(3):
         gm = net.gm(gm_address(i))
@@ -407,3 +410,17 @@ def test_show_crypto_gdoi_ks_coop_text_and_json_survive_the_control_socket() -> 
         assert "Peer KS Status: Alive" in text and "in sync" in text
     lone = show.KsView(status=replace(views["127.0.0.1"].status, coop=None), now=net.now)
     assert "not configured" in str(show.render(command, lone, as_json=False))
+
+
+def test_state_from_a_key_server_serving_other_groups_is_refused_whole() -> None:
+    net = coop_lab([100, 50])
+    other = net.ks("127.0.0.2")
+    policy = replace(group_policy(), name="OTHER_GROUP", identity=9)
+    conf = replace(other.config, groups=(policy,))
+    net.nodes["127.0.0.2"] = KeyServer(conf, {"GDOI_KEYS": rsa_key(2)}, random=seeded_random(6))
+    net.advance(4 * ANNOUNCE_S)
+    refused = net.of_type("127.0.0.2", MessageRejected)
+    assert refused and {r.reason for r in refused} == {"bad-policy"}
+    assert "configurations differ" in refused[0].detail
+    assert coop_state(net, "127.0.0.2") is CoopState.SYNCING  # it never takes keys it cannot serve
+    assert coop_state(net, "127.0.0.1") is CoopState.PRIMARY

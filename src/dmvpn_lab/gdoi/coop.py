@@ -65,6 +65,7 @@ from .codec import Header
 from .config_model import Redundancy
 from .constants import GENERIC_HEADER_LEN, ISAKMP_HEADER_LEN, ExchangeType, Flags, PayloadType
 from .engine import Reject
+from .events import CoopRoleChanged
 from .statemachine import StateMachine
 from .status import CoopPeerInfo, CoopStatus
 
@@ -176,6 +177,7 @@ class CoopNode(StateMachine[CoopState]):
         self._syncs_received = 0
         self._unreported: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str, bytes], AESGCM] = {}
+        self._events: list[CoopRoleChanged] = []
 
     # --- what the key server asks -------------------------------------------------------------------
 
@@ -335,7 +337,7 @@ class CoopNode(StateMachine[CoopState]):
             self._version = str(body.get("version"))
             self._last_sync = now
             self._syncs_received += 1
-            self._set_state(CoopState.SECONDARY)
+            self._change(CoopState.SECONDARY, f"holds the group state of primary {peer.address}")
             self._flush_unreported(now)
         elif message.effect is CoopEffect.MERGE_STATE:
             peer.role = CoopState.SYNCING
@@ -379,6 +381,11 @@ class CoopNode(StateMachine[CoopState]):
             return
         if current is not None:
             self._primary = None
+            lost = f"primary {current.address} " + (
+                "gave up the role" if current in alive else f"silent for {self.config.dead_time_s:g} s"
+            )
+        else:
+            lost = "no primary"
         primaries = [p for p in alive if p.role is CoopState.PRIMARY]
         if primaries:
             self._follow(max(primaries, key=lambda p: rank(p.priority, p.address)), now)
@@ -388,18 +395,18 @@ class CoopNode(StateMachine[CoopState]):
         if self.state is CoopState.SECONDARY:
             # Failover: the best live secondary takes over with the keys every secondary holds.
             if all(rank(p.priority, p.address) < me for p in synced):
-                self._become_primary(now, fresh_epoch=True)
+                self._become_primary(now, f"{lost}: taking over with the keys held")
             return
         if synced:
             return  # a secondary holds the group's keys: wait for it to take over
         if self.state is CoopState.SYNCING:
-            self._set_state(CoopState.ELECTING)
+            self._change(CoopState.ELECTING, f"{lost} before its state arrived")
             self._election_at = now + self.config.announce_period_s
             return
         if now < self._election_at:
             return
         if all(rank(p.priority, p.address) < me for p in alive):
-            self._become_primary(now, fresh_epoch=True)
+            self._become_primary(now, f"elected: no primary, highest of {len(alive) + 1} by priority and address")
         else:
             self._election_at = now + self.config.announce_period_s  # the better one claims it, or dies
 
@@ -407,18 +414,16 @@ class CoopNode(StateMachine[CoopState]):
         self._primary = peer.address
         if peer.held_version is None or peer.held_version != self._version:
             self._version = None
-            self._set_state(CoopState.SYNCING)
+            self._change(CoopState.SYNCING, f"following primary {peer.address}")
         self._prompt(peer, now)  # our announcement shows it what we hold, so it sends the state
         self._flush_unreported(now)
 
-    def _become_primary(self, now: float, *, fresh_epoch: bool) -> None:
-        if fresh_epoch:
-            self._epoch = self._random(4).hex()
-            self._counter = 0
+    def _become_primary(self, now: float, reason: str) -> None:
+        self._epoch = self._random(4).hex()  # a new epoch: every secondary's held version is now stale
+        self._counter = 1
         self._primary = None
         self._unreported.clear()  # our own members are in our own tables
-        self._set_state(CoopState.PRIMARY)
-        self._counter += 1
+        self._change(CoopState.PRIMARY, reason)
         self._version = f"{self._epoch}:{self._counter}"
         for peer in self._peers.values():
             self._send(peer, self._announcement())
@@ -430,8 +435,20 @@ class CoopNode(StateMachine[CoopState]):
         self._primary = peer.address
         self._version = None
         self._sync_at = None
-        self._set_state(CoopState.SYNCING)
+        self._change(
+            CoopState.SYNCING, f"met primary {peer.address}, which ranks higher (priority {peer.priority}): handed over"
+        )
         self._prompt(peer, now)
+
+    def _change(self, state: CoopState, reason: str) -> None:
+        """Change role through the logging setter and tell the key server why (the daemon logs it)."""
+        if state is not self.state:
+            self._set_state(state)
+            self._events.append(CoopRoleChanged(state.name, self.primary_address, reason))
+
+    def take_events(self) -> list[CoopRoleChanged]:
+        events, self._events = self._events, []
+        return events
 
     def _flush_unreported(self, now: float) -> None:
         if self._unreported:

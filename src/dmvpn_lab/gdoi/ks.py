@@ -331,6 +331,7 @@ class KeyServer(Engine):
         self._expire(now)
         if self._coop is not None:
             self._coop.handle_timer(now)
+            self._events.extend(self._coop.take_events())
         for group in self._groups.values():
             group.teks = [t for t in group.teks if t.expires_at() > now] or group.teks[-1:]
             if group.prev_kek is not None and group.prev_kek.expires_at() <= now:
@@ -931,6 +932,7 @@ class KeyServer(Engine):
                     group.members[member.address] = member
             coop.state_changed(now)
         coop.apply(message, now)
+        self._events.extend(coop.take_events())
 
     def _coop_snapshot(self, now: float) -> dict[str, Any]:
         """The groups as a secondary must hold them: policy, signing key, KEKs, TEKs, sequence, members.

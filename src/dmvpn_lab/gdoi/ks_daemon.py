@@ -20,7 +20,7 @@ from dmvpn_lab.gdoi.config_model import KeyServerConfig
 from dmvpn_lab.gdoi.control import Answer, Request
 from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon
 from dmvpn_lab.gdoi.daemon_errors import StartupError
-from dmvpn_lab.gdoi.events import Event, MemberDropped, MemberRegistered, RekeySent
+from dmvpn_lab.gdoi.events import CoopRoleChanged, Event, MemberDropped, MemberRegistered, RekeySent
 from dmvpn_lab.gdoi.keys import SigningKeyError, load_signing_keys
 from dmvpn_lab.gdoi.ks import KeyServer
 from dmvpn_lab.gdoi.status import KsStatus
@@ -48,6 +48,9 @@ class KsDaemon(GdoiDaemon[KeyServer]):
             self.log.info("%s: GM %s registered in group %s", self.name, event.address, event.group_name)
         elif isinstance(event, MemberDropped):
             self.log.warning("%s: GM %s dropped: %s", self.name, event.address, event.reason)
+        elif isinstance(event, CoopRoleChanged):
+            log = self.log.warning if event.state in ("PRIMARY", "ELECTING") else self.log.info
+            log("%s: COOP %s (primary %s): %s", self.name, event.state, event.primary or "none", event.reason)
         elif isinstance(event, RekeySent):
             self.log.info(
                 "%s: rekey #%d for group %s sent to %d member(s)",
