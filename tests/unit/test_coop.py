@@ -424,3 +424,23 @@ def test_state_from_a_key_server_serving_other_groups_is_refused_whole() -> None
     assert "configurations differ" in refused[0].detail
     assert coop_state(net, "127.0.0.2") is CoopState.SYNCING  # it never takes keys it cannot serve
     assert coop_state(net, "127.0.0.1") is CoopState.PRIMARY
+
+
+def test_a_lost_member_report_is_sent_again_when_the_primary_state_lacks_the_member() -> None:
+    net = coop_lab([100, 50], n_gms=1, servers=[1, 0])
+    net.advance(3 * ANNOUNCE_S)
+    net.drop = lambda src, dst, data: (
+        src[0] == "127.0.0.2" and dst[0] == "127.0.0.1" and Header.decode(data).exchange == ExchangeType.COOP
+    )
+    start_members(net)
+    net.advance(1)  # registered with the secondary; its report to the primary is lost
+    net.drop = None
+    primary = net.ks("127.0.0.1")
+    assert gm_address(0) not in primary._groups["GDOI_GROUP"].members
+    primary.force_rekey(net.now)  # the state that follows does not list the member
+    net.advance(1)
+    assert gm_address(0) in net.ks("127.0.0.2")._groups["GDOI_GROUP"].members  # kept, and reported again
+    assert gm_address(0) in primary._groups["GDOI_GROUP"].members
+    primary.force_rekey(net.now)
+    net.advance(1)
+    assert newest_tek(primary) in member_teks(net, gm_address(0))

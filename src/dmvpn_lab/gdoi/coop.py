@@ -333,6 +333,7 @@ class CoopNode(StateMachine[CoopState]):
         if message.kind == "announce":
             self._read_announcement(peer, body, now)
         elif message.effect is CoopEffect.IMPORT_STATE:
+            peer.role = CoopState.PRIMARY  # only a primary sends state (its announcement may still be on its way)
             self._primary = peer.address
             self._version = str(body.get("version"))
             self._last_sync = now

@@ -917,7 +917,9 @@ class KeyServer(Engine):
         message = coop.open(header, data, addr)
         groups = message.body.get("groups")
         if message.effect is CoopEffect.IMPORT_STATE:
-            self._groups = self._read_groups(groups, now, addr[0])
+            imported = self._read_groups(groups, now, addr[0])
+            self._keep_fresh_members(imported, now)
+            self._groups = imported
         elif message.effect is CoopEffect.MERGE_STATE:
             self._coop_merge(self._read_groups(groups, now, addr[0]), now)
         elif message.effect is CoopEffect.ADD_MEMBERS:
@@ -933,6 +935,23 @@ class KeyServer(Engine):
             coop.state_changed(now)
         coop.apply(message, now)
         self._events.extend(coop.take_events())
+
+    def _keep_fresh_members(self, imported: dict[str, _Group], now: float) -> None:
+        """Members that just registered here may be missing from a state the primary made before our
+        report reached it (or the report was lost): keep them, and report them again."""
+        coop = self._coop
+        assert coop is not None
+        recent = max(10.0, 2 * coop.config.announce_period_s)
+        missing = [
+            member
+            for name, group in self._groups.items()
+            for address, member in group.members.items()
+            if member.conn_id and now - member.registered_at < recent and address not in imported[name].members
+        ]
+        for member in missing:
+            imported[member.group_name].members[member.address] = member
+        if missing:
+            coop.report_members([_member_doc(m, now) for m in missing], now)
 
     def _coop_snapshot(self, now: float) -> dict[str, Any]:
         """The groups as a secondary must hold them: policy, signing key, KEKs, TEKs, sequence, members.
