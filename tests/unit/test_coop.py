@@ -444,3 +444,19 @@ def test_a_lost_member_report_is_sent_again_when_the_primary_state_lacks_the_mem
     primary.force_rekey(net.now)
     net.advance(1)
     assert newest_tek(primary) in member_teks(net, gm_address(0))
+
+
+def test_random_damage_to_coop_messages_is_always_a_clean_refusal() -> None:
+    net = coop_lab([100, 50])
+    net.advance(3 * ANNOUNCE_S)
+    sample = _coop_datagrams(net, "127.0.0.1", "127.0.0.2")[-1].data
+    rng = seeded_random(42)
+    for _ in range(300):
+        damaged = bytearray(sample)
+        for _flip in range(1 + rng(1)[0] % 4):
+            position = int.from_bytes(rng(2), "big") % len(damaged)
+            damaged[position] ^= 1 << (rng(1)[0] % 8)
+        net.inject(bytes(damaged), ("127.0.0.1", GDOI_PORT), "127.0.0.2")
+    reasons = {r.reason for r in net.of_type("127.0.0.2", MessageRejected)}
+    assert reasons <= {"malformed", "bad-hash", "replayed", "unsupported-exchange"}, reasons
+    assert coop_state(net, "127.0.0.2") is CoopState.SECONDARY
