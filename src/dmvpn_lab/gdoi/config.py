@@ -25,6 +25,11 @@ Key server::
     max_half_open_per_peer: 5        # optional, beyond this from one address: answered without state
     cookie_threshold: 10             # optional, beyond this in all: every message 1 answered without state
     max_missed_acks: 3               # optional, unacknowledged rekeys before a GM is dropped
+    redundancy:                      # optional: cooperative key servers (IOS ``redundancy``, docs/coop.md)
+      local_priority: 100            # 1..255 (default 1); the highest priority, then address, is primary
+      peers: [1.1.1.2]               # the other key servers (each needs a `psk` entry: it protects COOP)
+      announce_period: 10            # optional, seconds between announcements
+      dead_time: 30                  # optional, a primary silent this long is replaced (>= 2 x announce)
     psk:                             # pre-shared keys by peer address (``crypto isakmp key``);
       2.2.2.2: cisco                 # 0.0.0.0 is the wildcard key, for any peer without its own
       11.11.11.11: cisco
@@ -103,6 +108,7 @@ from dmvpn_lab.gdoi.config_model import (
     IsakmpPolicy,
     KeyServerConfig,
     MemberAuthorization,
+    Redundancy,
     psk_for,
 )
 from dmvpn_lab.gdoi.config_report import REPLAY_WINDOW_WARNING, ConfigError, ConfigReport
@@ -316,10 +322,12 @@ _KS_KEYS = {
     "max_half_open_per_peer",
     "cookie_threshold",
     "max_missed_acks",
+    "redundancy",
     "psk",
     "isakmp_policies",
     "groups",
 }
+_REDUNDANCY_KEYS = {"local_priority", "peers", "announce_period", "dead_time"}
 _GM_KEYS = {
     "role",
     "local_address",
@@ -686,13 +694,16 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str, report:
             )
         )
     max_missed = data.get("max_missed_acks")
+    psk = reader.psk(data.get("psk"), ("psk",))
+    redundancy = None if data.get("redundancy") is None else _yaml_redundancy(reader, data["redundancy"], address, psk)
     max_half_open = reader.integer(data.get("max_half_open", 1000), ("max_half_open",), 1, MAX_HALF_OPEN_LIMIT)
     return KeyServerConfig(
         local_address=address,
         groups=tuple(groups),
-        psk_by_peer=reader.psk(data.get("psk"), ("psk",)),
+        psk_by_peer=psk,
         isakmp_policies=reader.policies(data.get("isakmp_policies"), ("isakmp_policies",)),
         port=reader.integer(data.get("port", GDOI_PORT), ("port",), 1, 65535),
+        redundancy=redundancy,
         max_half_open=max_half_open,
         max_half_open_per_peer=reader.integer(
             data.get("max_half_open_per_peer", 5), ("max_half_open_per_peer",), 1, max_half_open
@@ -702,6 +713,39 @@ def _yaml_ks(reader: _YamlReader, data: Mapping[str, Any], address: str, report:
         if max_missed is None
         else reader.integer(max_missed, ("max_missed_acks",), 1, 100),
     )
+
+
+def _yaml_redundancy(reader: _YamlReader, value: Any, address: str, psk: dict[str, bytes]) -> Redundancy:
+    here: tuple[str | int, ...] = ("redundancy",)
+    data = reader.mapping(value, here, _REDUNDANCY_KEYS)
+    peers_value = data.get("peers")
+    if isinstance(peers_value, str):
+        peers_value = [peers_value]
+    if not isinstance(peers_value, list) or not peers_value:
+        raise reader.error((*here, "peers"), "expected a non-empty list of the other key servers' addresses")
+    peers: list[str] = []
+    for i, item in enumerate(peers_value):
+        peer = reader.address(item, (*here, "peers", i))
+        if peer == address:
+            raise reader.error((*here, "peers", i), f"{peer} is this key server itself")
+        if peer not in psk:
+            raise reader.error(
+                (*here, "peers", i),
+                f"redundancy peer {peer} has no pre-shared key: COOP messages are protected with it",
+                hint=f"add `{peer}: KEY` under `psk` (the same key on both key servers)",
+            )
+        if peer not in peers:
+            peers.append(peer)
+    announce = reader.seconds(data.get("announce_period", 10), (*here, "announce_period"), 0.1, 3600)
+    dead = reader.seconds(data.get("dead_time", max(30.0, 3 * announce)), (*here, "dead_time"), 0.2, 7200)
+    if dead < 2 * announce:
+        raise reader.error(
+            (*here, "dead_time"),
+            f"dead time {dead:g} s is under two announce periods ({announce:g} s)",
+            hint="one lost announcement must not make a secondary take over: dead_time >= 2 x announce_period",
+        )
+    priority = reader.integer(data.get("local_priority", 1), (*here, "local_priority"), 1, 255)
+    return Redundancy(tuple(peers), priority, announce, dead)
 
 
 def _yaml_gm(reader: _YamlReader, data: Mapping[str, Any], address: str) -> GroupMemberConfig:

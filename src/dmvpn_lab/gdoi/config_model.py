@@ -88,6 +88,20 @@ class GroupPolicy:
 
 
 @dataclass(frozen=True)
+class Redundancy:
+    """IOS ``redundancy`` under ``server local``: this key server cooperates with ``peers`` (COOP).
+
+    The primary is elected by ``local_priority``, then by the higher address (docs/coop.md).  The
+    timers are this project's own settings: IOS keeps its COOP timers to itself.
+    """
+
+    peers: tuple[str, ...]  # ``peer address ipv4 A``, the other key servers of the group
+    local_priority: int = 1  # ``local priority N`` (IOS: 1..255, default 1)
+    announce_period_s: float = 10.0  # how often each key server says it is alive
+    dead_time_s: float = 30.0  # a primary silent this long is replaced by a secondary
+
+
+@dataclass(frozen=True)
 class KeyServerConfig:
     local_address: str
     groups: tuple[GroupPolicy, ...]
@@ -101,6 +115,7 @@ class KeyServerConfig:
     # Above this many registrations in progress, every message 1 is answered without keeping state.
     cookie_threshold: int = 10
     max_missed_acks: int | None = None  # None: retransmit_count + 1 rekeys unacknowledged drops the GM
+    redundancy: Redundancy | None = None  # None: a stand-alone key server (no COOP)
 
 
 @dataclass(frozen=True)

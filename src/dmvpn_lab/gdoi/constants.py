@@ -43,6 +43,9 @@ class PayloadType(enum.IntEnum):
     KD = 17  # RFC 6407 section 5.5 (Key Download)
     SEQ = 18  # RFC 6407 section 5.6 (Sequence Number)
     GAP = 22  # RFC 6407 section 5.7 (Group Associated Policy)
+    # RFC 2408 section 3.1 leaves 128-255 to private use: this project's key server cooperation
+    # (docs/coop.md), never sent to a group member.
+    COOP = 200
 
 
 class ExchangeType(enum.IntEnum):
@@ -56,6 +59,8 @@ class ExchangeType(enum.IntEnum):
     GROUPKEY_PULL = 32  # RFC 6407 section 3 (shares the number of IKEv1 Quick Mode)
     GROUPKEY_PUSH = 33  # RFC 6407 section 4 (shares the number of IKEv1 New Group Mode)
     GDOI_REKEY_ACK = 35  # RFC 8263 section 3: the GROUPKEY-PUSH acknowledgement
+    # RFC 2408 section 3.1 leaves 240-255 to private use: key server to key server (docs/coop.md).
+    COOP = 240
 
 
 class Flags(enum.IntFlag):

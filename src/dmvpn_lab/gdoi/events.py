@@ -109,6 +109,15 @@ class RekeySent:
 
 
 @dataclass(frozen=True)
+class CoopRoleChanged:
+    """KS with redundancy: this key server's COOP role changed (docs/coop.md), and why."""
+
+    state: str  # coop.CoopState name: ELECTING, SYNCING, SECONDARY, PRIMARY
+    primary: str | None  # the primary it now knows (itself when PRIMARY)
+    reason: str
+
+
+@dataclass(frozen=True)
 class MessageRejected:
     """Either side: an incoming datagram was refused and changed nothing.
 
@@ -134,5 +143,6 @@ Event = (
     | MemberRegistered
     | MemberDropped
     | RekeySent
+    | CoopRoleChanged
     | MessageRejected
 )

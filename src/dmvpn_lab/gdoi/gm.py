@@ -463,7 +463,7 @@ class GroupMember(Engine, StateMachine[GmState]):
         digest = hashlib.sha256(signed).digest()
         if seq == self._last_seq and digest == self._last_push:
             if self._acks_requested:
-                self._send_ack(kek, seq)  # the key server did not hear our acknowledgement
+                self._send_ack(kek, seq, addr[0])  # the key server did not hear our acknowledgement
             return
         if seq <= self._last_seq:
             raise Reject("replayed", f"GROUPKEY-PUSH sequence {seq} is not above {self._last_seq}")
@@ -507,7 +507,7 @@ class GroupMember(Engine, StateMachine[GmState]):
         self._install_teks(teks, tek_keys, now)
         self._delete_keks(dead_keks, now)
         if acknowledge:
-            self._send_ack(kek, seq)
+            self._send_ack(kek, seq, addr[0])
 
     def _delete_keks(self, spis: set[bytes], now: float) -> None:
         """Forget deleted KEKs; without a current one no rekey can be read, so register again now."""
@@ -520,13 +520,16 @@ class GroupMember(Engine, StateMachine[GmState]):
     def _held_kek(self, spi: bytes) -> _Kek | None:
         return next((k for k in [self._kek, *self._old_keks] if k is not None and k.ann.spi == spi), None)
 
-    def _send_ack(self, kek: _Kek, seq: int) -> None:
+    def _send_ack(self, kek: _Kek, seq: int, sender: str) -> None:
         """RFC 8263: HDR*, HASH, SEQ, ID under the KEK that protected the push, to the key server this
         member registered with (whoever delivered the push may be anyone: a push is not bound to its
-        source address, and an ACK sent there would let a replayer aim our traffic at a third party)."""
+        source address, and an ACK sent there would let a replayer aim our traffic at a third party).
+        The one exception is another of the configured key servers: with cooperative key servers the
+        primary rekeys members that registered with a secondary, and it is the primary that counts ACKs."""
         if not self._send_acks or self._reg is None:
             return
         reg = self._reg
+        to = sender if sender in self.config.servers else reg.server
         ident = IdPayload(IdType.IPV4_ADDR, 0, 0, ipaddress.IPv4Address(self.config.local_address).packed)
         rest_payloads: list[Payload] = [SeqPayload(seq), ident]
         _f, rest = encode_payloads(rest_payloads)
@@ -542,7 +545,7 @@ class GroupMember(Engine, StateMachine[GmState]):
             0,
             ISAKMP_HEADER_LEN + len(body),
         )
-        self._out.append((header.encode() + body, (reg.server, self.config.server_port)))
+        self._out.append((header.encode() + body, (to, self.config.server_port)))
         self._acks_sent += 1
 
     # --- installing keys ----------------------------------------------------------------------------

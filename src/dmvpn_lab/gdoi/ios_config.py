@@ -15,8 +15,10 @@ server's and group members' configs from there unchanged.  Only what GDOI needs 
   (absent: 3DES, IOS's default),
   ``sa ipsec N`` / ``profile P`` / ``match address ipv4 ACL`` / ``replay time window-size N``,
   ``address ipv4 A``, ``authorization address ipv4 ACL`` (the member addresses the group serves: a
-  standard list, or an extended one whose source addresses count); on a GM one or more
-  ``server address ipv4 A``
+  standard list, or an extended one whose source addresses count), ``redundancy`` with ``local priority
+  N`` and ``peer address ipv4 A`` (cooperative key servers, docs/coop.md) and this project's own
+  ``timers announce S dead S`` (IOS keeps its COOP timers to itself); on a GM one or more
+  ``server address ipv4 A``, tried in that order
 * ``crypto map M local-address IF``, ``crypto map M N gdoi`` / ``set group G``, and the ``interface`` that
   carries ``crypto map M`` (kept for display, as IOS shows it).  The GM registers from IF's address (else
   the carrying interface's): its ``interface IF`` / ``ip address`` in the file, else what the caller's
@@ -61,6 +63,7 @@ from dmvpn_lab.gdoi.config_model import (
     IsakmpPolicy,
     KeyServerConfig,
     MemberAuthorization,
+    Redundancy,
 )
 from dmvpn_lab.gdoi.config_report import REPLAY_WINDOW_WARNING, ConfigError, ConfigReport, Refused
 from dmvpn_lab.gdoi.config_values import (
@@ -183,6 +186,10 @@ class _GdoiGroup:
     replay_window_s: int | None = None
     replay_line: int = 0
     authorization_acl: tuple[str, int] | None = None
+    redundancy_line: int | None = None
+    local_priority: int | None = None
+    coop_peers: list[str] = field(default_factory=list)
+    coop_timers: tuple[int, int] | None = None
 
 
 @dataclass
@@ -635,6 +642,25 @@ class _Parser:
             )
         elif lowered[:2] == ["address", "ipv4"] and len(words) == 3:
             group.ks_address = parse_ipv4(words[2], what="key server address")
+        elif lowered == ["redundancy"]:
+            group.redundancy_line = number
+        elif lowered[0] in ("local", "peer", "timers") and group.redundancy_line is None:
+            raise ConfigError(f"`{words[0]}` belongs under `redundancy`", hint="add `redundancy` above it")
+        elif lowered[:2] == ["local", "priority"] and len(words) == 3:
+            group.local_priority = number_in_range(words[2], "local priority", 1, 255)
+        elif lowered[:3] == ["peer", "address", "ipv4"] and len(words) == 4:
+            peer = parse_ipv4(words[3], what="redundancy peer address")
+            if peer not in group.coop_peers:
+                group.coop_peers.append(peer)
+        elif lowered[0] == "timers" and len(words) == 5 and lowered[1] == "announce" and lowered[3] == "dead":
+            announce = number_in_range(words[2], "COOP announce period", 1, 3600)
+            dead = number_in_range(words[4], "COOP dead time", 2, 7200)
+            if dead < 2 * announce:
+                raise ConfigError(
+                    f"COOP dead time {dead} s is under two announce periods ({announce} s)",
+                    hint="one lost announcement must not make a secondary take over: dead >= 2 x announce",
+                )
+            group.coop_timers = (announce, dead)
         else:
             raise Refused("unsupported key server option")
 
@@ -925,12 +951,52 @@ def _build_ks(
             line=groups[0].server_local_line,
             hint="add it or pass --local-address",
         )
+    local = check_local_address(address, "ks")
     return KeyServerConfig(
-        local_address=check_local_address(address, "ks"),
+        local_address=local,
         groups=tuple(policies),
         psk_by_peer=dict(ios.psk_by_peer),
         isakmp_policies=_policies(ios),
+        redundancy=_redundancy(groups, local, ios.psk_by_peer),
     )
+
+
+def _redundancy(groups: list[_GdoiGroup], local: str, psk_by_peer: dict[str, bytes]) -> Redundancy | None:
+    """The ``redundancy`` blocks of the groups: one election per key server, so they must agree."""
+    blocks = {
+        g.name: (tuple(g.coop_peers), g.local_priority or 1, g.coop_timers or (10, 30), g.redundancy_line)
+        for g in groups
+        if g.redundancy_line is not None
+    }
+    if not blocks:
+        return None
+    first_name, (peers, priority, timers, line) = next(iter(blocks.items()))
+    for name, (other_peers, other_priority, other_timers, other_line) in blocks.items():
+        if (set(other_peers), other_priority, other_timers) != (set(peers), priority, timers):
+            raise ConfigError(
+                f"groups {first_name} and {name} configure redundancy differently",
+                line=other_line,
+                hint="this key server runs one election for all its groups: give them the same lines",
+            )
+    if len(blocks) != len(groups):
+        missing = next(g for g in groups if g.name not in blocks)
+        raise ConfigError(
+            f"group {missing.name} has no `redundancy` while group {first_name} has",
+            line=missing.server_local_line,
+            hint="one key server is primary or secondary for all its groups: add the same redundancy lines",
+        )
+    if not peers:
+        raise ConfigError("`redundancy` without `peer address ipv4 A`", line=line, hint="name the other key servers")
+    if local in peers:
+        raise ConfigError(f"`peer address ipv4 {local}` is this key server itself", line=line)
+    for peer in peers:
+        if peer not in psk_by_peer:
+            raise ConfigError(
+                f"redundancy peer {peer} has no pre-shared key: COOP messages are protected with it",
+                line=line,
+                hint=f"add `crypto isakmp key KEY address {peer}` (the same key on both key servers)",
+            )
+    return Redundancy(peers, priority, float(timers[0]), float(timers[1]))
 
 
 def _defined_acl(ios: _IosConfig, ref: tuple[str, int], hint: str) -> _Acl:

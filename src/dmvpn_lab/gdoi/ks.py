@@ -39,6 +39,12 @@ datagrams, a timer deadline and events come out.  What happens, in protocol orde
    registration, so only that member can produce it.  A member that misses ``max_missed_acks``
    (default ``rekey_retransmit_count + 1``) consecutive rekeys is dropped and gets no more rekeys.
 
+5. Key server cooperation (``redundancy``, :mod:`.coop`, docs/coop.md): with peers configured, only
+   the elected primary makes keys and rekeys; it sends its groups' policy, TEKs, KEKs, signing keys,
+   sequence and members to the secondaries (:meth:`KeyServer._coop_snapshot`), which take them over
+   whole (:meth:`KeyServer._coop_import`) and still answer registrations with them.  A member that
+   registers with a secondary is reported to the primary, so the primary's rekeys reach it.
+
 Every rejected datagram yields exactly one :class:`MessageRejected`, bumps ``rejected[reason]`` and
 changes nothing else (:class:`~.engine.Engine` rolls back); no exception escapes
 :meth:`KeyServer.receive_datagram`.
@@ -54,7 +60,9 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .admission import CookieJar, OfferBook
@@ -80,6 +88,7 @@ from .constants import (
     NotifyType,
     ProtocolId,
 )
+from .coop import CoopEffect, CoopNode
 from .crypto import (
     KekKey,
     cipher_block_len,
@@ -93,7 +102,14 @@ from .crypto import (
 from .engine import Deadlines, Engine, Reject, one
 from .events import MemberDropped, MemberRegistered, Phase1Established, RekeySent
 from .groupsa import SIG_HASH_IOS_NAMES, TRANSFORMS, KekPolicy, TekPolicy, kd_payload, sa_payload
-from .model import MAX_HALF_OPEN_LIMIT, Phase1Cipher, Phase1Hash, RekeyTransport, TekTransform
+from .model import (
+    MAX_HALF_OPEN_LIMIT,
+    Phase1Cipher,
+    Phase1Hash,
+    RekeyTransport,
+    TekTransform,
+    TrafficSelector,
+)
 from .phase1 import (
     NONCE_LEN,
     IkeSa,
@@ -271,8 +287,24 @@ class KeyServer(Engine):
             self._groups[policy.name] = _Group(
                 policy, key, self._new_kek(policy, now), None, [self._new_tek(policy, now, set())]
             )
+        self._coop: CoopNode | None = None
+        if config.redundancy is not None:
+            self._coop = CoopNode(
+                config.redundancy, config.local_address, config.psk_by_peer, self._coop_snapshot, random=random, now=now
+            )
+            self._coop.set_port(config.port)
 
     # --- public API ---------------------------------------------------------------------------------
+
+    @property
+    def makes_keys(self) -> bool:
+        """A stand-alone key server, or the COOP primary: the only kind that creates keys and rekeys."""
+        return self._coop is None or self._coop.is_primary
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        if self._coop is not None:
+            self._out.extend(self._coop.take_datagrams())
+        return super().datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
         times: list[float] = []
@@ -280,9 +312,15 @@ class KeyServer(Engine):
             when = deadlines.next()
             if when is not None:
                 times.append(when)
+        if self._coop is not None:
+            coop_at = self._coop.get_timer()
+            if coop_at is not None:
+                times.append(coop_at)
         for group in self._groups.values():  # a handful of groups: scanning them is cheap
-            times.append(self._next_rekey_at(group))
-            times.extend(t.expires_at() for t in group.teks)
+            if self.makes_keys:  # a secondary's rekey time passes unheeded: it must not spin the timer
+                times.append(self._next_rekey_at(group))
+            # A secondary keeps its newest TEK past its end until a primary replaces it: not a deadline.
+            times.extend(t.expires_at() for t in (group.teks if self.makes_keys else group.teks[:-1]))
             if group.prev_kek is not None:
                 times.append(group.prev_kek.expires_at())
             if group.pending is not None:
@@ -291,6 +329,9 @@ class KeyServer(Engine):
 
     def handle_timer(self, now: float) -> None:
         self._expire(now)
+        if self._coop is not None:
+            self._coop.handle_timer(now)
+            self._events.extend(self._coop.take_events())
         for group in self._groups.values():
             group.teks = [t for t in group.teks if t.expires_at() > now] or group.teks[-1:]
             if group.prev_kek is not None and group.prev_kek.expires_at() <= now:
@@ -302,11 +343,16 @@ class KeyServer(Engine):
                     pending.next_at = now + group.policy.rekey_retransmit_interval_s
                     self._transmit(group, pending)
                 else:
-                    self._finish_rekey(group)
-            if now >= self._next_rekey_at(group):
+                    self._finish_rekey(group, now)
+            if self.makes_keys and now >= self._next_rekey_at(group):
                 self._rekey(group, now)
 
     def force_rekey(self, now: float, group_name: str | None = None) -> None:
+        if not self.makes_keys:
+            primary = self._coop.primary_address if self._coop is not None else None
+            raise ValueError(
+                f"this key server is a COOP secondary; only the primary ({primary or 'none elected yet'}) rekeys"
+            )
         for name, group in self._groups.items():
             if group_name is None or name == group_name:
                 self._rekey(group, now)
@@ -359,6 +405,7 @@ class KeyServer(Engine):
             tuple(sas),
             dict(self._rejected),
             self._registration_stats(),
+            self._coop.status(now) if self._coop is not None else None,
         )
 
     def _isakmp_sa_lines(self) -> list[IsakmpSaInfo]:
@@ -487,7 +534,7 @@ class KeyServer(Engine):
     def _rekey(self, group: _Group, now: float) -> None:
         pol = group.policy
         if group.pending is not None:
-            self._finish_rekey(group)
+            self._finish_rekey(group, now)
         group.teks = [t for t in group.teks if t.expires_at() > now]
         group.teks.append(self._new_tek(pol, now, {t.spi for t in group.teks}))
         protect = group.kek
@@ -511,6 +558,8 @@ class KeyServer(Engine):
             m.rekeys_sent += 1
         self._transmit(group, pending)
         self._events.append(RekeySent(pol.name, group.sequence, len(group.members)))
+        if self._coop is not None:
+            self._coop.state_changed(now)
 
     def _transmit(self, group: _Group, pending: _PendingRekey) -> None:
         pol = group.policy
@@ -522,7 +571,7 @@ class KeyServer(Engine):
             if m is not None:
                 self._out.append((pending.datagram, (m.address, m.port)))
 
-    def _finish_rekey(self, group: _Group) -> None:
+    def _finish_rekey(self, group: _Group, now: float) -> None:
         """The acknowledgement window of the pending rekey closed: count misses, drop members."""
         pending = group.pending
         group.pending = None
@@ -536,18 +585,24 @@ class KeyServer(Engine):
             m.missed_acks += 1
             if m.missed_acks >= limit:
                 del group.members[address]
+                if self._coop is not None:
+                    self._coop.state_changed(now)
                 self._events.append(
                     MemberDropped(
                         address, f"missed the acknowledgement of {m.missed_acks} consecutive rekeys"
                     )
                 )
 
-    def _build_push(self, group: _Group, protect: _Kek, now: float) -> bytes:
-        """GROUPKEY-PUSH: HDR*, SEQ, SA, KD, SIG (RFC 6407 section 4)."""
+    def _build_push(
+        self, group: _Group, protect: _Kek, now: float, signing_key: rsa.RSAPrivateKey | None = None
+    ) -> bytes:
+        """GROUPKEY-PUSH: HDR*, SEQ, SA, KD, SIG (RFC 6407 section 4); signed with the group's key
+        unless ``signing_key`` is given (a COOP hand-over signs with the key its members know)."""
+        signing_key = signing_key or group.signing_key
         kek = self._kek_policy(group, now)
         teks = self._tek_policies(group, now)
         payloads: list[Payload] = [SeqPayload(group.sequence), sa_payload(kek, teks), kd_payload(kek, teks)]
-        sig_len = (group.signing_key.key_size + 7) // 8
+        sig_len = (signing_key.key_size + 7) // 8
         first, body = encode_payloads([*payloads, SigPayload(b"\x00" * sig_len)])  # chains KD to SIG
         signed_part = body[: len(body) - GENERIC_HEADER_LEN - sig_len]
         header = Header(
@@ -556,7 +611,7 @@ class KeyServer(Engine):
         # Signed as the message stands before encryption: its length counts the SIG but no padding.
         length = rekey_signed_length(signed_part, GENERIC_HEADER_LEN + sig_len)
         signed = rekey_signed_bytes(header.encode(), signed_part, length)
-        sig = rsa_sign(group.signing_key, self._sig_hash(group.policy), signed)
+        sig = rsa_sign(signing_key, self._sig_hash(group.policy), signed)
         _first, sig_payload = encode_payloads([SigPayload(sig)])
         ciphertext = protect.key.seal(signed_part + sig_payload, self._random)
         return replace(header, length=ISAKMP_HEADER_LEN + len(ciphertext)).encode() + ciphertext
@@ -571,6 +626,8 @@ class KeyServer(Engine):
             self._pull(header, data, addr, now)
         elif header.exchange == ExchangeType.GDOI_REKEY_ACK:
             self._ack(header, data, addr, now)
+        elif header.exchange == ExchangeType.COOP and self._coop is not None:
+            self._coop_message(header, data, addr, now)
         else:
             raise Reject(
                 "unsupported-exchange", f"exchange type {header.exchange} is not handled by a key server"
@@ -797,6 +854,11 @@ class KeyServer(Engine):
         for cookies in [c for c in self._ikes_by_ip.get(ip, ()) if c != sa.cookies]:
             self._forget_ike(cookies)  # one ISAKMP SA per member, as "show crypto isakmp sa" lists them
         self._events.append(MemberRegistered(ip, group.policy.name))
+        if self._coop is not None:
+            if self._coop.is_primary:
+                self._coop.state_changed(now)
+            else:  # the primary sends the rekeys: it must know (and be able to check the ACKs of) this member
+                self._coop.report_members([_member_doc(group.members[ip], now)], now)
 
     def _ack(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
         """RFC 8263 GROUPKEY-PUSH acknowledgement: HDR*, HASH, SEQ, ID under the KEK."""
@@ -845,6 +907,150 @@ class KeyServer(Engine):
         if group.pending is not None and group.pending.sequence <= seq:
             group.pending.unacked.discard(addr[0])
 
+    # --- key server cooperation (docs/coop.md) ---------------------------------------------------------
+
+    def _coop_message(self, header: Header, data: bytes, addr: Addr, now: float) -> None:
+        """A COOP datagram: the COOP engine checks it; what it asks of the groups is done here first,
+        so a refusal on either side leaves everything as it was."""
+        coop = self._coop
+        assert coop is not None
+        message = coop.open(header, data, addr)
+        groups = message.body.get("groups")
+        if message.effect is CoopEffect.IMPORT_STATE:
+            imported = self._read_groups(groups, now, addr[0])
+            self._keep_fresh_members(imported, now)
+            self._groups = imported
+        elif message.effect is CoopEffect.MERGE_STATE:
+            self._coop_merge(self._read_groups(groups, now, addr[0]), now)
+        elif message.effect is CoopEffect.ADD_MEMBERS:
+            records = message.body.get("members")
+            if not isinstance(records, list):
+                raise Reject("malformed", f"COOP members report from {addr[0]} carries no list")
+            members = [self._read_member(r, now, addr[0]) for r in records]
+            for member in members:
+                group = self._groups[member.group_name]
+                known = group.members.get(member.address)
+                if known is None or known.registered_at < member.registered_at:
+                    group.members[member.address] = member
+            coop.state_changed(now)
+        coop.apply(message, now)
+        self._events.extend(coop.take_events())
+
+    def _keep_fresh_members(self, imported: dict[str, _Group], now: float) -> None:
+        """Members that just registered here may be missing from a state the primary made before our
+        report reached it (or the report was lost): keep them, and report them again."""
+        coop = self._coop
+        assert coop is not None
+        recent = max(10.0, 2 * coop.config.announce_period_s)
+        missing = [
+            member
+            for name, group in self._groups.items()
+            for address, member in group.members.items()
+            if member.conn_id and now - member.registered_at < recent and address not in imported[name].members
+        ]
+        for member in missing:
+            imported[member.group_name].members[member.address] = member
+        if missing:
+            coop.report_members([_member_doc(m, now) for m in missing], now)
+
+    def _coop_snapshot(self, now: float) -> dict[str, Any]:
+        """The groups as a secondary must hold them: policy, signing key, KEKs, TEKs, sequence, members.
+        Times travel as ages, since each key server's clock has its own origin."""
+        return {
+            name: {
+                "identity": g.policy.identity,
+                "policy": _policy_doc(g.policy),
+                "signing_key": g.signing_key.private_bytes(
+                    serialization.Encoding.DER,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ).hex(),
+                "sequence": g.sequence,
+                "kek": _kek_doc(g.kek, now),
+                "prev_kek": None if g.prev_kek is None else _kek_doc(g.prev_kek, now),
+                "teks": [_tek_doc(t, now) for t in g.teks],
+                "members": [_member_doc(m, now) for m in g.members.values()],
+            }
+            for name, g in self._groups.items()
+        }
+
+    def _read_groups(self, doc: object, now: float, sender: str) -> dict[str, _Group]:
+        """A peer's groups, checked whole before anything is replaced (a bad document changes nothing)."""
+        if not isinstance(doc, dict) or set(doc) != set(self._groups):
+            raise Reject(
+                "bad-policy",
+                f"COOP state from {sender} names groups {sorted(doc) if isinstance(doc, dict) else doc!r:.80}, "
+                f"this key server serves {sorted(self._groups)}: the key servers' configurations differ",
+            )
+        groups: dict[str, _Group] = {}
+        try:
+            for name, entry in doc.items():
+                local = self._groups[name]
+                if entry["identity"] != local.policy.identity:
+                    raise Reject("bad-policy", f"COOP state from {sender}: group {name} has another identity")
+                key = serialization.load_der_private_key(bytes.fromhex(entry["signing_key"]), None)
+                if not isinstance(key, rsa.RSAPrivateKey):
+                    raise Reject("bad-policy", f"COOP state from {sender}: group {name}'s signing key is not RSA")
+                teks = [_tek_from_doc(t, now) for t in entry["teks"]]
+                if not teks:
+                    raise Reject("bad-policy", f"COOP state from {sender}: group {name} has no TEK")
+                members = [self._read_member(m, now, sender) for m in entry["members"]]
+                groups[name] = _Group(
+                    _policy_from_doc(local.policy, entry["policy"]),
+                    key,
+                    _kek_from_doc(entry["kek"], now),
+                    None if entry["prev_kek"] is None else _kek_from_doc(entry["prev_kek"], now),
+                    teks,
+                    int(entry["sequence"]),
+                    {m.address: m for m in members if m.group_name == name},
+                )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise Reject("malformed", f"COOP state from {sender}: {type(exc).__name__}: {exc!s:.120}") from None
+        return groups
+
+    def _read_member(self, record: object, now: float, sender: str) -> _Member:
+        try:
+            assert isinstance(record, dict)
+            member = _Member(
+                str(ipaddress.IPv4Address(record["address"])),
+                int(record["port"]),
+                str(record["group"]),
+                now - float(record["age"]),
+                0,  # no ISAKMP SA of ours carried its registration
+                Phase1Hash(record["prf_hash"]),
+                bytes.fromhex(record["skeyid_a"]),
+                bytes.fromhex(record["ni_b"]),
+                bytes.fromhex(record["nr_b"]),
+                int(record["rekeys_sent"]),
+                int(record["rekey_acks"]),
+                int(record["missed_acks"]),
+                int(record["last_ack_sequence"]),
+            )
+        except (AssertionError, KeyError, TypeError, ValueError) as exc:
+            raise Reject("malformed", f"COOP member record from {sender}: {type(exc).__name__}: {exc!s:.80}") from None
+        if member.group_name not in self._groups:
+            raise Reject("bad-policy", f"COOP member record from {sender} for unknown group {member.group_name}")
+        return member
+
+    def _coop_merge(self, theirs: dict[str, _Group], now: float) -> None:
+        """Another primary yielded to this one (a partition healed): one group again.
+
+        Its members join ours; the next rekey goes above both sequences, so every member takes it.
+        Members that registered with the other side may hold its KEK rather than ours: they get one
+        extra push under that KEK, signed with the key they know, that hands them our KEK and TEKs.
+        """
+        for name, group in self._groups.items():
+            other = theirs[name]
+            newcomers = [m for a, m in other.members.items() if a not in group.members]
+            for member in newcomers:
+                group.members[member.address] = member
+            group.sequence = max(group.sequence, other.sequence)
+            self._rekey(group, now)
+            if other.kek.spi != group.kek.spi and newcomers:
+                handover = self._build_push(group, other.kek, now, signing_key=other.signing_key)
+                for member in newcomers:
+                    self._out.append((handover, (member.address, member.port)))
+
     # --- housekeeping --------------------------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
@@ -890,6 +1096,100 @@ class KeyServer(Engine):
             same_ip.discard(cookies)
             if not same_ip:
                 del self._ikes_by_ip[ike.addr[0]]
+
+
+def _policy_doc(policy: GroupPolicy) -> dict[str, Any]:
+    """What members see of a group's policy; the authorization list and key label stay local."""
+    return {
+        "transform": policy.transform.value,
+        "tek_lifetime_s": policy.tek_lifetime_s,
+        "kek_lifetime_s": policy.kek_lifetime_s,
+        "kek_cipher": policy.kek_cipher.value,
+        "selectors": [[s.protocol, s.source, s.destination] for s in policy.selectors],
+        "rekey_transport": policy.rekey_transport.value,
+        "rekey_retransmit_interval_s": policy.rekey_retransmit_interval_s,
+        "rekey_retransmit_count": policy.rekey_retransmit_count,
+        "rekey_multicast_address": policy.rekey_multicast_address,
+        "replay_time_window_s": policy.replay_time_window_s,
+        "rekey_ahead_s": policy.rekey_ahead_s,
+    }
+
+
+def _policy_from_doc(local: GroupPolicy, doc: dict[str, Any]) -> GroupPolicy:
+    return replace(
+        local,
+        transform=TekTransform(doc["transform"]),
+        tek_lifetime_s=int(doc["tek_lifetime_s"]),
+        kek_lifetime_s=int(doc["kek_lifetime_s"]),
+        kek_cipher=Phase1Cipher(doc["kek_cipher"]),
+        selectors=tuple(TrafficSelector(int(p), str(src), str(dst)) for p, src, dst in doc["selectors"]),
+        rekey_transport=RekeyTransport(doc["rekey_transport"]),
+        rekey_retransmit_interval_s=int(doc["rekey_retransmit_interval_s"]),
+        rekey_retransmit_count=int(doc["rekey_retransmit_count"]),
+        rekey_multicast_address=doc["rekey_multicast_address"],
+        replay_time_window_s=doc["replay_time_window_s"],
+        rekey_ahead_s=int(doc["rekey_ahead_s"]),
+    )
+
+
+def _kek_doc(kek: _Kek, now: float) -> dict[str, Any]:
+    return {
+        "spi": kek.spi.hex(),
+        "cipher": kek.key.cipher.value,
+        "key": kek.key.key.hex(),
+        "iv": None if kek.key.iv is None else kek.key.iv.hex(),
+        "age": now - kek.created_at,
+        "lifetime_s": kek.lifetime_s,
+    }
+
+
+def _kek_from_doc(doc: dict[str, Any], now: float) -> _Kek:
+    spi = bytes.fromhex(doc["spi"])
+    if len(spi) != 16:
+        raise ValueError("a KEK SPI is 16 bytes")
+    iv = doc["iv"]
+    key = KekKey(Phase1Cipher(doc["cipher"]), bytes.fromhex(doc["key"]), None if iv is None else bytes.fromhex(iv))
+    return _Kek(spi, key, now - float(doc["age"]), int(doc["lifetime_s"]))
+
+
+def _tek_doc(tek: _Tek, now: float) -> dict[str, Any]:
+    return {
+        "spi": tek.spi,
+        "transform": tek.transform.value,
+        "encryption_key": tek.encryption_key.hex(),
+        "integrity_key": tek.integrity_key.hex(),
+        "age": now - tek.created_at,
+        "lifetime_s": tek.lifetime_s,
+    }
+
+
+def _tek_from_doc(doc: dict[str, Any], now: float) -> _Tek:
+    return _Tek(
+        int(doc["spi"]),
+        TekTransform(doc["transform"]),
+        bytes.fromhex(doc["encryption_key"]),
+        bytes.fromhex(doc["integrity_key"]),
+        now - float(doc["age"]),
+        int(doc["lifetime_s"]),
+    )
+
+
+def _member_doc(member: _Member, now: float) -> dict[str, Any]:
+    """A member as another key server needs it: where to rekey it and how to check its ACKs."""
+    return {
+        "address": member.address,
+        "port": member.port,
+        "group": member.group_name,
+        "age": now - member.registered_at,
+        "prf_hash": member.prf_hash.value,
+        "skeyid_a": member.skeyid_a.hex(),
+        "ni_b": member.ni_b.hex(),
+        "nr_b": member.nr_b.hex(),
+        "rekeys_sent": member.rekeys_sent,
+        "rekey_acks": member.rekey_acks,
+        "missed_acks": member.missed_acks,
+        "last_ack_sequence": member.last_ack_sequence,
+    }
 
 
 def _ios_main_mode_state(state: MainModeState) -> str:

@@ -1,7 +1,10 @@
 """The key server daemon: a :class:`~dmvpn_lab.gdoi.ks.KeyServer` behind the asyncio adapter.
 
 On top of what every daemon does (:mod:`~dmvpn_lab.gdoi.daemon`) it loads the groups' RSA signing keys
-before it starts, logs members coming and going, and rekeys on request (``gdoi rekey``).
+before it starts, logs members coming and going, and rekeys on request (``gdoi rekey``).  With
+``redundancy`` configured, COOP (:mod:`~dmvpn_lab.gdoi.coop`) shares the GDOI socket: it is ISAKMP-framed
+and the engine tells it apart by exchange type, so one bound port (848) serves members and peers alike,
+as on IOS, and no second port needs opening between key servers.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dmvpn_lab.gdoi.config_model import KeyServerConfig
 from dmvpn_lab.gdoi.control import Answer, Request
 from dmvpn_lab.gdoi.daemon import DaemonSettings, GdoiDaemon
 from dmvpn_lab.gdoi.daemon_errors import StartupError
-from dmvpn_lab.gdoi.events import Event, MemberDropped, MemberRegistered, RekeySent
+from dmvpn_lab.gdoi.events import CoopRoleChanged, Event, MemberDropped, MemberRegistered, RekeySent
 from dmvpn_lab.gdoi.keys import SigningKeyError, load_signing_keys
 from dmvpn_lab.gdoi.ks import KeyServer
 from dmvpn_lab.gdoi.status import KsStatus
@@ -45,6 +48,9 @@ class KsDaemon(GdoiDaemon[KeyServer]):
             self.log.info("%s: GM %s registered in group %s", self.name, event.address, event.group_name)
         elif isinstance(event, MemberDropped):
             self.log.warning("%s: GM %s dropped: %s", self.name, event.address, event.reason)
+        elif isinstance(event, CoopRoleChanged):
+            log = self.log.warning if event.state in ("PRIMARY", "ELECTING") else self.log.info
+            log("%s: COOP %s (primary %s): %s", self.name, event.state, event.primary or "none", event.reason)
         elif isinstance(event, RekeySent):
             self.log.info(
                 "%s: rekey #%d for group %s sent to %d member(s)",
@@ -88,6 +94,8 @@ def summarise_ks(status: KsStatus) -> dict[str, Any]:
             for g in status.groups
         ],
         "rejected": dict(status.rejected),
+        # Cooperative key servers: whether this one makes the keys, and who does.
+        "coop": None if status.coop is None else {"state": status.coop.state, "primary": status.coop.primary},
     }
 
 

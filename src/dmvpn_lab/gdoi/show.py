@@ -575,6 +575,71 @@ def format_ks_members(view: KsView) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+# --- show crypto gdoi ks coop ---------------------------------------------------------------------
+
+
+def ks_coop_json(view: KsView) -> dict[str, Any]:
+    """This key server's role among its cooperative peers (docs/coop.md); ``coop`` None without redundancy."""
+    coop = view.status.coop
+    if coop is None:
+        return {"role": "ks", "key_server": view.status.local_address, "coop": None}
+    peers = [
+        to_jsonable(peer) | {"in_sync": peer.version is not None and peer.version == coop.version}
+        for peer in coop.peers
+    ]
+    return {
+        "role": "ks",
+        "key_server": view.status.local_address,
+        "coop": to_jsonable(coop) | {"peers": peers},
+        "groups": [{"group_name": g.group_name, "rekey_sequence": g.rekey_sequence} for g in view.status.groups],
+    }
+
+
+def _ago(seconds: int | None) -> str:
+    return "never" if seconds is None else f"{seconds} secs ago"
+
+
+def format_ks_coop(view: KsView) -> str:
+    """IOS's per-group COOP block: the local key server, then one session per peer."""
+    data = ks_coop_json(view)
+    coop = data["coop"]
+    if coop is None:
+        return "Key server redundancy (COOP) is not configured on this key server\n"
+    lines: list[str] = []
+    for group in data["groups"]:
+        lines += [
+            f"Crypto Gdoi Group Name :{group['group_name']}",
+            "",
+            _field("Local Address", coop["local_address"], 8),
+            _field("Local Priority", coop["local_priority"], 8),
+            f"        Local KS Role: {coop['role']:<10}, Local KS Status: Alive",
+            _field("Primary KS", coop["primary"] or "None elected yet", 8),
+            _field("Timers", f"announce {coop['announce_period_s']:g} secs, dead {coop['dead_time_s']:g} secs", 8),
+            _field("Group State Version", coop["version"] or "None", 8),
+            _field("Last Sync", _ago(coop["last_sync_ago_s"]), 8),
+            _field("Syncs Sent/Received", f"{coop['syncs_sent']}/{coop['syncs_received']}", 8),
+            _field("Rekey Sequence Number", group["rekey_sequence"], 8),
+            "",
+            "        Peer Sessions:",
+        ]
+        for number, peer in enumerate(coop["peers"], start=1):
+            status = "Alive" if peer["alive"] else "Dead"
+            sync = "in sync" if peer["in_sync"] else f"behind (holds {peer['version'] or 'nothing'})"
+            lines += [
+                f"        Session {number}:",
+                _field("Peer Address", peer["address"], 16),
+                _field("Peer Priority", peer["priority"], 16),
+                f"                Peer KS Role: {peer['role']:<10}, Peer KS Status: {status}",
+                _field("Last Heard", _ago(peer["last_heard_ago_s"]), 16),
+                _field("Sync State", sync, 16),
+                _field("Messages In/Out", f"{peer['messages_in']}/{peer['messages_out']}", 16),
+            ]
+            if not peer["has_psk"]:
+                lines.append(_field("Warning", "no pre-shared key for this peer", 16))
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 # --- show crypto isakmp sa ------------------------------------------------------------------------
 
 
@@ -723,6 +788,7 @@ SHOW_COMMANDS: tuple[ShowCommand, ...] = (
     ShowCommand(("crypto", "gdoi"), (format_gdoi_gm, gdoi_gm_json), (format_gdoi_ks, gdoi_ks_json)),
     ShowCommand(("crypto", "gdoi", "ks"), None, (format_ks, ks_json)),
     ShowCommand(("crypto", "gdoi", "ks", "members"), None, (format_ks_members, ks_members_json)),
+    ShowCommand(("crypto", "gdoi", "ks", "coop"), None, (format_ks_coop, ks_coop_json)),
     ShowCommand(
         ("crypto", "isakmp", "sa"), (format_isakmp_sa, isakmp_sa_json), (format_isakmp_sa, isakmp_sa_json)
     ),

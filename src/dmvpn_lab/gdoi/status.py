@@ -105,9 +105,43 @@ class KsGroupStatus:
 
 
 @dataclass(frozen=True)
+class CoopPeerInfo:
+    """One redundancy peer as this key server last heard it (``show crypto gdoi ks coop``)."""
+
+    address: str
+    role: str  # Primary, Secondary, Secondary (syncing), Electing, Unknown
+    priority: int
+    alive: bool  # heard within the dead time
+    last_heard_ago_s: int | None
+    version: str | None  # the group state version it says it holds
+    messages_in: int
+    messages_out: int
+    has_psk: bool = True
+
+
+@dataclass(frozen=True)
+class CoopStatus:
+    """This key server's place among its cooperative key servers."""
+
+    local_address: str
+    local_priority: int
+    state: str  # CoopState name
+    role: str  # as IOS words it: Primary, Secondary...
+    primary: str | None
+    version: str | None  # the group state version held (the primary's epoch:counter)
+    last_sync_ago_s: int | None  # state last sent (primary) or received (secondary)
+    syncs_sent: int
+    syncs_received: int
+    announce_period_s: float
+    dead_time_s: float
+    peers: tuple[CoopPeerInfo, ...] = ()
+
+
+@dataclass(frozen=True)
 class KsStatus:
     local_address: str
     groups: tuple[KsGroupStatus, ...]
     isakmp_sas: tuple[IsakmpSaInfo, ...]
     rejected: dict[str, int] = field(default_factory=dict)
     registration: RegistrationStats = field(default_factory=RegistrationStats)
+    coop: CoopStatus | None = None  # None: no redundancy configured
