@@ -7,18 +7,26 @@ export DEBIAN_FRONTEND=noninteractive
 echo ">> apt: FRR, tshark, iproute2, iptables and test tools"
 apt-get update -qq
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-apt-get install -y -qq --no-install-recommends frr tshark tcpdump iproute2 iptables kmod procps psmisc \
+# FRR itself comes from a Debian 13 root (scripts/frr-root.sh): the netns runtime runs Debian's FRR 10.3,
+# the version the containerlab images carry.  docker.io is the containerlab runtime's engine (on a host
+# without one; never started here when the kernel lacks GRE/ESP: the sandbox kernel runs it).
+apt-get install -y -qq --no-install-recommends tshark tcpdump iproute2 iptables kmod procps psmisc util-linux \
   iputils-ping traceroute iperf3 python3-pip python3-venv strongswan-charon strongswan-swanctl debootstrap >/dev/null
+# Docker CE, where installed, stays: docker.io would conflict with it.
+command -v dockerd >/dev/null || apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 if ! modprobe -q ip_gre 2>/dev/null || ! modprobe -q esp4 2>/dev/null || ! modprobe -q xfrm_user 2>/dev/null; then
   echo ">> this kernel lacks ip_gre/esp4/xfrm_user: installing the sandbox kernel (User-Mode Linux)"
-  apt-get install -y -qq --no-install-recommends user-mode-linux >/dev/null
+  # slirp: the sandbox's network for apt inside image builds (containerlab runtime).
+  apt-get install -y -qq --no-install-recommends user-mode-linux slirp >/dev/null
 fi
-# frr's package starts its own daemons in the root namespace; the lab runs its own per node.
-systemctl disable --now frr >/dev/null 2>&1 || service frr stop >/dev/null 2>&1 || true
-# Likewise strongSwan's own service: the per-peer IPsec baseline runs one charon per router.
+# strongSwan's package starts its own service: the per-peer IPsec baseline runs one charon per router.
 systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
-# The NHRP-authentication lab needs FRR 10 (labtests/test_nhrp_lifecycle.py): a chroot beside the host's FRR.
 scripts/frr-root.sh
+echo ">> containerlab runtime: the images' base, and containerlab built from source (pinned)"
+if ! docker info >/dev/null 2>&1; then
+  scripts/base-root.sh  # no engine here to pull with: the sandbox imports this root as the images' base
+fi
+scripts/containerlab.sh
 echo ">> pip: dmvpn-lab and its test tools, in .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q -e ".[test,bench]"

@@ -55,17 +55,29 @@ class ContainerlabRuntime:
     def state_dir(self) -> Path:
         return state_root() / self.topology.name
 
-    def _clab(self, *args: str, timeout: float = 900) -> str:
+    def _clab(self, *args: str, timeout: float = 900, show: bool = False) -> str:
+        """Run containerlab on this topology; with ``show``, pass its log lines on as progress."""
         argv = [containerlab_binary(), *args, "-t", str(self.topology.path)]
         # The lab folder (clab-<lab>/) would otherwise be written next to the topology, in the checkout.
         env = {**os.environ, "CLAB_LABDIR_BASE": str(self.state_dir)}
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
-        except subprocess.TimeoutExpired:
-            raise ContainerlabError(f"`{' '.join(argv)}` did not finish in {timeout:.0f}s") from None
-        if result.returncode != 0:
-            raise ContainerlabError(f"`{' '.join(argv)}` failed:\n{(result.stdout + result.stderr).strip()[-3000:]}")
-        return result.stdout
+        started = time.monotonic()
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        ) as proc:
+            assert proc.stderr is not None and proc.stdout is not None
+            log: list[str] = []
+            for line in proc.stderr:  # containerlab logs to stderr, its result (JSON, tables) to stdout
+                log.append(line)
+                if show and line.strip():
+                    self.progress(f"  [{time.monotonic() - started:5.1f}s] {line.strip()}")
+                if time.monotonic() - started > timeout:
+                    proc.kill()
+                    raise ContainerlabError(f"`{' '.join(argv)}` did not finish in {timeout:.0f}s")
+            out = proc.stdout.read()
+            code = proc.wait()
+        if code != 0:
+            raise ContainerlabError(f"`{' '.join(argv)}` failed:\n{''.join(log).strip()[-3000:]}")
+        return out
 
     # --- up and down -------------------------------------------------------------------------------
 
@@ -81,7 +93,7 @@ class ContainerlabRuntime:
             self.topology, {"lab": self.topology.name, "topology": str(self.topology.path), "runtime": "containerlab"}
         )
         self.progress(f"containerlab deploy {self.topology.path.name} ({len(self.topology.nodes)} containers)")
-        self._clab("deploy", "--reconfigure")
+        self._clab("deploy", "--reconfigure", show=True)
         deployed = time.monotonic() - started
         self.progress(f"  deployed in {deployed:.1f}s; waiting for convergence (GDOI, NHRP, BGP)")
         outputs = checks.wait_converged(self.shell, timeout=converge_timeout, progress=self.progress)
@@ -95,7 +107,7 @@ class ContainerlabRuntime:
 
     def down(self) -> None:
         self.progress(f"containerlab destroy {self.topology.name}")
-        self._clab("destroy", "--cleanup")
+        self._clab("destroy", "--cleanup", show=True)
         state = self.state_dir / "state.json"
         state.unlink(missing_ok=True)
         self.progress(f"{self.topology.name} is down")

@@ -117,17 +117,28 @@ def ensure_base(progress: Progress) -> None:
         if pulled.returncode == 0:
             return
         progress(f"  pull failed ({pulled.stderr.strip()[-200:]}); importing it from {BASE_ROOT}")
-    if not (BASE_ROOT / "usr/bin/apt-get").exists():
+    packages = BASE_ROOT / "var/lib/dpkg/status"
+    if not packages.exists():
         raise ImageError(
             f"no registry for {BASE_IMAGE} and no Debian root at {BASE_ROOT}: run `scripts/base-root.sh` "
             "(debootstrap) or `make setup`"
         )
+    # Loaded, not imported again: an import makes a new image id each time, and the classic builder
+    # reuses cached layers only on top of the very same base image.
+    stat = packages.stat()
+    saved = CACHE_DIR / f"base-{int(stat.st_mtime)}-{stat.st_size}.tar"
+    if saved.exists() and _docker("load", "-i", str(saved), timeout=600).returncode == 0:
+        return
     progress(f"importing {BASE_IMAGE} from the Debian root {BASE_ROOT}")
     tar = subprocess.Popen(["tar", "-C", str(BASE_ROOT), "-c", "."], stdout=subprocess.PIPE)
     imported = subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True, check=False)
     tar.wait()
     if imported.returncode != 0 or tar.returncode != 0:
         raise ImageError(f"docker import of {BASE_ROOT} failed: {imported.stderr.decode(errors='replace')[-500:]}")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    for old in CACHE_DIR.glob("base-*.tar"):
+        old.unlink()
+    _docker("save", "-o", str(saved), BASE_IMAGE, timeout=600)
 
 
 def ensure_images(progress: Progress = print, *, keep_cache: bool | None = None) -> dict[str, str]:

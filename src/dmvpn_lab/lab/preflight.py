@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmvpn_lab.lab.node import FRR_DIR
+from dmvpn_lab.lab.topology import NETNS_FRR_ROOT
 
 KERNEL_MODULES = ("ip_gre", "esp4", "xfrm_user")
 # Loaded on demand too, but checked so a missing one fails early with a clear word.
@@ -58,15 +59,19 @@ def in_sandbox() -> bool:
 
 
 def netns_checks(need_kernel: bool = True) -> list[Check]:
+    frr_bin = NETNS_FRR_ROOT / FRR_DIR.relative_to("/")
     checks = [
         Check("root", os.geteuid() == 0, f"uid {os.geteuid()}", "run as root (sudo make lab-up)"),
         _tool("iproute2", "ip", "apt-get install iproute2"),
         _tool("iptables", "iptables", "apt-get install iptables"),
         Check(
             "FRR",
-            all((FRR_DIR / d).exists() for d in ("zebra", "bgpd", "nhrpd")) and shutil.which("vtysh") is not None,
-            str(FRR_DIR),
-            "apt-get install frr (8.4 or newer: zebra, bgpd, nhrpd, vtysh)",
+            all((frr_bin / d).exists() for d in ("zebra", "bgpd", "nhrpd"))
+            and (NETNS_FRR_ROOT / "usr/bin/vtysh").exists(),
+            str(frr_bin),
+            f"scripts/frr-root.sh {NETNS_FRR_ROOT} (Debian's FRR 10.3, as in the containerlab images)"
+            if NETNS_FRR_ROOT.parts != ("/",)
+            else "apt-get install frr (10.3, as in the containerlab images: zebra, bgpd, nhrpd, vtysh)",
         ),
         _tool("tshark", "tshark", "apt-get install tshark (captures in the lab tests)"),
     ]
