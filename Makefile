@@ -2,14 +2,18 @@
 # kernel lacks GRE/ESP, through the sandbox kernel (User-Mode Linux) without anything else to type.
 PYTHON ?= $(shell [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
 TOPOLOGY ?= topologies/dmvpn-gdoi
-LAB = $(PYTHON) -m dmvpn_lab.lab.cli -t $(TOPOLOGY)
+RUNTIME ?=
+LAB = $(PYTHON) -m dmvpn_lab.lab.cli -t $(TOPOLOGY) $(if $(RUNTIME),--runtime $(RUNTIME))
 
-.PHONY: setup lab-up lab-down status validate test unit lint bench topologies purge
+.PHONY: setup images lab-up lab-down status validate test unit lint bench topologies purge
 
 setup:            ## install system packages and the Python package (Debian/Ubuntu, as root)
 	./scripts/setup.sh
 
-lab-up:           ## bring the seed's lab up and show it working
+images:           ## build the containerlab runtime's images (dmvpn-lab/router, dmvpn-lab/ks)
+	$(PYTHON) -m dmvpn_lab.lab.images
+
+lab-up:           ## bring the seed's lab up and show it working (RUNTIME=containerlab for Docker)
 	$(LAB) up
 	$(LAB) status
 	$(LAB) exec host4 -- ping -n -c 5 -i 0.5 -W 2 192.168.2.10

@@ -150,8 +150,10 @@ def drive_protected_traffic(lab: Lab, pcap: Path) -> Capture:
 
 
 def tcp_transfer(lab: Lab, client: str, server: str) -> None:
+    """A TCP transfer between two LAN hosts, with the harness's iperf3 in their network namespaces (a
+    test tool, not part of any node's image)."""
     address = lab.address_of_host(server)
-    daemon = lab.shell.spawn(server, ["iperf3", "-s", "-1", "-p", "5201"])
+    daemon = lab.shell.spawn(server, ["iperf3", "-s", "-1", "-p", "5201"], network_only=True)
     try:
         wait_for_json(
             lambda: lab.shell.run(server, ["ss", "-ltnH", "sport", "= :5201"]).stdout.strip() != "",
@@ -163,7 +165,7 @@ def tcp_transfer(lab: Lab, client: str, server: str) -> None:
         # 2 MB at a modest rate: the point is a protected TCP transfer, not a throughput the capture
         # under the sandbox kernel could not keep up with.
         argv = ["iperf3", "-c", address, "-p", "5201", "-n", "2M", "-b", "20M", "-J"]
-        out = lab.shell.run(client, argv, timeout=120).stdout
+        out = lab.shell.run(client, argv, timeout=120, network_only=True).stdout
         assert '"bytes"' in out, out[-500:]
     finally:
         daemon.kill()

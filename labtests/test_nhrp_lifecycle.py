@@ -178,7 +178,8 @@ def test_shortcut_is_kept_while_used_and_ages_out_unused(nhrp_lab, request):
     )
     lab.save(request.node.name, "spoke2-nhrp-after.txt", lab.shell.vtysh(spoke2.name, "show ip nhrp cache"))
     # Back to the hub path: spoke2 still reaches spoke1's LAN, first through the hub (two tunnel hops).
-    trace = lab.shell.run(lab.host_of(spoke2.name), ["traceroute", "-n", "-q", "1", "-w", "2", dst]).stdout
+    traceroute = ["traceroute", "-n", "-q", "1", "-w", "2", dst]  # the harness's, in the host's namespace
+    trace = lab.shell.run(lab.host_of(spoke2.name), traceroute, network_only=True).stdout
     lab.save(request.node.name, "traceroute-after.txt", trace)
     hub_tunnel = lab.topology.hub().labels["dmvpn-lab.tunnel-ip"]
     assert hub_tunnel in trace.split(), f"after aging out, the first packets did not cross the hub:\n{trace}"

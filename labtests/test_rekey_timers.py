@@ -34,7 +34,14 @@ def fast_lab(pytestconfig, tmp_path_factory):
 
 def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request):
     lab = fast_lab
-    old = max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"])
+    # The flow must start well before the KS rolls the TEK over (30 s before its end): under a loaded
+    # machine the bring-up can use most of a 120 s lifetime, so wait for the next TEK if need be.
+    old = wait_for_json(
+        lambda: max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"]),
+        lambda tek: None if tek["lifetime_remaining_s"] >= 60 else "the current TEK rolls over too soon",
+        what="KS: a TEK with 60 s or more to live",
+        timeout=FAST_TEK_LIFETIME_S,
+    )
     flow_s = old["lifetime_remaining_s"] + 15  # past the rekey (30 s before expiry) and the old TEK's end
     dst = lab.address_of_host(lab.host_of("spoke1"))
     lab.ping(lab.host_of("spoke2"), dst, count=5, max_lost=NEW_FLOW_LOSS)  # builds the shortcut

@@ -8,6 +8,8 @@
 # minutes.  Same Debian packages, same versions; on a user's machine the pulled base is bare and the
 # build installs them.  (The ks image built here thereby carries FRR too; it does not run it.)
 # Usage: scripts/base-root.sh [folder]   (default /var/lib/dmvpn-lab/images/trixie-root; as root)
+# It also writes <folder>.tar, the root as one archive: the sandbox imports that file, where reading the
+# root's many small files through UML's hostfs takes minutes.
 set -eu
 cd "$(dirname "$0")/.."
 root=${1:-/var/lib/dmvpn-lab/images/trixie-root}
@@ -22,3 +24,7 @@ path-exclude /usr/share/info/*
 path-exclude /usr/share/locale/*
 CFG
 printf 'APT::Install-Recommends "false";\nAcquire::Languages "none";\n' > "$root/etc/apt/apt.conf.d/docker-slim"
+if [ ! -f "$root.tar" ] || [ "$root/var/lib/dpkg/status" -nt "$root.tar" ]; then
+  tar -C "$root" -cf "$root.tar.partial" . && mv "$root.tar.partial" "$root.tar"
+  echo ">> base archive ready: $root.tar ($(du -h "$root.tar" | cut -f1))"
+fi

@@ -5,12 +5,10 @@ plain ``docker build`` of ``images/router`` and ``images/ks``.  Two things diffe
 kernel (docs/sandbox.md), where the engine's storage is a tmpfs that ends with the sandbox:
 
 * no registry is reachable, so the Dockerfiles' base (``FROM debian:trixie-slim``) is imported from a
-  Debian root made with ``debootstrap --variant=minbase`` (:data:`BASE_ROOT`); the Dockerfiles build
-  unchanged on a user's machine, which pulls that base instead;
+  Debian root made with ``debootstrap --variant=minbase`` (:data:`BASE_ROOT`, archived by
+  ``scripts/base-root.sh``); the Dockerfiles build unchanged on a user's machine, which pulls that base;
 * each built image is saved to :data:`CACHE_DIR` under the hash of everything it is built from, and the
-  next sandbox loads it (seconds) instead of building it again (minutes of apt).  When the sources
-  changed, the last saved image is loaded anyway and given to the build as ``--cache-from``: its apt
-  layers are reused and only the layers after ``COPY src`` are built again.
+  next sandbox loads it instead of building it again.
 
 Each image carries the label ``dmvpn-lab.source-hash``, so a stale image is rebuilt, never used.
 """
@@ -117,28 +115,16 @@ def ensure_base(progress: Progress) -> None:
         if pulled.returncode == 0:
             return
         progress(f"  pull failed ({pulled.stderr.strip()[-200:]}); importing it from {BASE_ROOT}")
-    packages = BASE_ROOT / "var/lib/dpkg/status"
-    if not packages.exists():
+    archive = BASE_ROOT.with_name(BASE_ROOT.name + ".tar")
+    if not archive.exists():
         raise ImageError(
-            f"no registry for {BASE_IMAGE} and no Debian root at {BASE_ROOT}: run `scripts/base-root.sh` "
+            f"no registry for {BASE_IMAGE} and no Debian root archive at {archive}: run `scripts/base-root.sh` "
             "(debootstrap) or `make setup`"
         )
-    # Loaded, not imported again: an import makes a new image id each time, and the classic builder
-    # reuses cached layers only on top of the very same base image.
-    stat = packages.stat()
-    saved = CACHE_DIR / f"base-{int(stat.st_mtime)}-{stat.st_size}.tar"
-    if saved.exists() and _docker("load", "-i", str(saved), timeout=600).returncode == 0:
-        return
-    progress(f"importing {BASE_IMAGE} from the Debian root {BASE_ROOT}")
-    tar = subprocess.Popen(["tar", "-C", str(BASE_ROOT), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True, check=False)
-    tar.wait()
-    if imported.returncode != 0 or tar.returncode != 0:
-        raise ImageError(f"docker import of {BASE_ROOT} failed: {imported.stderr.decode(errors='replace')[-500:]}")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    for old in CACHE_DIR.glob("base-*.tar"):
-        old.unlink()
-    _docker("save", "-o", str(saved), BASE_IMAGE, timeout=600)
+    progress(f"importing {BASE_IMAGE} from {archive}")
+    imported = _docker("import", str(archive), BASE_IMAGE, timeout=900)
+    if imported.returncode != 0:
+        raise ImageError(f"docker import of {archive} failed: {imported.stderr[-500:]}")
 
 
 def ensure_images(progress: Progress = print, *, keep_cache: bool | None = None) -> dict[str, str]:
@@ -163,21 +149,13 @@ def ensure_images(progress: Progress = print, *, keep_cache: bool | None = None)
             progress(f"  {cached} is unusable ({loaded.stderr.strip()[-200:]}); building instead")
         ensure_base(progress)
         argv = ["docker", "build", "-f", DOCKERFILE, "--target", image.target, "-t", image.tag]
-        env = dict(os.environ)
-        if stale and _docker("load", "-i", str(stale[0]), timeout=600).returncode == 0:
-            progress(f"building {image.tag}, reusing the layers of {stale[0].name}")
-            # The classic builder takes a loaded image's layers as cache; BuildKit needs cache metadata.
-            argv += ["--cache-from", image.tag, "--cache-from", KS.tag]
-            env["DOCKER_BUILDKIT"] = "0"
-        else:
-            progress(f"building {image.tag} (stage {image.target} of {DOCKERFILE}; apt inside: minutes)")
+        progress(f"building {image.tag} (stage {image.target} of {DOCKERFILE})")
         built = subprocess.run(
             [*argv, "--label", f"{HASH_LABEL}={digest}", "."],
             cwd=REPO,
             capture_output=True,
             text=True,
             check=False,
-            env=env,
         )
         if built.returncode != 0:
             raise ImageError(f"docker build of {image.tag} failed:\n{(built.stdout + built.stderr)[-3000:]}")
@@ -194,6 +172,16 @@ def ensure_images(progress: Progress = print, *, keep_cache: bool | None = None)
 
 
 def main() -> int:
+    """``make images``: here when a Docker engine answers, else in the sandbox kernel's own engine."""
+    from dmvpn_lab.lab import preflight, sandbox
+
+    if not preflight.in_sandbox() and not preflight.docker_engine_answers():
+        ok, how = sandbox.available()
+        if not ok:
+            print(f"error: no Docker engine answers here and no sandbox kernel runs one: {how}", file=sys.stderr)
+            return 1
+        print("no Docker engine here: building in the sandbox kernel's engine (kept in the image cache)")
+        return sandbox.run([sys.executable, "-m", "dmvpn_lab.lab.images"], docker=True)
     try:
         for tag, how in ensure_images().items():
             print(f"{tag}: {how}")

@@ -163,8 +163,7 @@ def _write_init(workdir: Path, command: str, cwd: Path, *, docker: bool = False)
 
 
 def _uml_argv(init: Path, memory: str, umid: str, *, docker: bool = False) -> list[str]:
-    # slirp-fullbolt: user-mode networking for the guest (apt in image builds); plain slirp wants a tty.
-    network = ["eth0=slirp,,/usr/bin/slirp-fullbolt"] if docker else []
+    network = [f"eth0=slirp,,{_quiet_slirp(init.parent)}"] if docker else []
     return [
         UML_BINARY,
         f"mem={memory}",
@@ -180,6 +179,15 @@ def _uml_argv(init: Path, memory: str, umid: str, *, docker: bool = False) -> li
         "con0=fd:0,fd:1",
         *network,
     ]
+
+
+def _quiet_slirp(workdir: Path) -> Path:
+    """slirp-fullbolt (user-mode networking for the guest: apt in image builds; plain slirp wants a
+    tty), with its banner kept out of the run's output."""
+    wrapper = workdir / "slirp"
+    wrapper.write_text("#!/bin/sh\nexec /usr/bin/slirp-fullbolt \"$@\" 2>/dev/null\n")
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 def run(
