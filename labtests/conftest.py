@@ -23,7 +23,7 @@ def plain_lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
 
 
 # Fixtures that hold a running lab, in this file and in the suites that bring up labs of their own.
-LAB_FIXTURES = ("lab", "plain_lab", "fast_lab", "nhrp_lab", "ipsec_lab")
+LAB_FIXTURES = ("lab", "plain_lab", "fast_lab", "nhrp_lab", "ipsec_lab", "coop_lab")
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +53,7 @@ SUITE_ORDER = (
     "test_rekey_timers",
     "test_negative",
     "test_nhrp_lifecycle",
+    "test_coop",
 )
 
 

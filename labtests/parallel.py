@@ -46,6 +46,7 @@ SHARDS: dict[str, tuple[str, ...]] = {
         "labtests/test_nhrp_lifecycle.py",
         "labtests/test_baseline.py",
         "labtests/test_encryption_control.py",
+        "labtests/test_coop.py",
     ),
 }
 # The seed lab's suites again, on containerlab and Docker (the sandbox kernel runs its own engine).

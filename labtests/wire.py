@@ -1,12 +1,13 @@
 """The wire verdict: every frame the underlay carries is judged, and each one must be one of
 
 * ESP whose SPI is a group SPI the key server handed out;
-* GDOI (ISAKMP on UDP 848) between the key server and a group member's GDOI address;
+* GDOI (ISAKMP on UDP 848) between a key server and a group member's GDOI address;
+* COOP (this project's ISAKMP-framed messages on UDP 848, docs/coop.md) between two key servers;
 * a frame on the explicit allow list below, each entry with the reason the lab needs it.
 
 Everything else is a finding: cleartext IP between any two addresses (routers' NBMA addresses, the GMs'
 loopbacks, a LAN address leaking onto the underlay), IKE or ISAKMP between any two parties but the KS
-and a GM, ESP with a foreign SPI, IPv6 or any other frame.  A capture that dropped packets is a finding
+and a GM or two KSs, ESP with a foreign SPI, IPv6 or any other frame.  A capture that dropped packets is a finding
 too: a verdict over what happened to be kept proves nothing.
 """
 
@@ -32,7 +33,7 @@ ALLOWED = {
 
 @dataclass(frozen=True)
 class WirePolicy:
-    """Who may talk on the underlay: the group's SPIs, the KS's and the GMs' GDOI addresses."""
+    """Who may talk on the underlay: the group's SPIs, the KSs' and the GMs' GDOI addresses."""
 
     group_spis: frozenset[int]
     ks_addresses: frozenset[str]
@@ -80,9 +81,12 @@ def _examples(packets: list[PacketSummary]) -> str:
 
 
 def _is_gdoi_between_ks_and_gm(p: PacketSummary, policy: WirePolicy) -> bool:
+    """GDOI between a KS and a member, or COOP between two cooperating KSs (both on the GDOI port)."""
     if p.ports is None or GDOI_PORT not in p.ports:
         return False
     pair = {p.src, p.dst}
+    if len(pair) == 2 and pair <= policy.ks_addresses:
+        return True
     # A multicast rekey (RFC 6407 section 4) goes from the KS to a group address.
     return bool(pair & policy.ks_addresses) and bool(pair & policy.gm_addresses or _is_multicast(p.dst))
 
@@ -118,11 +122,11 @@ def judge(packets: Iterable[PacketSummary], policy: WirePolicy, *, dropped: int 
 
 
 def lab_policy(shell: NodeShell, *, group_spis: Iterable[int] | None = None) -> WirePolicy:
-    """The lab's policy: the KS's current SPIs (or the ones given), its address and the GMs' addresses."""
-    ks = shell.topology.key_server()
+    """The lab's policy: the group's current SPIs (or the ones given), every KS's address (cooperating
+    key servers talk to each other and any of them may register or rekey a member) and the GMs'."""
     return WirePolicy(
         group_spis=frozenset(checks.group_spis(shell) if group_spis is None else group_spis),
-        ks_addresses=frozenset({ks.env["GDOI_LOCAL_ADDRESS"]} if ks else set()),
+        ks_addresses=frozenset(ks.env["GDOI_LOCAL_ADDRESS"] for ks in shell.topology.key_servers()),
         gm_addresses=frozenset(gm.env["GDOI_LOCAL_ADDRESS"] for gm in shell.topology.group_members()),
     )
 

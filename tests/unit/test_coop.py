@@ -173,6 +173,9 @@ def test_primary_dies_secondary_takes_over_after_dead_time_with_the_same_keys() 
     for i in range(3):
         assert new_tek in member_teks(net, gm_address(i))
         assert net.of_type(gm_address(i), RekeyReceived)
+        # What `show crypto gdoi` tells a trainee: registered with the old primary, rekeyed by the new.
+        status = net.gm(gm_address(i)).status(net.now)
+        assert (status.active_server, status.last_rekey_from) == ("127.0.0.1", "127.0.0.2")
     assert len(net.of_type(gm_address(0), Registered)) == registered_before
     # Their acknowledgements reach the primary that sent the rekey, so nobody is dropped.
     members = net.ks("127.0.0.2")._groups["GDOI_GROUP"].members

@@ -82,6 +82,7 @@ def test_registration_gives_every_member_the_same_tek() -> None:
 def test_force_rekey_reaches_everyone_and_is_acknowledged() -> None:
     net = make_lab(3)
     old_spi = installed(net, GMS[0])[0].sa.spi
+    assert net.gm(GMS[0]).status(net.now).last_rekey_from is None
     net.ks().force_rekey(net.now)
     net.advance(1)
     (sent,) = net.of_type(KS_ADDR, RekeySent)
@@ -94,6 +95,7 @@ def test_force_rekey_reaches_everyone_and_is_acknowledged() -> None:
         new.add((evs[1].sa.spi, evs[1].sa.encryption_key))
         st = net.gm(gm).status(net.now)
         assert st.rekey_acks_sent == 1 and st.rekeys_cumulative == 1 and len(st.teks) == 2
+        assert st.last_rekey_from == KS_ADDR
     assert len(new) == 1
     members = net.ks().status(net.now).groups[0].members
     assert all(m.rekey_acks == 1 and m.last_ack_sequence == 1 and m.missed_acks == 0 for m in members)

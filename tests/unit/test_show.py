@@ -262,6 +262,7 @@ def test_json_twins_have_stable_keys() -> None:
             "group_server_list",
             "reregister_in_s",
             "rekey_received_ago_s",
+            "rekey_received_from",
             "rekeys_cumulative",
             "rekeys_after_registration",
             "rekey_acks_sent",
@@ -371,3 +372,19 @@ def test_deny_lines_are_listed_as_downloaded_but_are_no_protected_flow() -> None
     assert [a["action"] for a in show.gdoi_gm_json(view)["acl"]] == ["deny", "permit"]
     idents = show.ipsec_sa_json(view)["interfaces"][0]["idents"]
     assert [i["local_ident"] for i in idents] == ["(0.0.0.0/0.0.0.0/47/0)"]
+
+
+def test_a_rekey_from_another_key_server_than_the_registration_is_named() -> None:
+    from dataclasses import replace
+
+    view = gm_view()
+    assert show.gdoi_gm_json(view)["rekey_received_from"] is None
+    same = replace(view, status=replace(view.status, last_rekey_from="1.1.1.1"))
+    assert show.gdoi_gm_json(same)["rekey_received_from"] == "1.1.1.1"
+    assert "Rekey Received From" not in show.format_gdoi_gm(same)  # the registration's KS: IOS's block
+    # After a COOP failover the secondary rekeys members that registered with the old primary.
+    failover = replace(view, status=replace(view.status, last_rekey_from="1.1.2.1"))
+    assert "    Rekey Received(hh:mm:ss) : 00:19:59\n    Rekey Received From      : 1.1.2.1\n" in (
+        show.format_gdoi_gm(failover)
+    )
+    assert show.view_from_json(json.loads(json.dumps(show.view_to_json(failover)))) == failover

@@ -208,6 +208,13 @@ def test_frr_commands_pick_the_node_pathspace_and_its_root(tmp_path, monkeypatch
 @pytest.mark.parametrize("folder", sorted(p.name for p in (ROOT / "topologies").iterdir() if p.is_dir()))
 def test_every_generated_topology_has_only_keys_containerlab_accepts(folder):
     """containerlab decodes the file strictly: one unknown key and `containerlab deploy` refuses it all."""
+    (path,) = (ROOT / "topologies" / folder).glob("*.clab.yml")
+    topology = _assert_containerlab_accepts(path)
+    assert topology.labels["dmvpn-lab.protection"] == folder.removeprefix("dmvpn-")
+
+
+def _assert_containerlab_accepts(path: Path):
+    """Only keys ``containerlab deploy`` accepts, read-only binds, no host path in an environment."""
     from dmvpn_lab.lab.topology import (
         CONTAINERLAB_LINK_KEYS,
         CONTAINERLAB_NODE_KEYS,
@@ -215,7 +222,6 @@ def test_every_generated_topology_has_only_keys_containerlab_accepts(folder):
         CONTAINERLAB_TOPOLOGY_KEYS,
     )
 
-    (path,) = (ROOT / "topologies" / folder).glob("*.clab.yml")
     doc = yaml.safe_load(path.read_text())
     assert set(doc) <= CONTAINERLAB_TOP_KEYS
     assert set(doc["topology"]) <= CONTAINERLAB_TOPOLOGY_KEYS
@@ -227,8 +233,15 @@ def test_every_generated_topology_has_only_keys_containerlab_accepts(folder):
         assert not any(value.startswith("/var/") for value in node.get("env", {}).values()), name
     for link in doc["topology"]["links"]:
         assert set(link) <= CONTAINERLAB_LINK_KEYS
-    topology = load_topology(path)
-    assert topology.labels["dmvpn-lab.protection"] == folder.removeprefix("dmvpn-")
+    return load_topology(path)
+
+
+def test_a_two_key_server_topology_has_only_keys_containerlab_accepts(tmp_path):
+    folder = generate.write(LabSpec(2, Protection.GDOI, key_servers=2), tmp_path)
+    topology = _assert_containerlab_accepts(folder / "dmvpn-gdoi-2-2ks.clab.yml")
+    # containerlab's health stage for each key server: the routers wait for both.
+    for router in topology.routers():
+        assert router.wait_for == ("ks1", "ks2"), router.name
 
 
 @pytest.mark.parametrize(
@@ -256,3 +269,66 @@ def test_labels_env_and_sysctls_merge_key_by_key_as_containerlab_does():
     assert spoke.labels["dmvpn-lab.role"] == "spoke"  # the node's own
     assert spoke.sysctls["net.core.xfrm_larval_drop"] == "0"
     assert "ip route replace default" in spoke.file("/etc/dmvpn-lab/setup.sh").read_text()
+
+
+def test_two_key_servers_cooperate_and_every_member_lists_both(tmp_path):
+    from dmvpn_lab.gdoi.config import load_config
+
+    spec = LabSpec(2, Protection.GDOI, key_servers=2)
+    assert spec.lab_name == "dmvpn-gdoi-2-2ks"
+    assert LabSpec(3, Protection.GDOI, key_servers=2).lab_name == "dmvpn-gdoi-2ks"
+    folder = generate.write(spec, tmp_path)
+    topology = load_topology(folder)
+    assert [ks.name for ks in topology.key_servers()] == ["ks1", "ks2"]
+    assert topology.key_server() is topology.nodes["ks1"]
+    addresses = {ks.name: ks.env["GDOI_LOCAL_ADDRESS"] for ks in topology.key_servers()}
+    assert addresses == {"ks1": "1.1.1.1", "ks2": "1.1.2.1"}
+    order = [n.name for n in topology.ordered_nodes()]
+    assert order.index("ks1") < order.index("hub") and order.index("ks2") < order.index("hub")
+    # The underlay reaches the second key server's subnet, which has its own port on `internet`.
+    internet = (folder / "internet/setup.sh").read_text()
+    assert "ip addr add 1.1.1.254/24 dev eth1" in internet and "ip addr add 1.1.2.254/24 dev eth2" in internet
+    assert "ip route replace default via 1.1.2.254" in (folder / "ks2/setup.sh").read_text()
+    # Each key server: redundancy toward the other, with the other's pre-shared key and every member's.
+    ks1 = load_config(folder / "ks1/gdoi.cfg")
+    ks2 = load_config(folder / "ks2/gdoi.cfg")
+    assert ks1.local_address == "1.1.1.1" and ks2.local_address == "1.1.2.1"
+    assert ks1.redundancy is not None and ks2.redundancy is not None
+    assert (ks1.redundancy.peers, ks1.redundancy.local_priority) == (("1.1.2.1",), 100)
+    assert (ks2.redundancy.peers, ks2.redundancy.local_priority) == (("1.1.1.1",), 50)
+    assert (ks1.redundancy.announce_period_s, ks1.redundancy.dead_time_s) == (2.0, 6.0)
+    members = {gm.env["GDOI_LOCAL_ADDRESS"] for gm in topology.group_members()}
+    assert set(ks1.psk_by_peer) == members | {"1.1.2.1"} and set(ks2.psk_by_peer) == members | {"1.1.1.1"}
+    # Every member tries ks1 first, then ks2, with a key for each.
+    for gm in topology.group_members():
+        config = load_config(gm.file("/etc/gdoi/gdoi.cfg"), local_address=gm.env["GDOI_LOCAL_ADDRESS"])
+        assert config.servers == ("1.1.1.1", "1.1.2.1"), gm.name
+        assert {"1.1.1.1", "1.1.2.1"} <= set(config.psk_by_peer), gm.name
+
+
+def test_one_key_server_topology_has_no_redundancy(tmp_path):
+    from dmvpn_lab.gdoi.config import load_config
+
+    folder = generate.write(LabSpec(2, Protection.GDOI), tmp_path)
+    assert [ks.name for ks in load_topology(folder).key_servers()] == ["ks"]
+    assert load_config(folder / "ks/gdoi.cfg").redundancy is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        (LabSpec(2, Protection.GDOI, key_servers=3), "key servers must be 1 or 2"),
+        (LabSpec(2, Protection.GDOI, key_servers=0), "key servers must be 1 or 2"),
+        (LabSpec(2, Protection.PLAIN, key_servers=2), "needs --protection gdoi"),
+    ],
+)
+def test_impossible_key_server_counts_are_refused(spec, needle):
+    with pytest.raises(ValueError, match=needle):
+        generate.render(spec)
+
+
+def test_generator_cli_takes_two_key_servers(tmp_path, capsys):
+    assert generate.main(["--key-servers", "2", "--spokes", "2", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip().endswith("dmvpn-gdoi-2-2ks/dmvpn-gdoi-2-2ks.clab.yml")
+    assert generate.main(["--key-servers", "2", "--protection", "plain", "--out", str(tmp_path)]) == 2
+    assert "needs --protection gdoi" in capsys.readouterr().err

@@ -180,6 +180,7 @@ class GroupMember(Engine, StateMachine[GmState]):
         self._rekeys_after_registration = 0
         self._acks_sent = 0
         self._last_rekey_at: float | None = None
+        self._last_rekey_from: str | None = None
         self._next_conn_id = 1001
 
     # --- public API ---------------------------------------------------------------------------------
@@ -285,6 +286,7 @@ class GroupMember(Engine, StateMachine[GmState]):
             isakmp_sas=tuple(sorted(sas, key=lambda s: -s.conn_id)),
             rejected=dict(self._rejected),
             state=self.state.name,
+            last_rekey_from=self._last_rekey_from,
         )
 
     # --- registration ---------------------------------------------------------------------------------
@@ -493,6 +495,7 @@ class GroupMember(Engine, StateMachine[GmState]):
         self._rekeys_cumulative += 1
         self._rekeys_after_registration += 1
         self._last_rekey_at = now
+        self._last_rekey_from = addr[0]
         if new_kek is not None and public_key is not None and kek_keys is not None:
             self._install_kek(new_kek, kek_keys.key, public_key, now)
         elif new_kek is not None and held is not None:

@@ -312,6 +312,7 @@ def gdoi_gm_json(view: GmView) -> dict[str, Any]:
         "group_server_list": list(status.servers),
         "reregister_in_s": status.reregister_in_s,
         "rekey_received_ago_s": rekey_ago,
+        "rekey_received_from": status.last_rekey_from,
         "rekeys_cumulative": status.rekeys_cumulative,
         "rekeys_after_registration": status.rekeys_after_registration,
         "rekey_acks_sent": status.rekey_acks_sent,
@@ -346,6 +347,13 @@ def format_gdoi_gm(view: GmView) -> str:
         *([_field("Registration State", status.state)] if status.state else []),
         _field("GM Reregisters in", f"{status.reregister_in_s or 0} secs"),
         _field("Rekey Received(hh:mm:ss)", rekey_received),
+        # Not an IOS line: shown only when another key server than the one the member registered with
+        # sent the last rekey (a COOP failover), where it is the news; otherwise the block stays IOS's.
+        *(
+            [_field("Rekey Received From", status.last_rekey_from)]
+            if status.last_rekey_from is not None and status.last_rekey_from != status.active_server
+            else []
+        ),
         "    Rekeys received",
         _field("Cumulative", status.rekeys_cumulative, indent=9),
         _field("After registration", status.rekeys_after_registration, indent=9),

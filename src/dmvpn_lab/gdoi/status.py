@@ -75,6 +75,9 @@ class GmStatus:
     isakmp_sas: tuple[IsakmpSaInfo, ...]
     rejected: dict[str, int] = field(default_factory=dict)
     state: str = ""  # the member's registration state (gm.GmState name); "" when not reported
+    # Source address of the last accepted GROUPKEY-PUSH: with cooperating key servers, which one rekeys
+    # (after a failover, not the one the member registered with).  None before the first rekey.
+    last_rekey_from: str | None = None
 
 
 @dataclass(frozen=True)

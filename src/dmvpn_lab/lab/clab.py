@@ -144,6 +144,7 @@ class ContainerlabRuntime:
         """
         containers = self._containers()
         tree = _process_tree()
+        stopped_on_purpose = set(read_state(self.topology).get("gdoi_stopped", []))
         found = []
         for node in self.topology.nodes.values():
             name = self.topology.namespace(node.name)
@@ -151,7 +152,7 @@ class ContainerlabRuntime:
             if state != "running":
                 found.append(f"{node.name}: container {name} is {state or 'missing'} (see `docker logs {name}`)")
                 continue
-            wanted = [f"gdoi {node.gdoi_role}"] if node.gdoi_role else []
+            wanted = [f"gdoi {node.gdoi_role}"] if node.gdoi_role and node.name not in stopped_on_purpose else []
             wanted += [f"/usr/lib/frr/{d}" for d in node.frr_daemons]
             if not wanted:
                 continue
@@ -169,6 +170,8 @@ class ContainerlabRuntime:
 
     def stop_gdoi(self, name: str) -> None:
         self._supervise(name, "stop")
+        # Stopped on purpose: not a daemon that died (dead_daemons) until start_gdoi.
+        self._mark_gdoi_stopped(name, stopped=True)
 
     def start_gdoi(self, name: str, config: Path | None = None) -> None:
         if config is not None:
@@ -177,6 +180,12 @@ class ContainerlabRuntime:
         else:
             self.shell.run(name, ["rm", "-f", OVERRIDE_CONFIG])
         self._supervise(name, "start")
+        self._mark_gdoi_stopped(name, stopped=False)
+
+    def _mark_gdoi_stopped(self, name: str, *, stopped: bool) -> None:
+        state = read_state(self.topology)
+        names = set(state.get("gdoi_stopped", [])) - {name}
+        write_state(self.topology, {**state, "gdoi_stopped": sorted(names | ({name} if stopped else set()))})
 
     def restart_gdoi(self, name: str, config: Path | None = None) -> None:
         self.stop_gdoi(name)

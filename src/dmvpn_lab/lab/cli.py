@@ -3,7 +3,8 @@
     dmvpn-lab up [TOPOLOGY] [--runtime netns|containerlab]
     dmvpn-lab down | status [--json] | validate [--json]
     dmvpn-lab exec NODE -- CMD...      dmvpn-lab vtysh NODE -c 'show ip nhrp cache'
-    dmvpn-lab show NODE crypto gdoi [ks members] | crypto isakmp sa | crypto ipsec sa [--json]
+    dmvpn-lab show NODE crypto gdoi [ks members|ks coop] | crypto isakmp sa | crypto ipsec sa [--json]
+    dmvpn-lab gdoi-stop NODE | gdoi-start NODE   (a key server failure and its return, for instance)
     dmvpn-lab preflight
 
 Where the running kernel lacks ``ip_gre``/``esp4``/``xfrm_user`` the netns runtime runs inside the
@@ -69,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("node")
     show.add_argument("what", nargs="+", help="crypto gdoi | crypto gdoi ks members | crypto isakmp sa | ...")
     show.add_argument("--json", action="store_true")
+    gdoi_stop = sub.add_parser(
+        "gdoi-stop", help="stop a node's GDOI daemon (fail a key server; a member removes its kernel state)"
+    )
+    gdoi_stop.add_argument("node")
+    gdoi_start = sub.add_parser("gdoi-start", help="start a node's GDOI daemon again, with the topology's file")
+    gdoi_start.add_argument("node")
     sub.add_parser("preflight", help="check tools, privileges and kernel modules")
     return parser
 
@@ -206,11 +213,30 @@ def _dispatch(args: argparse.Namespace, topology: Topology) -> int:
         return 0
     if args.verb == "status":
         return _status(shell, runtime, as_json=args.json)
+    if args.verb in ("gdoi-stop", "gdoi-start"):
+        return _gdoi_daemon(args, topology, runtime)
     if args.verb == "validate":
         from dmvpn_lab.lab import validate
 
         return validate.main(shell, as_json=args.json)
     raise AssertionError(args.verb)
+
+
+def _gdoi_daemon(args: argparse.Namespace, topology: Topology, runtime: Runtime) -> int:
+    """``gdoi-stop NODE`` / ``gdoi-start NODE``: one node's GDOI daemon, the rest of the lab untouched."""
+    node = topology.nodes.get(args.node)
+    if node is None or not node.gdoi_role:
+        runs_gdoi = ", ".join(n.name for n in topology.nodes.values() if n.gdoi_role) or "none"
+        message = f"error: {args.node!r} runs no GDOI daemon in {topology.name} (nodes that do: {runs_gdoi})"
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
+    if args.verb == "gdoi-stop":
+        runtime.stop_gdoi(node.name)
+        print(f"{node.name}: gdoi {node.gdoi_role} stopped (`dmvpn-lab gdoi-start {node.name}` starts it again)")
+    else:
+        runtime.start_gdoi(node.name)
+        print(f"{node.name}: gdoi {node.gdoi_role} started")
+    return 0
 
 
 def _status(shell: NodeShell, runtime: Runtime, *, as_json: bool) -> int:
@@ -231,6 +257,9 @@ def _status(shell: NodeShell, runtime: Runtime, *, as_json: bool) -> int:
                     }
                 else:
                     entry["gdoi"] = {"members": sum(g.get("group_members", 0) for g in status.get("groups", []))}
+                    coop = shell.gdoi_json(node.name, "show", "crypto", "gdoi", "ks", "coop").get("coop")
+                    if coop:  # cooperating key servers: which one makes the keys
+                        entry["gdoi"]["coop_role"] = coop.get("role")
             except (NodeCommandError, ValueError) as exc:
                 entry["gdoi"] = {"error": str(exc).splitlines()[0]}
         if up and node.frr_daemons:
@@ -265,7 +294,8 @@ def _status(shell: NodeShell, runtime: Runtime, *, as_json: bool) -> int:
             spis = ",".join(f"0x{s:X}" for s in gdoi["tek_spis"] if isinstance(s, int))
             parts.append(f"GDOI {'registered' if gdoi['registered'] else 'NOT registered'} {spis}")
         elif isinstance(gdoi, dict) and "members" in gdoi:
-            parts.append(f"KS {gdoi['members']} members")
+            coop_role = f", COOP {gdoi['coop_role']}" if "coop_role" in gdoi else ""
+            parts.append(f"KS {gdoi['members']} members{coop_role}")
         nhrp = entry.get("nhrp")
         if isinstance(nhrp, list):
             peers = [f"{e['protocol']}({e['type']})" for e in nhrp if e["type"] != "local"]

@@ -8,11 +8,15 @@ addressing follows the seed document (../shared/seeds/gdoi-based-dmvpn.txt):
 node       GDOI address    NBMA (underlay)   tunnel          LAN
 =========  ==============  ================  ==============  ===============
 ks         1.1.1.1         1.1.1.1           -               -
+ks1, ks2   1.1.1.1, 1.1.2.1  the same        -               -     (``--key-servers 2`` instead of ks)
 hub        2.2.2.2 (lo)    172.17.1.1        192.168.100.1   192.168.1.0/24
 spoke<i>   <10+i> x4 (lo)  172.<10i+17>.1.1  192.168.100.<i+1>  192.168.<i+1>.0/24
 =========  ==============  ================  ==============  ===============
 
 An ``internet`` node routes between the NBMA subnets and knows the loopbacks, like a provider would.
+With ``key_servers=2`` the single ``ks`` becomes two cooperative key servers (IOS ``redundancy``,
+docs/coop.md): ``ks1`` (1.1.1.1, priority 100) and ``ks2`` (1.1.2.1, priority 50) on their own underlay
+subnets; every member lists both, ``ks1`` first.
 The ``ipsec`` variant is the classic baseline for the same DMVPN: per-peer IKEv2 from strongSwan
 (``swanctl.conf`` and ``strongswan.conf`` per router), hub tunnels started at once, spoke-to-spoke
 ones negotiated on demand from trap policies; see the README it writes into its folder.
@@ -57,6 +61,10 @@ HUB_ASN = 65000
 IKE_PROPOSAL = "aes128-sha256-modp2048"
 ESP_PROPOSAL = "3des-md5"
 MAX_SPOKES = 23  # the seed's 172.<10i+17> pattern stays a valid octet up to here
+# Cooperative key servers (COOP): short timers so a failover takes seconds in a lab, not IOS's minute.
+# The dead time must be at least two announce periods (one lost announcement is no failure).
+COOP_ANNOUNCE_S = 2
+COOP_DEAD_S = 6
 
 
 class Protection(enum.Enum):
@@ -96,13 +104,30 @@ class LabSpec:
     rekey_retransmit: tuple[int, int] = (60, 2)  # seed: rekey retransmit 60 number 2
     nhrp_holdtime_s: int = NHRP_HOLDTIME  # short ones let unused shortcuts age out within a test
     nhrp_authentication: str | None = None  # ``ip nhrp authentication`` (FRR 10 and later)
+    key_servers: int = 1  # 2: a primary and a secondary cooperating (COOP), GDOI only
 
     @property
     def lab_name(self) -> str:
         if self.name:
             return self.name
         base = f"dmvpn-{self.protection.value}"
-        return base if self.spokes == 3 else f"{base}-{self.spokes}"
+        name = base if self.spokes == 3 else f"{base}-{self.spokes}"
+        return name if self.key_servers == 1 else f"{name}-{self.key_servers}ks"
+
+    def key_server_nodes(self) -> list[KeyServer]:
+        """The key servers of the lab, in the order members try them (empty without GDOI)."""
+        if self.key_servers not in (1, 2):
+            raise ValueError(f"key servers must be 1 or 2, got {self.key_servers}")
+        if self.protection is not Protection.GDOI:
+            if self.key_servers != 1:
+                raise ValueError(f"--key-servers {self.key_servers} needs --protection gdoi")
+            return []
+        if self.key_servers == 1:
+            return [KeyServer("ks", KS_ADDRESS, KS_GATEWAY, priority=None)]
+        return [
+            KeyServer("ks1", KS_ADDRESS, KS_GATEWAY, priority=100),
+            KeyServer("ks2", "1.1.2.1", "1.1.2.254", priority=50),
+        ]
 
     def routers(self) -> list[Router]:
         if not 1 <= self.spokes <= MAX_SPOKES:
@@ -130,9 +155,18 @@ KS_ADDRESS = "1.1.1.1"
 KS_GATEWAY = "1.1.1.254"
 
 
+@dataclass(frozen=True)
+class KeyServer:
+    name: str
+    address: str  # its GDOI address, on its own /24 of the underlay
+    gateway: str  # the internet node's side of that /24
+    priority: int | None  # COOP ``local priority``; None: a lone key server (no redundancy)
+
+
 def render(spec: LabSpec) -> dict[str, str]:
     """Every file of the topology folder, by relative path."""
     routers = spec.routers()
+    key_servers = spec.key_server_nodes()
     files: dict[str, str] = {}
     lab = spec.lab_name
     nodes: dict[str, dict[str, object]] = {}
@@ -141,9 +175,9 @@ def render(spec: LabSpec) -> dict[str, str]:
     # The underlay: one port per router (and the KS), static routes to the GDOI loopbacks.
     inet_setup = [_SH_HEADER]
     port = 1
-    if spec.protection is Protection.GDOI:
-        inet_setup += _iface(f"eth{port}", KS_GATEWAY + "/24")
-        links.append({"endpoints": ["ks:eth1", f"internet:eth{port}"]})
+    for ks in key_servers:
+        inet_setup += _iface(f"eth{port}", ks.gateway + "/24")
+        links.append({"endpoints": [f"{ks.name}:eth1", f"internet:eth{port}"]})
         port += 1
     for r in routers:
         inet_setup += _iface(f"eth{port}", f"{r.gateway}/24")
@@ -157,17 +191,18 @@ def render(spec: LabSpec) -> dict[str, str]:
         "binds": [f"internet/setup.sh:{SETUP_PATH}:ro"],
     }
 
-    if spec.protection is Protection.GDOI:
-        files["ks/setup.sh"] = (
-            "\n".join([_SH_HEADER, *_iface("eth1", KS_ADDRESS + "/24"), _default_route(KS_GATEWAY)])
+    for ks in key_servers:
+        files[f"{ks.name}/setup.sh"] = (
+            "\n".join([_SH_HEADER, *_iface("eth1", ks.address + "/24"), _default_route(ks.gateway)])
             + "\n"
         )
-        files["ks/gdoi.cfg"] = _ks_config(routers, spec)
-        nodes["ks"] = {
+        peers = [other for other in key_servers if other is not ks]
+        files[f"{ks.name}/gdoi.cfg"] = _ks_config(routers, spec, ks, peers)
+        nodes[ks.name] = {
             "image": KS_IMAGE,
             "labels": {"dmvpn-lab.role": "ks"},
-            "env": {"GDOI_ROLE": "ks", "GDOI_LOCAL_ADDRESS": KS_ADDRESS},
-            "binds": [f"ks/setup.sh:{SETUP_PATH}:ro", f"ks/gdoi.cfg:{GDOI_CONF_PATH}:ro"],
+            "env": {"GDOI_ROLE": "ks", "GDOI_LOCAL_ADDRESS": ks.address},
+            "binds": [f"{ks.name}/setup.sh:{SETUP_PATH}:ro", f"{ks.name}/gdoi.cfg:{GDOI_CONF_PATH}:ro"],
             "healthcheck": {
                 "test": ["CMD", "gdoi", "show", "crypto", "gdoi", "--run-dir", "/run/gdoi", "--json"],
                 "start-period": 5,
@@ -195,10 +230,12 @@ def render(spec: LabSpec) -> dict[str, str]:
             "binds": binds,
         }
         if spec.protection is Protection.GDOI:
-            files[f"{r.name}/gdoi.cfg"] = _gm_config(r)
+            files[f"{r.name}/gdoi.cfg"] = _gm_config(r, key_servers)
             env.update({"GDOI_ROLE": "gm", "GDOI_LOCAL_ADDRESS": r.loopback, "GDOI_XFRM_ADDRESS": r.nbma})
             binds.append(f"{r.name}/gdoi.cfg:{GDOI_CONF_PATH}:ro")
-            node["stages"] = {"create": {"wait-for": [{"node": "ks", "stage": "healthy"}]}}
+            node["stages"] = {
+                "create": {"wait-for": [{"node": ks.name, "stage": "healthy"} for ks in key_servers]}
+            }
         if spec.protection is Protection.IPSEC:
             files[f"{r.name}/swanctl.conf"] = _swanctl_conf(r, routers)
             files[f"{r.name}/strongswan.conf"] = _strongswan_conf(r)
@@ -231,8 +268,9 @@ def render(spec: LabSpec) -> dict[str, str]:
             "links": links,
         },
     }
+    cooperating = f", {len(key_servers)} cooperative key servers" if len(key_servers) > 1 else ""
     header = (
-        f"# {lab}: DMVPN phase 3, hub + {spec.spokes} spokes, protection: {spec.protection.value}.\n"
+        f"# {lab}: DMVPN phase 3, hub + {spec.spokes} spokes, protection: {spec.protection.value}{cooperating}.\n"
         "# Generated by `python -m dmvpn_lab.lab.generate`; edit the generator, not this file.\n"
     )
     files[f"{lab}.clab.yml"] = header + yaml.safe_dump(doc, sort_keys=False, width=120)
@@ -355,11 +393,22 @@ def _frr_conf(r: Router, hub: Router, spec: LabSpec) -> str:
     return "\n".join(out) + "\n"
 
 
-def _ks_config(routers: list[Router], spec: LabSpec) -> str:
+def _ks_config(routers: list[Router], spec: LabSpec, ks: KeyServer, peers: list[KeyServer]) -> str:
     keys = [
         f"crypto isakmp key 0 {PSK} address {r.loopback}   ! {'Hub' if r.is_hub else r.name.capitalize()} router"
         for r in routers
     ]
+    # COOP messages between key servers are protected with the pre-shared key of the peer's address.
+    keys += [f"crypto isakmp key 0 {PSK} address {peer.address}   ! key server {peer.name} (COOP)" for peer in peers]
+    redundancy = []
+    if peers:
+        redundancy = [
+            "  redundancy",
+            f"   local priority {ks.priority}",
+            *(f"   peer address ipv4 {peer.address}" for peer in peers),
+            f"   timers announce {COOP_ANNOUNCE_S} dead {COOP_DEAD_S}",
+            "  !",
+        ]
     return (
         "\n".join(
             [
@@ -393,7 +442,8 @@ def _ks_config(routers: list[Router], spec: LabSpec) -> str:
                 "   match address ipv4 ACL",
                 "   replay time window-size 5",
                 "  !",
-                f"  address ipv4 {KS_ADDRESS}",
+                *redundancy,
+                f"  address ipv4 {ks.address}",
                 "!",
                 "ip access-list extended ACL",
                 " permit gre any any",
@@ -404,7 +454,7 @@ def _ks_config(routers: list[Router], spec: LabSpec) -> str:
     )
 
 
-def _gm_config(r: Router) -> str:
+def _gm_config(r: Router, key_servers: list[KeyServer]) -> str:
     return (
         "\n".join(
             [
@@ -412,11 +462,12 @@ def _gm_config(r: Router) -> str:
                 "crypto isakmp policy 10",
                 " authentication pre-share",
                 "!",
-                f"crypto isakmp key 0 {PSK} address {KS_ADDRESS}",
+                *(f"crypto isakmp key 0 {PSK} address {ks.address}" for ks in key_servers),
                 "!",
                 "crypto gdoi group GDOI_GM",
                 f" identity number {GDOI_IDENTITY}",
-                f" server address ipv4 {KS_ADDRESS}",
+                # Tried in this order: the first that answers registers the member (IOS's failover).
+                *(f" server address ipv4 {ks.address}" for ks in key_servers),
                 "!",
                 "crypto map DMVPN local-address Loopback0",
                 "crypto map DMVPN 10 gdoi",
@@ -583,6 +634,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("topologies"), help="parent folder")
     parser.add_argument("--nhrp-holdtime", type=int, default=NHRP_HOLDTIME, help="seconds (seed: 240)")
     parser.add_argument("--nhrp-authentication", help="ip nhrp authentication password (FRR 10+, at most 8 chars)")
+    parser.add_argument(
+        "--key-servers",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: two cooperative key servers, ks1 primary and ks2 secondary (GDOI only; name gets -2ks)",
+    )
     args = parser.parse_args(argv)
     try:
         spec = LabSpec(
@@ -591,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
             args.name,
             nhrp_holdtime_s=args.nhrp_holdtime,
             nhrp_authentication=args.nhrp_authentication,
+            key_servers=args.key_servers,
         )
         folder = write(spec, args.out)
     except ValueError as exc:

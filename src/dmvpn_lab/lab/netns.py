@@ -104,6 +104,9 @@ class NetnsRuntime:
             self._sysctls(node)
             self._setup(node)
 
+        # Key servers one after the other, each settled before the next starts: with COOP the first
+        # becomes primary on its own and every later one joins it as a secondary and takes its state, so
+        # members find the keys they will be rekeyed with on whichever key server they reach.
         for node in self.topology.ordered_nodes():
             if node.gdoi_role == "ks":
                 self._start_gdoi(node)
@@ -190,16 +193,22 @@ class NetnsRuntime:
         self._remember_pid(node.name, f"gdoi-{role}", proc.pid)
 
     def stop_gdoi(self, name: str) -> None:
-        """Stop a node's GDOI daemon (SIGTERM: a GM removes its kernel state) and wait for it to exit."""
+        """Stop a node's GDOI daemon (SIGTERM: a GM removes its kernel state) and wait for it to exit.
+
+        The daemon is forgotten from the lab's state: stopped on purpose, it is not a daemon that died
+        (``dead_daemons``) until ``start_gdoi`` records its successor.
+        """
         node = self.topology.nodes[name]
-        pid = self._read_state().get("pids", {}).get(name, {}).get(f"gdoi-{node.gdoi_role}")
+        daemon = f"gdoi-{node.gdoi_role}"
+        pid = self._read_state().get("pids", {}).get(name, {}).get(daemon)
         if pid is None:
-            raise LabError(f"{name}: no GDOI daemon recorded for this lab")
+            raise LabError(f"{name}: no GDOI daemon recorded for this lab (stopped already?)")
         _signal(pid, signal.SIGTERM)
         try:
             wait_until(lambda: "still running" if _alive(pid) else None, what=f"{name}: GDOI daemon exit", timeout=10)
         except ConvergenceError:
             _signal(pid, signal.SIGKILL)
+        self._forget_pid(name, daemon)
 
     def start_gdoi(self, name: str, config: Path | None = None) -> None:
         """Start a node's GDOI daemon, optionally with another configuration file than the topology's."""
@@ -265,6 +274,9 @@ class NetnsRuntime:
         )
 
     def _wait_healthy(self, node: Node) -> None:
+        """The key server answers, and with COOP holds its role: primary, or a secondary in sync."""
+        from dmvpn_lab.lab import checks
+
         self.progress(f"  {node.name}: waiting for the key server to answer")
         wait_for_json(
             lambda: self.shell.gdoi_json(node.name, "show", "crypto", "gdoi"),
@@ -273,6 +285,15 @@ class NetnsRuntime:
             timeout=60,
             interval=0.5,
         )
+        coop = wait_for_json(
+            lambda: self.shell.gdoi_json(node.name, "show", "crypto", "gdoi", "ks", "coop"),
+            checks.coop_settled,
+            what=f"{node.name}: gdoi show crypto gdoi ks coop --json",
+            timeout=60,
+            interval=0.5,
+        )
+        if coop.get("coop"):
+            self.progress(f"  {node.name}: COOP {coop['coop']['role'].lower()}")
 
     def _start_frr(self, node: Node) -> None:
         ns = self.topology.namespace(node.name)
@@ -422,6 +443,11 @@ class NetnsRuntime:
     def _remember_pid(self, node: str, daemon: str, pid: int) -> None:
         state = self._read_state()
         state.setdefault("pids", {}).setdefault(node, {})[daemon] = pid
+        self._write_state(state)
+
+    def _forget_pid(self, node: str, daemon: str) -> None:
+        state = self._read_state()
+        state.get("pids", {}).get(node, {}).pop(daemon, None)
         self._write_state(state)
 
 

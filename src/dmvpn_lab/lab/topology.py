@@ -132,8 +132,13 @@ class Topology:
     def group_members(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.gdoi_role == "gm"]
 
+    def key_servers(self) -> list[Node]:
+        """Every key server, in the topology's order (with COOP the first is the one members try first)."""
+        return [n for n in self.nodes.values() if n.gdoi_role == "ks"]
+
     def key_server(self) -> Node | None:
-        return next((n for n in self.nodes.values() if n.gdoi_role == "ks"), None)
+        """The first key server: the only one in a lab without COOP."""
+        return next(iter(self.key_servers()), None)
 
     def ordered_nodes(self) -> list[Node]:
         """Nodes in start order: every node after the nodes it waits for (containerlab ``stages``)."""

@@ -36,6 +36,7 @@ class Check:
     problem: Callable[[NodeShell], str | None]  # None when the lab passes
     hint: str
     needs_gdoi: bool = False  # applies only to a lab with a key server (not the plain variant)
+    needs_coop: bool = False  # applies only to a lab with cooperating key servers
 
 
 def _gms_registered(shell: NodeShell) -> str | None:
@@ -83,6 +84,14 @@ def _spoke_to_spoke(shell: NodeShell) -> str | None:
 
 CHECKS: list[Check] = [
     Check(
+        "COOP: one primary KS, secondaries in sync",
+        checks.coop_problem,
+        "`dmvpn-lab show KS crypto gdoi ks coop` on each key server: check `redundancy`, `peer address ipv4` "
+        "and the pre-shared key of the peer on both",
+        needs_gdoi=True,
+        needs_coop=True,
+    ),
+    Check(
         "GDOI: every GM registered, same TEK",
         _gms_registered,
         "see `dmvpn-lab show NODE crypto gdoi` and the KS log; check the pre-shared key and the KS address",
@@ -91,7 +100,8 @@ CHECKS: list[Check] = [
     Check(
         "GDOI: one KS session per GM",
         checks.ks_sessions_problem,
-        "`dmvpn-lab show ks crypto isakmp sa` should list one GDOI_IDLE line per GM",
+        "`dmvpn-lab show ks crypto isakmp sa` should list one GDOI_IDLE line per GM (with COOP: at most one, "
+        "on the key server the GM registered with)",
         needs_gdoi=True,
     ),
     Check(
@@ -116,10 +126,10 @@ CHECKS: list[Check] = [
 
 
 def run_checks(shell: NodeShell) -> list[Result]:
-    has_gdoi = shell.topology.key_server() is not None
+    key_servers = len(shell.topology.key_servers())
     results = []
     for check in CHECKS:
-        if check.needs_gdoi and not has_gdoi:
+        if (check.needs_gdoi and not key_servers) or (check.needs_coop and key_servers < 2):
             continue
         try:
             problem = check.problem(shell)
