@@ -41,12 +41,11 @@ SHARDS: dict[str, tuple[str, ...]] = {
         "labtests/test_rekey.py",
         "labtests/test_negative.py",
     ),
-    "rekey-lab": ("labtests/test_rekey_timers.py",),
+    "rekey-lab": ("labtests/test_rekey_timers.py", "labtests/test_coop.py"),
     "own-labs": (
         "labtests/test_nhrp_lifecycle.py",
         "labtests/test_baseline.py",
         "labtests/test_encryption_control.py",
-        "labtests/test_coop.py",
     ),
 }
 # The seed lab's suites again, on containerlab and Docker (the sandbox kernel runs its own engine).

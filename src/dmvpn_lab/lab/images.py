@@ -131,7 +131,9 @@ def ensure_images(progress: Progress = print, *, keep_cache: bool | None = None)
     """Every image present and built from the current sources; returns how each was obtained."""
     engine_ready()
     digest = source_hash()
-    keep = os.environ.get("DMVPN_LAB_SANDBOX") == "1" if keep_cache is None else keep_cache
+    # Kept for the next sandbox; not on a CI machine, which starts empty and ends with the run.
+    in_sandbox = os.environ.get("DMVPN_LAB_SANDBOX") == "1"
+    keep = in_sandbox and os.environ.get("CI") != "true" if keep_cache is None else keep_cache
     how: dict[str, str] = {}
     for image in ALL:
         started = time.monotonic()
