@@ -54,6 +54,8 @@ def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request
         out, _ = flow.communicate(timeout=flow_s + 120)
     text = out.decode()
     lab.save(request.node.name, "ping.txt", text[-2000:])
+    # The TEK that followed the old one, read now: the waits below may outlast it (a 120 s lifetime).
+    new = max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"])
     assert f"{count} packets transmitted, {count} received" in text, text[-400:]
     for router in lab.topology.routers():
         wait_for_json(
@@ -62,7 +64,6 @@ def test_natural_rollover_loses_nothing_and_the_old_state_goes(fast_lab, request
             what=f"{router.name}: ip xfrm state (old TEK removed after expiry)",
             timeout=60,
         )
-    new = max(checks.ks_teks(lab.shell), key=lambda t: t["lifetime_remaining_s"])
     assert new["spi"] != old["spi"], "the KS never rolled its TEK over"
     src, dst_nbma = lab.node_label("spoke2", "nbma"), lab.node_label("spoke1", "nbma")
     flow_spis = [p.esp_spi for p in read_packets(pcap, "esp") if (p.src, p.dst) == (src, dst_nbma)]

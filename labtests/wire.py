@@ -82,10 +82,15 @@ def _examples(packets: list[PacketSummary]) -> str:
 
 def _is_gdoi_between_ks_and_gm(p: PacketSummary, policy: WirePolicy) -> bool:
     """GDOI between a KS and a member, or COOP between two cooperating KSs (both on the GDOI port)."""
+    pair = {p.src, p.dst}
+    between_key_servers = len(pair) == 2 and pair <= policy.ks_addresses
+    # A key server whose daemon is down answers the other's COOP messages with ICMP port unreachable,
+    # quoting them (decoded as ISAKMP, the quoted UDP not shown as a layer of its own).
+    if between_key_servers and "icmp" in p.protocols and "isakmp" in p.protocols:
+        return True
     if p.ports is None or GDOI_PORT not in p.ports:
         return False
-    pair = {p.src, p.dst}
-    if len(pair) == 2 and pair <= policy.ks_addresses:
+    if between_key_servers:
         return True
     # A multicast rekey (RFC 6407 section 4) goes from the KS to a group address.
     return bool(pair & policy.ks_addresses) and bool(pair & policy.gm_addresses or _is_multicast(p.dst))

@@ -78,3 +78,21 @@ def test_an_empty_policy_flags_everything_encrypted_or_not():
         WirePolicy(frozenset(), frozenset(), frozenset()),
     )
     assert len(v.foreign_spi) == 1 and len(v.cleartext) == 1
+
+
+def test_coop_between_key_servers_and_a_stopped_ones_icmp_pass_but_icmp_quoting_isakmp_elsewhere_does_not():
+    two_key_servers = WirePolicy(
+        group_spis=frozenset({7}),
+        ks_addresses=frozenset({"1.1.1.1", "1.1.2.1"}),
+        gm_addresses=POLICY.gm_addresses,
+    )
+    v = judge(
+        [
+            pkt(1, "1.1.2.1", "1.1.1.1", "ip", "udp", "isakmp", ports=(848, 848)),  # COOP announcement
+            pkt(2, "1.1.1.1", "1.1.2.1", "ip", "icmp", "isakmp"),  # port unreachable from the stopped KS
+        ],
+        two_key_servers,
+    )
+    assert v.problems() == [] and v.gdoi == 2
+    v = judge([pkt(1, "11.11.11.11", "12.12.12.12", "ip", "icmp", "isakmp")], two_key_servers)
+    assert len(v.ike) == 1
