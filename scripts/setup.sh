@@ -21,12 +21,20 @@ if ! modprobe -q ip_gre 2>/dev/null || ! modprobe -q esp4 2>/dev/null || ! modpr
 fi
 # strongSwan's package starts its own service: the per-peer IPsec baseline runs one charon per router.
 systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
+# containerlab compiles (CPU) while the Debian roots download (network): at the same time.
+echo ">> containerlab runtime: containerlab built from source (pinned), in the background"
+scripts/containerlab.sh > /tmp/dmvpn-lab-containerlab-build.log 2>&1 &
+clab_build=$!
 scripts/frr-root.sh
-echo ">> containerlab runtime: the images' base, and containerlab built from source (pinned)"
 if ! docker info >/dev/null 2>&1; then
   scripts/base-root.sh  # no engine here to pull with: the sandbox imports this root as the images' base
 fi
-scripts/containerlab.sh
+if ! wait "$clab_build"; then
+  cat /tmp/dmvpn-lab-containerlab-build.log >&2
+  echo "building containerlab failed (log above)" >&2
+  exit 1
+fi
+tail -1 /tmp/dmvpn-lab-containerlab-build.log
 echo ">> pip: dmvpn-lab and its test tools, in .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q -e ".[test,bench]"
