@@ -4,6 +4,12 @@
 # On a group member FRR waits until the GDOI daemon answers on its control socket: it opens that socket
 # only after its fail-close policies are in the kernel, so GRE's first packet is never sent in clear.
 set -eu
+if [ -n "${IKE_DAEMON:-}" ]; then
+  # The per-peer IPsec baseline needs a charon per router, which this image does not start: FRR stays
+  # down rather than send GRE unprotected.  That topology runs on the netns runtime (README.md).
+  echo "dmvpn-frr: IKE_DAEMON=$IKE_DAEMON is not run in this image; FRR stays down (use the netns runtime)" >&2
+  exit 1
+fi
 if [ "${GDOI_ROLE:-}" = gm ]; then
   waited=0
   until [ -S /run/gdoi/gdoi-gm.sock ]; do

@@ -332,3 +332,12 @@ def test_generator_cli_takes_two_key_servers(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("dmvpn-gdoi-2-2ks/dmvpn-gdoi-2-2ks.clab.yml")
     assert generate.main(["--key-servers", "2", "--protection", "plain", "--out", str(tmp_path)]) == 2
     assert "needs --protection gdoi" in capsys.readouterr().err
+
+
+def test_containerlab_runtime_refuses_the_per_peer_ipsec_baseline_before_deploying_anything():
+    """Its images do not run charon: deployed, that lab would carry GRE in clear."""
+    from dmvpn_lab.lab.clab import ContainerlabError, ContainerlabRuntime
+
+    ipsec = load_topology(ROOT / "topologies" / "dmvpn-ipsec")
+    with pytest.raises(ContainerlabError, match="netns runtime only"):
+        ContainerlabRuntime(ipsec, progress=lambda _line: None).up()

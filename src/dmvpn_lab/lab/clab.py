@@ -83,6 +83,13 @@ class ContainerlabRuntime:
 
     def up(self, *, converge_timeout: float = 240.0) -> dict[str, Any]:
         started = time.monotonic()
+        per_peer = sorted(n.name for n in self.topology.nodes.values() if n.env.get("IKE_DAEMON"))
+        if per_peer:
+            # The images carry strongSwan but do not run charon: such a lab would route GRE unprotected.
+            raise ContainerlabError(
+                f"{self.topology.name}: {', '.join(per_peer)} use IKE_DAEMON (the per-peer IPsec baseline), which "
+                "runs on the netns runtime only: `dmvpn-lab --runtime netns up`"
+            )
         try:
             for tag, how in images.ensure_images(self.progress).items():
                 self.progress(f"  image {tag}: {how}")
