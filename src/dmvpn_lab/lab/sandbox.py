@@ -129,6 +129,10 @@ halt -f
 _DOCKER_PRELUDE = """
 mount --make-rshared /
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# The guest's / is the host's: containerlab's host entries (/etc/hosts) and SSH config
+# (/etc/ssh/ssh_config.d) go to copies of the guest's own, never to the host's files.
+cp /etc/hosts /run/dmvpn-lab-hosts && mount --bind /run/dmvpn-lab-hosts /etc/hosts
+[ -d /etc/ssh ] && mount -t tmpfs tmpfs /etc/ssh
 for m in overlay br_netfilter nf_nat iptable_nat xt_MASQUERADE xt_conntrack xt_addrtype xt_nat; do
   modprobe -q $m 2>/dev/null
 done
